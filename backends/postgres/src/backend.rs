@@ -1,0 +1,133 @@
+use sqlx::postgres::PgConnectOptions;
+use testdb::{Backend, Error, OwnedDatabase, Result};
+
+use crate::Postgres;
+use crate::owner::{self, PREFIX};
+use crate::server::{self, NAME};
+use crate::sql::{self, ident};
+
+/// A PostgreSQL test database: its name, URL and server.
+#[derive(Debug)]
+pub struct PostgresDatabase {
+    name: String,
+    url: String,
+    options: PgConnectOptions,
+    server: Postgres,
+}
+
+impl Backend for Postgres {
+    type Database = sqlx::Postgres;
+    type Connection = sqlx::PgConnection;
+    type Owned = PostgresDatabase;
+
+    const NAME: &'static str = NAME;
+
+    async fn create(&self) -> Result<PostgresDatabase> {
+        let owner = owner::owner(self).await?;
+        let name = format!("{PREFIX}{:016x}", owner::random_u64());
+        let mut conn = self.connect_maintenance().await?;
+        let created = sqlx::query(sql::create_database(&name))
+            .execute(&mut conn)
+            .await;
+        if let Err(source) = created {
+            server::close(conn).await;
+            return Err(self.create_error(&name, source));
+        }
+        let maintenance: sqlx::Result<String> = sqlx::query_scalar("SELECT current_database()")
+            .fetch_one(&mut conn)
+            .await;
+        let marked = match maintenance {
+            Ok(maintenance) => sqlx::query(sql::comment_on_database(
+                &name,
+                &owner::marker(owner.key, &maintenance),
+            ))
+            .execute(&mut conn)
+            .await
+            .map(drop),
+            Err(err) => Err(err),
+        };
+        if let Err(source) = marked {
+            // Unmarked, no sweep would ever remove it: drop it now.
+            let _ = owner::drop_database(&mut conn, &name).await;
+            server::close(conn).await;
+            return Err(Error::Database {
+                backend: NAME,
+                database: name,
+                step: "mark as testdb's".into(),
+                source,
+            });
+        }
+        server::close(conn).await;
+        Ok(PostgresDatabase {
+            url: self.url_of(&name),
+            options: self.options_of(&name),
+            server: self.clone(),
+            name,
+        })
+    }
+
+    fn sweep_scope(&self) -> String {
+        self.redacted_url().to_string()
+    }
+
+    async fn sweep(&self) -> Result<usize> {
+        owner::sweep(self).await
+    }
+}
+
+impl Postgres {
+    fn create_error(&self, name: &str, source: sqlx::Error) -> Error {
+        let code = source
+            .as_database_error()
+            .and_then(|err| err.code().map(|code| code.into_owned()));
+        if code.as_deref() == Some("42501") {
+            let role = self.username().to_string();
+            return Error::PermissionDenied {
+                backend: NAME,
+                server: self.redacted_url().to_string(),
+                hint: format!(
+                    "grant it with `ALTER ROLE {} CREATEDB`, or set TESTDB_POSTGRES_URL to a \
+                     role that has CREATEDB",
+                    ident(&role)
+                ),
+                role,
+                action: "create databases".into(),
+                source,
+            };
+        }
+        Error::Database {
+            backend: NAME,
+            database: name.to_string(),
+            step: "CREATE DATABASE".into(),
+            source,
+        }
+    }
+}
+
+impl OwnedDatabase for PostgresDatabase {
+    type Database = sqlx::Postgres;
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn url(&self) -> &str {
+        &self.url
+    }
+
+    fn connect_options(&self) -> PgConnectOptions {
+        self.options.clone()
+    }
+
+    async fn destroy(self) -> Result<()> {
+        let mut conn = self.server.connect_maintenance().await?;
+        let dropped = owner::drop_database(&mut conn, &self.name).await;
+        server::close(conn).await;
+        dropped.map_err(|source| Error::Database {
+            backend: NAME,
+            database: self.name.clone(),
+            step: "DROP DATABASE".into(),
+            source,
+        })
+    }
+}

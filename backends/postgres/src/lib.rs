@@ -1,0 +1,33 @@
+//! PostgreSQL databases for [testdb](https://docs.rs/testdb).
+//!
+//! Each test database is a new database, named `testdb_…`, on the server given by
+//! `TESTDB_POSTGRES_URL` (else `DATABASE_URL`, else a URL you pass), created by a role with
+//! `CREATEDB`. A comment on the database records which process owns it, and that process holds a
+//! session advisory lock for as long as it lives; a later run drops the databases whose owner's lock
+//! is free, and nothing else.
+//!
+//! ```no_run
+//! use testdb_postgres::{Postgres, TestDatabase};
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let db = TestDatabase::builder(Postgres::from_env()?)
+//!     .migrations("migrations")
+//!     .create()
+//!     .await?;
+//! sqlx::query("INSERT INTO users (name) VALUES ('ada')")
+//!     .execute(db.pool())
+//!     .await?;
+//! # Ok(()) }
+//! ```
+
+mod backend;
+mod owner;
+mod server;
+mod sql;
+
+pub use backend::PostgresDatabase;
+pub use server::Postgres;
+pub use testdb::{Error, Result, block_on, sweep};
+
+/// A test database on PostgreSQL.
+pub type TestDatabase = testdb::TestDatabase<Postgres>;

@@ -1,0 +1,219 @@
+use std::fmt;
+use std::str::FromStr;
+
+use sqlx::postgres::{PgConnectOptions, PgConnection};
+use sqlx::{ConnectOptions, Connection};
+use testdb::{Error, Result};
+use url::Url;
+
+/// Environment variables read by [`Postgres::from_env`], in order.
+pub(crate) const URL_VARIABLES: [&str; 2] = ["TESTDB_POSTGRES_URL", "DATABASE_URL"];
+
+pub(crate) const NAME: &str = "PostgreSQL";
+
+/// The PostgreSQL backend: the server test databases are created on.
+///
+/// testdb connects to the database named in the URL (e.g. `postgres`) only to create, comment on
+/// and drop its own databases; it never writes to it.
+#[derive(Clone)]
+pub struct Postgres {
+    url: Url,
+    redacted: String,
+    options: PgConnectOptions,
+}
+
+impl Postgres {
+    /// The server in `TESTDB_POSTGRES_URL`, else in `DATABASE_URL`.
+    pub fn from_env() -> Result<Self> {
+        for variable in URL_VARIABLES {
+            if let Ok(url) = std::env::var(variable) {
+                if !url.trim().is_empty() {
+                    return Postgres::from_url(&url);
+                }
+            }
+        }
+        Err(Error::NotConfigured {
+            backend: NAME,
+            hint: format!(
+                "set {} (or {}) to a server URL whose role may create databases, e.g. \
+                 postgres://postgres@127.0.0.1:5432/postgres",
+                URL_VARIABLES[0], URL_VARIABLES[1]
+            ),
+        })
+    }
+
+    /// The server at `url`, e.g. `postgres://user:password@host:5432/postgres`.
+    pub fn from_url(url: &str) -> Result<Self> {
+        let invalid = |reason: String| Error::InvalidUrl {
+            backend: NAME,
+            url: redact(url),
+            reason: scrub(&reason, url),
+        };
+        let parsed = Url::parse(url).map_err(|err| invalid(err.to_string()))?;
+        if !matches!(parsed.scheme(), "postgres" | "postgresql") {
+            return Err(invalid(format!(
+                "the scheme is {:?}; expected postgres:// or postgresql://",
+                parsed.scheme()
+            )));
+        }
+        let options = PgConnectOptions::from_str(url).map_err(|err| invalid(err.to_string()))?;
+        Ok(Postgres {
+            redacted: redact(url),
+            url: parsed,
+            options,
+        })
+    }
+
+    /// The server's URL with any password replaced by `***`.
+    pub fn redacted_url(&self) -> &str {
+        &self.redacted
+    }
+
+    /// The URL of database `name` on this server.
+    pub(crate) fn url_of(&self, name: &str) -> String {
+        let mut url = self.url.clone();
+        url.set_path(&format!("/{name}"));
+        let query: Vec<(String, String)> = url
+            .query_pairs()
+            .filter(|(key, _)| key != "dbname")
+            .map(|(key, value)| (key.into_owned(), value.into_owned()))
+            .collect();
+        if query.is_empty() {
+            url.set_query(None);
+        } else {
+            url.query_pairs_mut().clear().extend_pairs(query);
+        }
+        url.into()
+    }
+
+    pub(crate) fn options_of(&self, name: &str) -> PgConnectOptions {
+        self.options.clone().database(name)
+    }
+
+    /// Opens a connection to the database named in the URL, for creating and dropping.
+    pub(crate) async fn connect_maintenance(&self) -> Result<PgConnection> {
+        self.options
+            .connect()
+            .await
+            .map_err(|source| self.connect_error(source))
+    }
+
+    pub(crate) fn connect_error(&self, source: sqlx::Error) -> Error {
+        let code = source
+            .as_database_error()
+            .and_then(|err| err.code().map(|code| code.into_owned()));
+        let hint = match code.as_deref() {
+            Some("28P01" | "28000") => {
+                "the server refused the role or password in the URL: fix them, or set \
+                 TESTDB_POSTGRES_URL to a role that may log in and create databases"
+                    .to_string()
+            }
+            Some("3D000") => format!(
+                "the database named in the URL ({}) does not exist: testdb connects to it to \
+                 create test databases, so name one that exists, e.g. postgres",
+                self.options.get_database().unwrap_or("the default")
+            ),
+            _ => "is the server running and listening at that address? Start it, or set \
+                  TESTDB_POSTGRES_URL to the URL of one that is"
+                .to_string(),
+        };
+        Error::Connect {
+            backend: NAME,
+            server: self.redacted.clone(),
+            hint,
+            source,
+        }
+    }
+
+    pub(crate) fn username(&self) -> &str {
+        self.options.get_username()
+    }
+}
+
+impl fmt::Debug for Postgres {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Postgres")
+            .field("url", &self.redacted)
+            .finish()
+    }
+}
+
+/// `url` with its password (in the user info or a `password=` parameter) replaced by `***`.
+pub(crate) fn redact(url: &str) -> String {
+    if let Ok(mut parsed) = Url::parse(url) {
+        if parsed.password().is_some() {
+            let _ = parsed.set_password(Some("***"));
+        }
+        if parsed.query_pairs().any(|(key, _)| key == "password") {
+            let pairs: Vec<(String, String)> = parsed
+                .query_pairs()
+                .map(|(key, value)| {
+                    let value = if key == "password" {
+                        "***".to_string()
+                    } else {
+                        value.into_owned()
+                    };
+                    (key.into_owned(), value)
+                })
+                .collect();
+            parsed.query_pairs_mut().clear().extend_pairs(pairs);
+        }
+        return parsed.into();
+    }
+    // Unparseable: hide everything up to the last `@` (a password may hold a `/`), and every `password=` value, rather than guess.
+    let mut text = url.to_string();
+    if let Some(start) = text.find("://").map(|at| at + 3) {
+        let authority_end = text[start..]
+            .find(['?', '#'])
+            .map_or(text.len(), |end| start + end);
+        if let Some(at) = text[start..authority_end].rfind('@') {
+            text.replace_range(start..start + at, "***");
+        }
+    }
+    let mut out = String::new();
+    let mut rest = text.as_str();
+    while let Some(found) = rest.find("password=") {
+        let value_start = found + "password=".len();
+        out.push_str(&rest[..value_start]);
+        out.push_str("***");
+        rest = &rest[value_start..];
+        rest = &rest[rest.find('&').unwrap_or(rest.len())..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Removes the URL's password from a message that might quote it.
+fn scrub(message: &str, url: &str) -> String {
+    let password = Url::parse(url)
+        .ok()
+        .and_then(|parsed| parsed.password().map(str::to_owned));
+    match password {
+        Some(password) if !password.is_empty() => message.replace(&password, "***"),
+        _ => message.to_string(),
+    }
+}
+
+/// Closes a maintenance connection, ignoring errors: the server cleans up after a dropped socket.
+pub(crate) async fn close(connection: PgConnection) {
+    let _ = connection.close().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn redacts_passwords() {
+        let cases = [
+            ("postgres://u:hunter2@h/db", "postgres://u:***@h/db"),
+            ("postgres://h/db?password=hunter2&x=1", "postgres://h/db?password=***&x=1"),
+            ("postgres://u:hun/ter2@h:notaport/db", "postgres://***@h:notaport/db"),
+            ("postgres://u@h/db", "postgres://u@h/db"),
+        ];
+        for (input, expected) in cases {
+            assert_eq!(redact(input), expected, "{input}");
+            assert!(!redact(input).contains("hunter2"));
+        }
+    }
+}

@@ -1,0 +1,46 @@
+//! The statements that cannot take parameters (`CREATE DATABASE`, `COMMENT ON`, …), with every
+//! identifier and literal quoted.
+
+use sqlx::AssertSqlSafe;
+
+/// `"name"`, with embedded quotes doubled.
+pub(crate) fn ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// `'text'`, with embedded quotes doubled (standard_conforming_strings is on since 9.1).
+pub(crate) fn literal(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
+pub(crate) fn create_database(name: &str) -> AssertSqlSafe<String> {
+    AssertSqlSafe(format!("CREATE DATABASE {}", ident(name)))
+}
+
+pub(crate) fn drop_database(name: &str, force: bool) -> AssertSqlSafe<String> {
+    let force = if force { " WITH (FORCE)" } else { "" };
+    AssertSqlSafe(format!("DROP DATABASE IF EXISTS {}{force}", ident(name)))
+}
+
+pub(crate) fn disallow_connections(name: &str) -> AssertSqlSafe<String> {
+    AssertSqlSafe(format!("ALTER DATABASE {} ALLOW_CONNECTIONS false", ident(name)))
+}
+
+pub(crate) fn comment_on_database(name: &str, comment: &str) -> AssertSqlSafe<String> {
+    AssertSqlSafe(format!("COMMENT ON DATABASE {} IS {}", ident(name), literal(comment)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quotes_everything() {
+        assert_eq!(ident(r#"a"b"#), r#""a""b""#);
+        assert_eq!(literal("it's"), "'it''s'");
+        assert_eq!(
+            comment_on_database("x\"y", "o'k").0,
+            r#"COMMENT ON DATABASE "x""y" IS 'o''k'"#
+        );
+    }
+}

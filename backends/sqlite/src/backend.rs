@@ -1,0 +1,192 @@
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
+use sqlx::{ConnectOptions, Connection};
+use testdb::{Backend, Error, OwnedDatabase, Result};
+
+use crate::owner::{self, PREFIX};
+
+const DATABASE_FILE: &str = "db.sqlite3";
+
+/// The SQLite backend: where test databases go and how they are opened.
+#[derive(Debug, Clone)]
+pub struct Sqlite {
+    root: PathBuf,
+    busy_timeout: Duration,
+    foreign_keys: bool,
+}
+
+impl Sqlite {
+    /// Test databases in `$TMPDIR/testdb`, with foreign keys enforced and a 5 s busy timeout.
+    pub fn new() -> Self {
+        Sqlite {
+            root: std::env::temp_dir().join("testdb"),
+            busy_timeout: Duration::from_secs(5),
+            foreign_keys: true,
+        }
+    }
+
+    /// Puts test databases under `root` instead (created if missing).
+    pub fn directory(mut self, root: impl Into<PathBuf>) -> Self {
+        self.root = root.into();
+        self
+    }
+
+    /// How long a connection waits for another's write lock before failing with "database is
+    /// locked".
+    pub fn busy_timeout(mut self, timeout: Duration) -> Self {
+        self.busy_timeout = timeout;
+        self
+    }
+
+    /// Whether connections enforce foreign keys (`PRAGMA foreign_keys`); on by default.
+    pub fn foreign_keys(mut self, on: bool) -> Self {
+        self.foreign_keys = on;
+        self
+    }
+
+    /// The directory test databases go in.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn options(&self, file: &Path) -> SqliteConnectOptions {
+        SqliteConnectOptions::new()
+            .filename(file)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(self.busy_timeout)
+            .foreign_keys(self.foreign_keys)
+    }
+}
+
+impl Default for Sqlite {
+    fn default() -> Self {
+        Sqlite::new()
+    }
+}
+
+/// A SQLite test database: its directory, file and lock.
+#[derive(Debug)]
+pub struct SqliteDatabase {
+    dir: PathBuf,
+    file: PathBuf,
+    name: String,
+    url: String,
+    options: SqliteConnectOptions,
+    // Held for the database's life: proves to sweepers that its owner is alive.
+    _lock: File,
+}
+
+impl SqliteDatabase {
+    /// The database file.
+    pub fn file(&self) -> &Path {
+        &self.file
+    }
+}
+
+impl Backend for Sqlite {
+    type Database = sqlx::Sqlite;
+    type Connection = sqlx::SqliteConnection;
+    type Owned = SqliteDatabase;
+
+    const NAME: &'static str = "SQLite";
+
+    async fn create(&self) -> Result<SqliteDatabase> {
+        std::fs::create_dir_all(&self.root)
+            .map_err(|source| owner::io("create directory", &self.root, source))?;
+        let dir = tempfile::Builder::new()
+            .prefix(PREFIX)
+            .tempdir_in(&self.root)
+            .map_err(|source| owner::io("create a directory in", &self.root, source))?
+            .keep();
+        let claimed = owner::claim(&dir);
+        let lock = match claimed {
+            Ok(lock) => lock,
+            Err(err) => {
+                let _ = std::fs::remove_dir_all(&dir);
+                return Err(err);
+            }
+        };
+        let file = dir.join(DATABASE_FILE);
+        let database = SqliteDatabase {
+            name: file.display().to_string(),
+            url: url_of(&file),
+            options: self.options(&file),
+            file,
+            dir,
+            _lock: lock,
+        };
+        // Create the file and switch it to WAL, which is persistent: every later connection, in
+        // any process, opens it in WAL mode.
+        let created = database
+            .options
+            .clone()
+            .create_if_missing(true)
+            .connect()
+            .await;
+        match created {
+            Ok(connection) => {
+                let _ = connection.close().await;
+                Ok(database)
+            }
+            Err(source) => {
+                let err = Error::Database {
+                    backend: Self::NAME,
+                    database: database.name.clone(),
+                    step: "create".into(),
+                    source,
+                };
+                let _ = database.destroy().await;
+                Err(err)
+            }
+        }
+    }
+
+    fn sweep_scope(&self) -> String {
+        self.root.display().to_string()
+    }
+
+    async fn sweep(&self) -> Result<usize> {
+        owner::sweep(&self.root)
+    }
+}
+
+impl OwnedDatabase for SqliteDatabase {
+    type Database = sqlx::Sqlite;
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn url(&self) -> &str {
+        &self.url
+    }
+
+    fn connect_options(&self) -> SqliteConnectOptions {
+        self.options.clone()
+    }
+
+    async fn destroy(self) -> Result<()> {
+        // Open connections keep their file handles; on Unix the files go away all the same.
+        std::fs::remove_dir_all(&self.dir)
+            .map_err(|source| owner::io("remove directory", &self.dir, source))
+    }
+}
+
+/// `sqlite://` URL of a file, percent-encoding what sqlx's parser would misread.
+fn url_of(file: &Path) -> String {
+    let mut url = String::from("sqlite://");
+    for byte in file.display().to_string().bytes() {
+        match byte {
+            b'%' | b'?' | b'#' | b' ' | b'"' | b'<' | b'>' | b'`' | b'{' | b'}' => {
+                url.push_str(&format!("%{byte:02X}"));
+            }
+            0..=0x1f | 0x7f..=0xff => url.push_str(&format!("%{byte:02X}")),
+            _ => url.push(char::from(byte)),
+        }
+    }
+    url
+}

@@ -1,0 +1,27 @@
+//! SQLite file databases for [testdb](https://docs.rs/testdb).
+//!
+//! Each test database is a file, `db.sqlite3`, in a directory of its own under testdb's directory
+//! (`$TMPDIR/testdb` by default), opened in WAL mode with a busy timeout so that other connections
+//! and processes can share it. Never `:memory:`: other processes must be able to open it.
+//!
+//! ```
+//! use testdb_sqlite::{Sqlite, TestDatabase};
+//!
+//! # fn main() -> Result<(), testdb::Error> {
+//! let db = TestDatabase::builder(Sqlite::new()).create_blocking()?;
+//! let pool = db.pool().clone();
+//! let answer: i64 = testdb::block_on(async move {
+//!     sqlx::query_scalar("SELECT 6 * 7").fetch_one(&pool).await
+//! })??;
+//! assert_eq!(answer, 42);
+//! # Ok(()) }
+//! ```
+
+mod backend;
+mod owner;
+
+pub use backend::{Sqlite, SqliteDatabase};
+pub use testdb::{Error, Result, block_on, sweep};
+
+/// A test database on SQLite.
+pub type TestDatabase = testdb::TestDatabase<Sqlite>;

@@ -1,0 +1,86 @@
+//! Who owns a database directory.
+//!
+//! Each database directory holds a lock file on which its creating process keeps an exclusive
+//! lock for as long as the database lives. The kernel releases the lock when the process dies,
+//! however it dies, so a directory whose lock can be taken belongs to nobody alive.
+
+use std::fs::{File, OpenOptions, TryLockError};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use testdb::{Error, Result};
+
+/// The lock file inside each database directory.
+pub(crate) const LOCK_FILE: &str = "owner.lock";
+/// The prefix of every directory testdb creates.
+pub(crate) const PREFIX: &str = "testdb_";
+/// A directory with no lock file yet is being created; one older than this was abandoned.
+const CREATION_GRACE: Duration = Duration::from_secs(600);
+
+/// Takes the lock of a directory that was just created.
+pub(crate) fn claim(dir: &Path) -> Result<File> {
+    let path = dir.join(LOCK_FILE);
+    let file = OpenOptions::new()
+        .create_new(true)
+        .write(true)
+        .open(&path)
+        .map_err(|source| io("create lock file", &path, source))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(TryLockError::WouldBlock) => Err(io(
+            "lock",
+            &path,
+            std::io::Error::other("already locked by another process"),
+        )),
+        Err(TryLockError::Error(source)) => Err(io("lock", &path, source)),
+    }
+}
+
+/// Removes the database directories under `root` whose owners are gone; returns how many.
+pub(crate) fn sweep(root: &Path) -> Result<usize> {
+    let entries = match std::fs::read_dir(root) {
+        Ok(entries) => entries,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(source) => return Err(io("read directory", root, source)),
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let is_ours = name.to_str().is_some_and(|name| name.starts_with(PREFIX));
+        let is_dir = entry.file_type().is_ok_and(|kind| kind.is_dir());
+        if is_ours && is_dir && sweep_one(&entry.path()) {
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
+/// Removes one directory if its owner is gone. Errors mean "not now": a later sweep tries again.
+fn sweep_one(dir: &Path) -> bool {
+    let lock = dir.join(LOCK_FILE);
+    match OpenOptions::new().write(true).open(&lock) {
+        Ok(file) => match file.try_lock() {
+            // Held by a live process (possibly this one): not ours to remove.
+            Err(_) => false,
+            // Remove while holding the lock, so no other sweeper races us.
+            Ok(()) => std::fs::remove_dir_all(dir).is_ok(),
+        },
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            let abandoned = std::fs::metadata(dir)
+                .and_then(|meta| meta.modified())
+                .ok()
+                .and_then(|modified| SystemTime::now().duration_since(modified).ok())
+                .is_some_and(|age| age > CREATION_GRACE);
+            abandoned && std::fs::remove_dir_all(dir).is_ok()
+        }
+        Err(_) => false,
+    }
+}
+
+pub(crate) fn io(action: &str, path: &Path, source: std::io::Error) -> Error {
+    Error::Io {
+        action: action.into(),
+        path: PathBuf::from(path),
+        source,
+    }
+}

@@ -1,0 +1,86 @@
+//! Removal of test databases: when they are dropped, when the process exits, and (via the backends'
+//! sweeps) after a process died without doing either.
+//!
+//! Rust never drops a `static`, and libtest ends the process with `exit`, so every live database is
+//! also registered here and removed by an `atexit` hook.
+
+use std::any::TypeId;
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, Once};
+
+use crate::runtime;
+use crate::{Backend, Result};
+
+type Removal = Pin<Box<dyn Future<Output = ()> + Send>>;
+type Remover = Box<dyn FnOnce() -> Removal + Send>;
+
+static LIVE: Mutex<Option<HashMap<u64, Remover>>> = Mutex::new(None);
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+static AT_EXIT: Once = Once::new();
+
+fn live() -> MutexGuard<'static, Option<HashMap<u64, Remover>>> {
+    // A panic while holding this lock cannot leave the map inconsistent: keep going.
+    LIVE.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Registers a database to be removed at process exit; returns the key for [`unregister`].
+pub(crate) fn register(remover: Remover) -> u64 {
+    AT_EXIT.call_once(|| {
+        // SAFETY: `remove_all_at_exit` is an `extern "C"` function that never unwinds.
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::atexit(remove_all_at_exit);
+        }
+    });
+    let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+    live().get_or_insert_with(HashMap::new).insert(id, remover);
+    id
+}
+
+/// Takes a database off the exit list, returning its remover if it was still there.
+pub(crate) fn unregister(id: u64) -> Option<Remover> {
+    live().as_mut().and_then(|map| map.remove(&id))
+}
+
+extern "C" fn remove_all_at_exit() {
+    let _ = std::panic::catch_unwind(|| {
+        let removers: Vec<Remover> = live()
+            .take()
+            .map(|map| map.into_values().collect())
+            .unwrap_or_default();
+        if removers.is_empty() {
+            return;
+        }
+        let removals: Vec<Removal> = removers.into_iter().map(|remove| remove()).collect();
+        let _ = runtime::run_detached(async move {
+            for removal in removals {
+                removal.await;
+            }
+        });
+    });
+}
+
+static SWEPT: Mutex<Option<HashSet<(TypeId, String)>>> = Mutex::new(None);
+
+fn swept() -> MutexGuard<'static, Option<HashSet<(TypeId, String)>>> {
+    SWEPT.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Sweeps a backend's scope the first time this process uses it.
+pub(crate) async fn sweep_once<B: Backend>(backend: &B) -> Result<()> {
+    let scope = (TypeId::of::<B>(), backend.sweep_scope());
+    if !swept().get_or_insert_with(HashSet::new).insert(scope.clone()) {
+        return Ok(());
+    }
+    let result = backend.sweep().await;
+    if result.is_err() {
+        // Try again next time rather than never.
+        if let Some(set) = swept().as_mut() {
+            set.remove(&scope);
+        }
+    }
+    result.map(drop)
+}

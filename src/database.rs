@@ -1,0 +1,242 @@
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sqlx::pool::{PoolConnection, PoolOptions};
+use sqlx::{Connection, Database, Pool};
+
+use crate::backend::ConnectOptions;
+use crate::migrations::Migrations;
+use crate::{Backend, Error, OwnedDatabase, Result, cleanup, runtime};
+
+/// A database created for tests, owned by testdb, and removed when it is dropped.
+///
+/// Connections and the pool are opened on testdb's own runtime, so a `TestDatabase` kept in a
+/// `static` keeps working across `#[tokio::test]` functions, each of which has a runtime of its
+/// own that dies with it. Plain `#[test]` functions use [`block_on`](crate::block_on).
+///
+/// Dropping it removes the database (even while other connections to it are open). A `static` is
+/// never dropped: those are removed when the process exits, and databases left by a process that
+/// was killed are removed by the next process that creates one on the same server or directory.
+pub struct TestDatabase<B: Backend> {
+    name: String,
+    url: String,
+    pool: Pool<B::Database>,
+    connect_options: ConnectOptions<B::Database>,
+    registration: u64,
+}
+
+/// Configures and creates a [`TestDatabase`]; see [`TestDatabase::builder`].
+pub struct Builder<B: Backend> {
+    backend: B,
+    migrations: Option<Migrations>,
+    pool_options: Option<PoolOptions<B::Database>>,
+}
+
+impl<B: Backend> TestDatabase<B> {
+    /// Starts configuring a test database on `backend`.
+    pub fn builder(backend: B) -> Builder<B> {
+        Builder {
+            backend,
+            migrations: None,
+            pool_options: None,
+        }
+    }
+
+    /// Creates an empty test database on `backend`.
+    pub async fn create(backend: B) -> Result<Self> {
+        Self::builder(backend).create().await
+    }
+}
+
+impl<B: Backend> Builder<B> {
+    /// Applies these migrations when the database is created: a sqlx `Migrator` (e.g.
+    /// `sqlx::migrate!()`), or the path of a directory of sqlx migration files.
+    pub fn migrations(mut self, migrations: impl Into<Migrations>) -> Self {
+        self.migrations = Some(migrations.into());
+        self
+    }
+
+    /// Options for the database's pool. By default: sqlx's defaults, but connections are never
+    /// closed for being idle or old, and are tested before they are handed out.
+    pub fn pool_options(mut self, options: PoolOptions<B::Database>) -> Self {
+        self.pool_options = Some(options);
+        self
+    }
+
+    /// Creates the database and applies the migrations. On error nothing is left behind.
+    pub async fn create(self) -> Result<TestDatabase<B>> {
+        runtime::run(self.create_here()).await?
+    }
+
+    /// [`create`](Builder::create) for synchronous code: blocks until the database is ready.
+    ///
+    /// Usable to initialise a `static` (e.g. in a `LazyLock`), from plain and async tests alike.
+    pub fn create_blocking(self) -> Result<TestDatabase<B>> {
+        runtime::block_on(self.create_here())?
+    }
+
+    // Runs on testdb's runtime, so that the pool's first connections live there.
+    async fn create_here(self) -> Result<TestDatabase<B>> {
+        let migrations = match self.migrations {
+            Some(migrations) => Some(migrations.load().await?),
+            None => None,
+        };
+        cleanup::sweep_once(&self.backend).await?;
+        let owned = self.backend.create().await?;
+        let name = owned.name().to_owned();
+        let url = owned.url().to_owned();
+        let connect_options = owned.connect_options();
+        let slot = Arc::new(Mutex::new(Some(owned)));
+
+        let pool_options = self.pool_options.unwrap_or_else(|| {
+            PoolOptions::new()
+                .idle_timeout(None)
+                .max_lifetime(None)
+                .test_before_acquire(true)
+                .acquire_timeout(Duration::from_secs(30))
+        });
+        let pool = pool_options.connect_lazy_with(connect_options.clone());
+        let registration = cleanup::register(remover::<B>(slot, pool.clone()));
+        // From here on, dropping `database` removes what was created.
+        let database = TestDatabase {
+            name,
+            url,
+            pool,
+            connect_options,
+            registration,
+        };
+        // Open the pool's first connection here, on testdb's runtime; this also proves the new
+        // database can be reached before any test relies on it.
+        let first = database.pool.acquire().await;
+        drop(first.map_err(|source| database.error("connect", source))?);
+        if let Some(migrations) = migrations {
+            migrations
+                .migrator()
+                .run(&database.pool)
+                .await
+                .map_err(|source| Error::Migrate {
+                    backend: B::NAME,
+                    database: database.name.clone(),
+                    source,
+                })?;
+        }
+        Ok(database)
+    }
+}
+
+fn remover<B: Backend>(
+    slot: Arc<Mutex<Option<B::Owned>>>,
+    pool: Pool<B::Database>,
+) -> Box<dyn FnOnce() -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> + Send> {
+    Box::new(move || {
+        // Closing marks the pool closed at once; connections still checked out are cut off by
+        // the removal itself.
+        drop(pool.close());
+        let owned = slot
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        Box::pin(async move {
+            if let Some(owned) = owned {
+                let name = owned.name().to_owned();
+                if let Err(err) = owned.destroy().await {
+                    // Drop cannot return an error; the next run's sweep removes what is left.
+                    eprintln!("testdb: could not remove {} database {name}: {err:?}", B::NAME);
+                }
+            }
+        })
+    })
+}
+
+impl<B: Backend> TestDatabase<B> {
+    /// How messages name the database: its name (PostgreSQL) or its file (SQLite).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// A connection string for the database, usable by other processes.
+    ///
+    /// It contains the server's password if the configured URL has one: do not print it.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The database's pool.
+    ///
+    /// Its connections are tested before they are handed out, so a connection that the pool
+    /// opened inside a runtime that has since ended is replaced rather than returned.
+    pub fn pool(&self) -> &Pool<B::Database> {
+        &self.pool
+    }
+
+    /// The options to open a connection to the database yourself.
+    pub fn connect_options(&self) -> &ConnectOptions<B::Database> {
+        &self.connect_options
+    }
+
+    /// Acquires a connection from the pool, opening any new connection on testdb's runtime so that
+    /// it outlives the caller's runtime.
+    pub async fn acquire(&self) -> Result<PoolConnection<B::Database>> {
+        let pool = self.pool.clone();
+        let acquired = runtime::run(async move { pool.acquire().await }).await?;
+        acquired.map_err(|source| self.error("acquire a connection", source))
+    }
+
+    /// Opens a new connection, outside the pool, on testdb's runtime.
+    pub async fn connect(&self) -> Result<<B::Database as Database>::Connection> {
+        let options = self.connect_options.clone();
+        let connected = runtime::run(async move {
+            <<B::Database as Database>::Connection as Connection>::connect_with(&options).await
+        })
+        .await?;
+        connected.map_err(|source| self.error("connect", source))
+    }
+
+    /// Removes the database now, reporting any error (dropping it does the same, silently).
+    pub async fn remove(self) -> Result<()> {
+        // Once unregistered, `Drop` finds nothing left to do.
+        let Some(remove) = cleanup::unregister(self.registration) else {
+            return Ok(());
+        };
+        runtime::run(remove()).await
+    }
+
+    fn error(&self, step: &str, source: sqlx::Error) -> Error {
+        Error::Database {
+            backend: B::NAME,
+            database: self.name.clone(),
+            step: step.into(),
+            source,
+        }
+    }
+}
+
+impl<B: Backend> Drop for TestDatabase<B> {
+    fn drop(&mut self) {
+        if let Some(remove) = cleanup::unregister(self.registration) {
+            // Drop cannot await: remove on a thread of its own, which works whatever runtime (if
+            // any) the caller is on.
+            let _ = runtime::run_detached(remove());
+        }
+    }
+}
+
+impl<B: Backend> fmt::Debug for TestDatabase<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // No URL: it may hold a password.
+        f.debug_struct("TestDatabase")
+            .field("backend", &B::NAME)
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<B: Backend> fmt::Debug for Builder<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Builder")
+            .field("backend", &self.backend)
+            .field("migrations", &self.migrations)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,132 @@
+use std::fmt;
+use std::path::PathBuf;
+
+/// Everything that can go wrong in testdb.
+///
+/// Each variant says which database (or server, or file) and which step; the underlying error, when
+/// there is one, is the [`source`](std::error::Error::source), not repeated in the message.
+/// `Debug` prints the message followed by its chain of causes, so a test that returns
+/// `Result<(), testdb::Error>` fails with the whole story. No variant ever holds a password: URLs
+/// are stored with the password replaced by `***`.
+#[derive(thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// No server was configured for a backend that needs one.
+    #[error("{backend} is not configured: {hint}")]
+    NotConfigured {
+        /// The backend, e.g. `PostgreSQL`.
+        backend: &'static str,
+        /// What to set, and how.
+        hint: String,
+    },
+
+    /// A connection URL that cannot be used.
+    #[error("invalid {backend} URL {url}: {reason}")]
+    InvalidUrl {
+        /// The backend, e.g. `PostgreSQL`.
+        backend: &'static str,
+        /// The URL, with any password replaced by `***`.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// The server could not be reached or refused the connection.
+    #[error("cannot connect to {backend} at {server}: {hint}")]
+    Connect {
+        /// The backend, e.g. `PostgreSQL`.
+        backend: &'static str,
+        /// The server URL, with any password replaced by `***`.
+        server: String,
+        /// What to check or do.
+        hint: String,
+        /// The driver's error.
+        source: sqlx::Error,
+    },
+
+    /// The server's role is not allowed to do what testdb needs (e.g. create databases).
+    #[error("{backend} role {role:?} at {server} may not {action}: {hint}")]
+    PermissionDenied {
+        /// The backend, e.g. `PostgreSQL`.
+        backend: &'static str,
+        /// The server URL, with any password replaced by `***`.
+        server: String,
+        /// The role (user) testdb connected as.
+        role: String,
+        /// What it tried to do.
+        action: String,
+        /// How to grant it.
+        hint: String,
+        /// The server's error.
+        source: sqlx::Error,
+    },
+
+    /// A statement or connection on a test database failed.
+    #[error("{backend} database {database}: {step} failed")]
+    Database {
+        /// The backend, e.g. `SQLite`.
+        backend: &'static str,
+        /// The database: its name, or its file.
+        database: String,
+        /// What testdb was doing.
+        step: String,
+        /// The driver's error.
+        source: sqlx::Error,
+    },
+
+    /// Applying migrations to a test database failed; the database was removed.
+    #[error("{backend} database {database}: migrations failed")]
+    Migrate {
+        /// The backend, e.g. `SQLite`.
+        backend: &'static str,
+        /// The database: its name, or its file.
+        database: String,
+        /// sqlx's migration error, which names the migration.
+        source: sqlx::migrate::MigrateError,
+    },
+
+    /// A migrations directory could not be read as sqlx migrations.
+    #[error("cannot read migrations from {}", path.display())]
+    Migrations {
+        /// The directory.
+        path: PathBuf,
+        /// sqlx's error, which names the file.
+        source: sqlx::migrate::MigrateError,
+    },
+
+    /// A file or directory operation failed.
+    #[error("cannot {action} {}", path.display())]
+    Io {
+        /// What testdb was doing, e.g. `create directory`.
+        action: String,
+        /// The file or directory.
+        path: PathBuf,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
+
+    /// testdb's own runtime could not run the work.
+    #[error("testdb runtime: {reason}")]
+    Runtime {
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{self}")?;
+        let mut source = std::error::Error::source(self);
+        if source.is_some() {
+            f.write_str("\n\nCaused by:")?;
+        }
+        while let Some(cause) = source {
+            write!(f, "\n    {cause}")?;
+            source = cause.source();
+        }
+        Ok(())
+    }
+}
+
+/// `Result` with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

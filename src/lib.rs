@@ -1,0 +1,24 @@
+#![doc = include_str!("../README.md")]
+
+mod backend;
+mod cleanup;
+mod database;
+mod error;
+mod migrations;
+mod runtime;
+
+pub use backend::{Backend, ConnectOptions, OwnedDatabase};
+pub use database::{Builder, TestDatabase};
+pub use error::{Error, Result};
+pub use migrations::Migrations;
+pub use runtime::block_on;
+
+/// Removes the databases `backend` created in processes that have since died, and nothing else;
+/// returns how many it removed.
+///
+/// testdb does this by itself the first time a process creates a database on a server or in a
+/// directory; call it to clean up without creating one (e.g. in a CI step).
+pub async fn sweep<B: Backend>(backend: &B) -> Result<usize> {
+    let backend = backend.clone();
+    runtime::run(async move { backend.sweep().await }).await?
+}

@@ -1,0 +1,181 @@
+//! The one helper every integration test uses to run the same scenario on both backends.
+//!
+//! A scenario is an `async fn(H)` generic over [`Harness`]; `on_both!` turns it into one test per
+//! backend. PostgreSQL tests find their server in `TESTDB_POSTGRES_URL` (else `DATABASE_URL`);
+//! without one they report that they were skipped and why, except under CI, where they fail.
+#![allow(dead_code, unreachable_pub)]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use sqlx::{Connection, Pool};
+use testdb::{Backend, TestDatabase};
+use testdb_postgres::Postgres;
+use testdb_sqlite::Sqlite;
+
+/// What a scenario needs to know about a backend beyond testdb's API.
+pub trait Harness: Backend + Sized {
+    /// The backend to test, or `None` (after saying so) when it is not configured here.
+    fn backend() -> Option<Self>;
+    /// Whether the database that testdb calls `name` still exists.
+    fn exists(name: &str) -> impl Future<Output = bool> + Send;
+    /// Runs a statement.
+    fn exec(pool: &Pool<Self::Database>, sql: &'static str) -> impl Future<Output = ()> + Send;
+    /// Runs a query that returns one integer.
+    fn scalar(pool: &Pool<Self::Database>, sql: &'static str) -> impl Future<Output = i64> + Send;
+    /// Runs a query that returns one integer, on a new connection opened from a URL.
+    fn scalar_at(url: &str, sql: &'static str) -> impl Future<Output = i64> + Send;
+    /// Runs a query that returns one integer on a connection.
+    fn scalar_on(
+        conn: &mut <Self::Database as sqlx::Database>::Connection,
+        sql: &'static str,
+    ) -> impl Future<Output = i64> + Send;
+}
+
+/// Generates the tests `<scenario>::sqlite` and `<scenario>::postgres` from each generic
+/// `async fn <scenario><H: Harness>(backend: H)`.
+macro_rules! on_both {
+    ($($scenario:ident),* $(,)?) => { $(
+        mod $scenario {
+            #[tokio::test]
+            async fn sqlite() {
+                if let Some(backend) =
+                    <testdb_sqlite::Sqlite as $crate::common::Harness>::backend()
+                {
+                    super::$scenario(backend).await;
+                }
+            }
+
+            #[tokio::test]
+            async fn postgres() {
+                if let Some(backend) =
+                    <testdb_postgres::Postgres as $crate::common::Harness>::backend()
+                {
+                    super::$scenario(backend).await;
+                }
+            }
+        }
+    )* };
+}
+
+pub fn migrations() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/migrations")
+}
+
+pub fn bad_migrations() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/migrations_bad")
+}
+
+/// Writes straight to the process's stderr, past libtest's capture, so a skip is never silent.
+pub fn say(message: &str) {
+    let _ = writeln!(std::io::stderr().lock(), "{message}");
+}
+
+pub fn postgres() -> Option<Postgres> {
+    match Postgres::from_env() {
+        Ok(backend) => Some(backend),
+        Err(err @ testdb::Error::NotConfigured { .. }) => {
+            if std::env::var_os("CI").is_some() {
+                panic!("CI must run the PostgreSQL tests: {err}");
+            }
+            say(&format!("SKIPPED: PostgreSQL test not run: {err}"));
+            None
+        }
+        Err(err) => panic!("{err:?}"),
+    }
+}
+
+/// A connection to the server's maintenance database, for looking at what testdb did.
+pub async fn admin() -> sqlx::PgConnection {
+    let url = std::env::var("TESTDB_POSTGRES_URL")
+        .or_else(|_| std::env::var("DATABASE_URL"))
+        .expect("a PostgreSQL URL");
+    sqlx::PgConnection::connect(&url).await.expect("connect to the server")
+}
+
+impl Harness for Sqlite {
+    fn backend() -> Option<Self> {
+        Some(Sqlite::new())
+    }
+
+    async fn exists(name: &str) -> bool {
+        Path::new(name).exists()
+    }
+
+    async fn exec(pool: &Pool<sqlx::Sqlite>, sql: &'static str) {
+        sqlx::query(sql).execute(pool).await.expect(sql);
+    }
+
+    async fn scalar(pool: &Pool<sqlx::Sqlite>, sql: &'static str) -> i64 {
+        sqlx::query_scalar(sql).fetch_one(pool).await.expect(sql)
+    }
+
+    async fn scalar_at(url: &str, sql: &'static str) -> i64 {
+        let mut conn = sqlx::SqliteConnection::connect(url).await.expect(url);
+        sqlx::query_scalar(sql).fetch_one(&mut conn).await.expect(sql)
+    }
+
+    async fn scalar_on(conn: &mut sqlx::SqliteConnection, sql: &'static str) -> i64 {
+        sqlx::query_scalar(sql).fetch_one(conn).await.expect(sql)
+    }
+}
+
+impl Harness for Postgres {
+    fn backend() -> Option<Self> {
+        postgres()
+    }
+
+    async fn exists(name: &str) -> bool {
+        let mut admin = admin().await;
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(name)
+            .fetch_one(&mut admin)
+            .await
+            .expect("query pg_database")
+    }
+
+    async fn exec(pool: &Pool<sqlx::Postgres>, sql: &'static str) {
+        sqlx::query(sql).execute(pool).await.expect(sql);
+    }
+
+    async fn scalar(pool: &Pool<sqlx::Postgres>, sql: &'static str) -> i64 {
+        sqlx::query_scalar::<_, i64>(sql).fetch_one(pool).await.expect(sql)
+    }
+
+    async fn scalar_at(url: &str, sql: &'static str) -> i64 {
+        let mut conn = sqlx::PgConnection::connect(url).await.expect("connect by url");
+        sqlx::query_scalar(sql).fetch_one(&mut conn).await.expect(sql)
+    }
+
+    async fn scalar_on(conn: &mut sqlx::PgConnection, sql: &'static str) -> i64 {
+        sqlx::query_scalar(sql).fetch_one(conn).await.expect(sql)
+    }
+}
+
+/// A database per backend shared by every test of a binary, as a `static` would be.
+pub trait Shared: Harness {
+    fn shared() -> Option<&'static TestDatabase<Self>>;
+}
+
+macro_rules! shared {
+    ($backend:ty) => {
+        impl Shared for $backend {
+            fn shared() -> Option<&'static TestDatabase<Self>> {
+                static DB: OnceLock<Option<TestDatabase<$backend>>> = OnceLock::new();
+                DB.get_or_init(|| {
+                    let backend = <$backend as Harness>::backend()?;
+                    Some(
+                        TestDatabase::builder(backend)
+                            .migrations(migrations())
+                            .create_blocking()
+                            .expect("create the shared database"),
+                    )
+                })
+                .as_ref()
+            }
+        }
+    };
+}
+shared!(Sqlite);
+shared!(Postgres);
