@@ -66,13 +66,18 @@ extern "C" fn remove_all_at_exit() {
 static SWEPT: Mutex<Option<HashSet<(TypeId, String)>>> = Mutex::new(None);
 
 fn swept() -> MutexGuard<'static, Option<HashSet<(TypeId, String)>>> {
-    SWEPT.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    SWEPT
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Sweeps a backend's scope the first time this process uses it.
 pub(crate) async fn sweep_once<B: Backend>(backend: &B) -> Result<()> {
     let scope = (TypeId::of::<B>(), backend.sweep_scope());
-    if !swept().get_or_insert_with(HashSet::new).insert(scope.clone()) {
+    if !swept()
+        .get_or_insert_with(HashSet::new)
+        .insert(scope.clone())
+    {
         return Ok(());
     }
     let result = backend.sweep().await;

@@ -9,6 +9,9 @@ use crate::backend::ConnectOptions;
 use crate::migrations::Migrations;
 use crate::{Backend, Error, OwnedDatabase, Result, cleanup, runtime};
 
+/// Connections a test database's pool holds unless [`Builder::pool_options`] says otherwise.
+const DEFAULT_MAX_CONNECTIONS: u32 = 5;
+
 /// A database created for tests, owned by testdb, and removed when it is dropped.
 ///
 /// Connections and the pool are opened on testdb's own runtime, so a `TestDatabase` kept in a
@@ -57,8 +60,11 @@ impl<B: Backend> Builder<B> {
         self
     }
 
-    /// Options for the database's pool. By default: sqlx's defaults, but connections are never
-    /// closed for being idle or old, and are tested before they are handed out.
+    /// Options for the database's pool. By default: at most 5 connections, never closed for being
+    /// idle or old, tested before they are handed out.
+    ///
+    /// testdb opens all `max_connections` at creation, on its own runtime, so that the pool never
+    /// has to open one inside a caller's runtime (where it would die with that runtime).
     pub fn pool_options(mut self, options: PoolOptions<B::Database>) -> Self {
         self.pool_options = Some(options);
         self
@@ -91,6 +97,7 @@ impl<B: Backend> Builder<B> {
 
         let pool_options = self.pool_options.unwrap_or_else(|| {
             PoolOptions::new()
+                .max_connections(DEFAULT_MAX_CONNECTIONS)
                 .idle_timeout(None)
                 .max_lifetime(None)
                 .test_before_acquire(true)
@@ -106,10 +113,7 @@ impl<B: Backend> Builder<B> {
             connect_options,
             registration,
         };
-        // Open the pool's first connection here, on testdb's runtime; this also proves the new
-        // database can be reached before any test relies on it.
-        let first = database.pool.acquire().await;
-        drop(first.map_err(|source| database.error("connect", source))?);
+        database.fill_pool().await?;
         if let Some(migrations) = migrations {
             migrations
                 .migrator()
@@ -142,7 +146,10 @@ fn remover<B: Backend>(
                 let name = owned.name().to_owned();
                 if let Err(err) = owned.destroy().await {
                     // Drop cannot return an error; the next run's sweep removes what is left.
-                    eprintln!("testdb: could not remove {} database {name}: {err:?}", B::NAME);
+                    eprintln!(
+                        "testdb: could not remove {} database {name}: {err:?}",
+                        B::NAME
+                    );
                 }
             }
         })
@@ -200,6 +207,33 @@ impl<B: Backend> TestDatabase<B> {
             return Ok(());
         };
         runtime::run(remove()).await
+    }
+
+    /// Opens every connection the pool may hold, at once, here on testdb's runtime: a pool that
+    /// is full never opens one inside a caller's runtime, which would die with it. This also
+    /// proves the database can be reached before any test relies on it.
+    async fn fill_pool(&self) -> Result<()> {
+        let opening: Vec<_> = (0..self.pool.options().get_max_connections())
+            .map(|_| {
+                let pool = self.pool.clone();
+                tokio::spawn(async move { pool.acquire().await })
+            })
+            .collect();
+        let mut opened = Vec::with_capacity(opening.len());
+        for task in opening {
+            match task.await {
+                Ok(Ok(connection)) => opened.push(connection),
+                Ok(Err(source)) => return Err(self.error("connect", source)),
+                Err(_) => {
+                    return Err(Error::Runtime {
+                        reason: "opening a connection was cancelled".into(),
+                    });
+                }
+            }
+        }
+        // Dropped together: all return to the pool as idle connections.
+        drop(opened);
+        Ok(())
     }
 
     fn error(&self, step: &str, source: sqlx::Error) -> Error {

@@ -120,8 +120,14 @@ impl fmt::Debug for Error {
         if source.is_some() {
             f.write_str("\n\nCaused by:")?;
         }
+        // Many drivers' messages already end with their cause's: print each text once.
+        let mut previous = String::new();
         while let Some(cause) = source {
-            write!(f, "\n    {cause}")?;
+            let text = cause.to_string();
+            if !previous.ends_with(&text) {
+                write!(f, "\n    {text}")?;
+            }
+            previous = text;
             source = cause.source();
         }
         Ok(())

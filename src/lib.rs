@@ -1,4 +1,14 @@
 #![doc = include_str!("../README.md")]
+// Library code returns errors and never writes to stdout; tests and examples may do either.
+#![cfg_attr(
+    not(test),
+    warn(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::print_stdout
+    )
+)]
 
 mod backend;
 mod cleanup;

@@ -8,7 +8,7 @@
 use std::future::Future;
 use std::sync::OnceLock;
 
-use tokio::runtime::{Builder, Handle, Runtime};
+use tokio::runtime::{Builder, Handle, Runtime, RuntimeFlavor};
 
 use crate::Error;
 
@@ -57,7 +57,17 @@ where
     handle()?.spawn(async move {
         let _ = sender.send(task.await);
     });
-    match receiver.recv() {
+    let wait = move || receiver.recv();
+    // On a worker of a multi-threaded runtime (testdb's own, when a test body running there
+    // creates a database), hand the worker's queued tasks to another thread first: the task just
+    // spawned may sit in this worker's queue, and blocking on it there would never end.
+    let received = match Handle::try_current() {
+        Ok(current) if current.runtime_flavor() == RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(wait)
+        }
+        _ => wait(),
+    };
+    match received {
         Ok(result) => finish(result),
         Err(_) => Err(Error::Runtime {
             reason: "testdb's runtime stopped before the task finished".into(),

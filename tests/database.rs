@@ -1,5 +1,13 @@
 //! TestDatabase on both backends: create, migrate, use, remove.
 
+// Tests, examples and benches may panic and print; the library may not (see Cargo.toml).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::print_stdout
+)]
+
 #[macro_use]
 mod common;
 
@@ -27,15 +35,28 @@ async fn creates_migrates_and_removes<H: Harness>(backend: H) {
     assert!(H::exists(&name).await, "{name} should exist while in use");
 
     H::exec(db.pool(), "INSERT INTO users (id, name) VALUES (1, 'ada')").await;
-    H::exec(db.pool(), "INSERT INTO posts (id, author_id, title) VALUES (1, 1, 'notes')").await;
+    H::exec(
+        db.pool(),
+        "INSERT INTO posts (id, author_id, title) VALUES (1, 1, 'notes')",
+    )
+    .await;
     assert_eq!(H::scalar(db.pool(), "SELECT count(*) FROM posts").await, 1);
 
     // The same rows through every way in: a pooled connection, a new one, and the URL.
     let mut pooled = db.acquire().await.expect("acquire");
-    assert_eq!(H::scalar_on(&mut pooled, "SELECT count(*) FROM users").await, 1);
+    assert_eq!(
+        H::scalar_on(&mut pooled, "SELECT count(*) FROM users").await,
+        1
+    );
     let mut own = db.connect().await.expect("connect");
-    assert_eq!(H::scalar_on(&mut own, "SELECT count(*) FROM users").await, 1);
-    assert_eq!(H::scalar_at(db.url(), "SELECT count(*) FROM users").await, 1);
+    assert_eq!(
+        H::scalar_on(&mut own, "SELECT count(*) FROM users").await,
+        1
+    );
+    assert_eq!(
+        H::scalar_at(db.url(), "SELECT count(*) FROM users").await,
+        1
+    );
     drop((pooled, own));
 
     drop(db);
@@ -43,13 +64,19 @@ async fn creates_migrates_and_removes<H: Harness>(backend: H) {
 }
 
 async fn applies_a_migrator<H: Harness>(backend: H) {
-    let migrator = Migrator::new(common::migrations()).await.expect("read migrations");
+    let migrator = Migrator::new(common::migrations())
+        .await
+        .expect("read migrations");
     let db = TestDatabase::builder(backend)
         .migrations(migrator)
         .create()
         .await
         .expect("create");
-    let applied = H::scalar(db.pool(), "SELECT count(*) FROM _sqlx_migrations WHERE success").await;
+    let applied = H::scalar(
+        db.pool(),
+        "SELECT count(*) FROM _sqlx_migrations WHERE success",
+    )
+    .await;
     assert_eq!(applied, 2);
 }
 
@@ -64,8 +91,14 @@ async fn failed_migration_leaves_nothing<H: Harness>(backend: H) {
     };
     let message = format!("{err:?}");
     assert!(message.contains(database.as_str()), "{message}");
-    assert!(message.contains("no_such_table"), "the cause is kept: {message}");
-    assert!(!H::exists(database).await, "{database} must be removed after a failed migration");
+    assert!(
+        message.contains("no_such_table"),
+        "the cause is kept: {message}"
+    );
+    assert!(
+        !H::exists(database).await,
+        "{database} must be removed after a failed migration"
+    );
 }
 
 async fn missing_migrations_directory_is_named<H: Harness>(backend: H) {
@@ -89,7 +122,10 @@ async fn drops_while_connections_are_open<H: Harness>(backend: H) {
     let _own = db.connect().await.expect("connect");
     let pool = db.pool().clone();
     drop(db);
-    assert!(!H::exists(&name).await, "{name} should be gone despite open connections");
+    assert!(
+        !H::exists(&name).await,
+        "{name} should be gone despite open connections"
+    );
     drop(pool);
 }
 
@@ -112,6 +148,13 @@ async fn databases_are_distinct<H: Harness>(backend: H) {
         .await
         .expect("create");
     assert_ne!(first.name(), second.name());
-    H::exec(first.pool(), "INSERT INTO users (id, name) VALUES (1, 'ada')").await;
-    assert_eq!(H::scalar(second.pool(), "SELECT count(*) FROM users").await, 0);
+    H::exec(
+        first.pool(),
+        "INSERT INTO users (id, name) VALUES (1, 'ada')",
+    )
+    .await;
+    assert_eq!(
+        H::scalar(second.pool(), "SELECT count(*) FROM users").await,
+        0
+    );
 }

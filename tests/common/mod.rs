@@ -3,7 +3,7 @@
 //! A scenario is an `async fn(H)` generic over [`Harness`]; `on_both!` turns it into one test per
 //! backend. PostgreSQL tests find their server in `TESTDB_POSTGRES_URL` (else `DATABASE_URL`);
 //! without one they report that they were skipped and why, except under CI, where they fail.
-#![allow(dead_code, unreachable_pub)]
+#![allow(dead_code, unreachable_pub, unused_macros)]
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -16,6 +16,8 @@ use testdb_sqlite::Sqlite;
 
 /// What a scenario needs to know about a backend beyond testdb's API.
 pub trait Harness: Backend + Sized {
+    /// The backend's name in test arguments and environment variables.
+    const KEY: &'static str;
     /// The backend to test, or `None` (after saying so) when it is not configured here.
     fn backend() -> Option<Self>;
     /// Whether the database that testdb calls `name` still exists.
@@ -59,6 +61,24 @@ macro_rules! on_both {
     )* };
 }
 
+/// Like `on_both!`, but as plain `#[test]` functions that take no runtime of their own: each
+/// scenario is a generic `fn <scenario><H: Shared>()`.
+macro_rules! on_both_sync {
+    ($($scenario:ident),* $(,)?) => { $(
+        mod $scenario {
+            #[test]
+            fn sqlite() {
+                super::$scenario::<testdb_sqlite::Sqlite>();
+            }
+
+            #[test]
+            fn postgres() {
+                super::$scenario::<testdb_postgres::Postgres>();
+            }
+        }
+    )* };
+}
+
 pub fn migrations() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/migrations")
 }
@@ -91,10 +111,14 @@ pub async fn admin() -> sqlx::PgConnection {
     let url = std::env::var("TESTDB_POSTGRES_URL")
         .or_else(|_| std::env::var("DATABASE_URL"))
         .expect("a PostgreSQL URL");
-    sqlx::PgConnection::connect(&url).await.expect("connect to the server")
+    sqlx::PgConnection::connect(&url)
+        .await
+        .expect("connect to the server")
 }
 
 impl Harness for Sqlite {
+    const KEY: &'static str = "sqlite";
+
     fn backend() -> Option<Self> {
         Some(Sqlite::new())
     }
@@ -113,7 +137,10 @@ impl Harness for Sqlite {
 
     async fn scalar_at(url: &str, sql: &'static str) -> i64 {
         let mut conn = sqlx::SqliteConnection::connect(url).await.expect(url);
-        sqlx::query_scalar(sql).fetch_one(&mut conn).await.expect(sql)
+        sqlx::query_scalar(sql)
+            .fetch_one(&mut conn)
+            .await
+            .expect(sql)
     }
 
     async fn scalar_on(conn: &mut sqlx::SqliteConnection, sql: &'static str) -> i64 {
@@ -122,6 +149,8 @@ impl Harness for Sqlite {
 }
 
 impl Harness for Postgres {
+    const KEY: &'static str = "postgres";
+
     fn backend() -> Option<Self> {
         postgres()
     }
@@ -140,12 +169,20 @@ impl Harness for Postgres {
     }
 
     async fn scalar(pool: &Pool<sqlx::Postgres>, sql: &'static str) -> i64 {
-        sqlx::query_scalar::<_, i64>(sql).fetch_one(pool).await.expect(sql)
+        sqlx::query_scalar::<_, i64>(sql)
+            .fetch_one(pool)
+            .await
+            .expect(sql)
     }
 
     async fn scalar_at(url: &str, sql: &'static str) -> i64 {
-        let mut conn = sqlx::PgConnection::connect(url).await.expect("connect by url");
-        sqlx::query_scalar(sql).fetch_one(&mut conn).await.expect(sql)
+        let mut conn = sqlx::PgConnection::connect(url)
+            .await
+            .expect("connect by url");
+        sqlx::query_scalar(sql)
+            .fetch_one(&mut conn)
+            .await
+            .expect(sql)
     }
 
     async fn scalar_on(conn: &mut sqlx::PgConnection, sql: &'static str) -> i64 {
@@ -179,3 +216,42 @@ macro_rules! shared {
 }
 shared!(Sqlite);
 shared!(Postgres);
+
+/// The variable that tells a child test process which backend to use.
+pub const CHILD_BACKEND: &str = "TESTDB_TEST_CHILD_BACKEND";
+
+/// Starts this test binary again, running only the `#[ignore]`d helper test `test`, for backend
+/// `H`, and waits for it to print `READY <database name>`.
+pub fn spawn_child<H: Harness>(test: &str) -> (std::process::Child, String) {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(std::env::current_exe().expect("test binary"))
+        .args([
+            "--exact",
+            test,
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD_BACKEND, H::KEY)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn the child test");
+    let stdout = child.stdout.take().expect("child stdout");
+    let mut lines = std::io::BufReader::new(stdout).lines();
+    while let Some(line) = lines.next() {
+        let line = line.expect("read the child's output");
+        // libtest prints the test's name on the same line, before it.
+        if let Some((_, name)) = line.split_once("READY ") {
+            // Keep reading, so the child never writes into a closed pipe.
+            std::thread::spawn(move || lines.for_each(drop));
+            return (child, name.trim().to_string());
+        }
+    }
+    let status = child.wait();
+    panic!("the child test {test} ended without creating a database: {status:?}");
+}
+
+/// In a child process: the backend its parent asked for.
+pub fn child_backend() -> String {
+    std::env::var(CHILD_BACKEND).unwrap_or_default()
+}

@@ -19,6 +19,16 @@
 //!     .await?;
 //! # Ok(()) }
 //! ```
+// Library code returns errors and never writes to stdout; tests and examples may do either.
+#![cfg_attr(
+    not(test),
+    warn(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::print_stdout
+    )
+)]
 
 mod backend;
 mod owner;

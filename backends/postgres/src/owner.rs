@@ -11,8 +11,8 @@ use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use sqlx::postgres::PgConnection;
 use sqlx::Row;
+use sqlx::postgres::PgConnection;
 use testdb::{Error, Result};
 
 use crate::Postgres;
@@ -70,7 +70,9 @@ pub(crate) async fn owner(server: &Postgres) -> Result<Arc<Owner>> {
 }
 
 fn owners() -> std::sync::MutexGuard<'static, Option<HashMap<String, Arc<Owner>>>> {
-    OWNERS.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    OWNERS
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// The comment that marks a database as testdb's, owned by `key`.
@@ -124,10 +126,10 @@ async fn sweep_on(server: &Postgres, conn: &mut PgConnection) -> Result<usize> {
         let name: String = row.get(0);
         let comment: Option<String> = row.get(1);
         let current: String = row.get(2);
-        if let Some((key, maintenance)) = comment.as_deref().and_then(parse_marker) {
-            if maintenance == current {
-                by_owner.entry(key).or_default().push(name);
-            }
+        if let Some((key, maintenance)) = comment.as_deref().and_then(parse_marker)
+            && maintenance == current
+        {
+            by_owner.entry(key).or_default().push(name);
         }
     }
 
@@ -164,13 +166,13 @@ pub(crate) async fn drop_database(conn: &mut PgConnection, name: &str) -> sqlx::
         .await?;
     if version >= 130_000 {
         sqlx::query(sql::drop_database(name, true))
-        .execute(&mut *conn)
-        .await?;
+            .execute(&mut *conn)
+            .await?;
     } else {
         // Before 13 there is no FORCE: disallow new connections, end the current ones, drop.
         let _ = sqlx::query(sql::disallow_connections(name))
-        .execute(&mut *conn)
-        .await;
+            .execute(&mut *conn)
+            .await;
         sqlx::query(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
              WHERE datname = $1 AND pid <> pg_backend_pid()",
@@ -204,6 +206,9 @@ mod tests {
         let text = marker(-42, "my; db");
         assert_eq!(parse_marker(&text), Some((-42, "my; db")));
         assert_eq!(parse_marker("some other comment"), None);
-        assert_eq!(parse_marker("testdb v1; owner=x; maintenance=postgres"), None);
+        assert_eq!(
+            parse_marker("testdb v1; owner=x; maintenance=postgres"),
+            None
+        );
     }
 }

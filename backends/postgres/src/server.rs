@@ -26,10 +26,10 @@ impl Postgres {
     /// The server in `TESTDB_POSTGRES_URL`, else in `DATABASE_URL`.
     pub fn from_env() -> Result<Self> {
         for variable in URL_VARIABLES {
-            if let Ok(url) = std::env::var(variable) {
-                if !url.trim().is_empty() {
-                    return Postgres::from_url(&url);
-                }
+            if let Ok(url) = std::env::var(variable)
+                && !url.trim().is_empty()
+            {
+                return Postgres::from_url(&url);
             }
         }
         Err(Error::NotConfigured {
@@ -207,8 +207,14 @@ mod tests {
     fn redacts_passwords() {
         let cases = [
             ("postgres://u:hunter2@h/db", "postgres://u:***@h/db"),
-            ("postgres://h/db?password=hunter2&x=1", "postgres://h/db?password=***&x=1"),
-            ("postgres://u:hun/ter2@h:notaport/db", "postgres://***@h:notaport/db"),
+            (
+                "postgres://h/db?password=hunter2&x=1",
+                "postgres://h/db?password=***&x=1",
+            ),
+            (
+                "postgres://u:hun/ter2@h:notaport/db",
+                "postgres://***@h:notaport/db",
+            ),
             ("postgres://u@h/db", "postgres://u@h/db"),
         ];
         for (input, expected) in cases {

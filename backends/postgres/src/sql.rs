@@ -23,11 +23,18 @@ pub(crate) fn drop_database(name: &str, force: bool) -> AssertSqlSafe<String> {
 }
 
 pub(crate) fn disallow_connections(name: &str) -> AssertSqlSafe<String> {
-    AssertSqlSafe(format!("ALTER DATABASE {} ALLOW_CONNECTIONS false", ident(name)))
+    AssertSqlSafe(format!(
+        "ALTER DATABASE {} ALLOW_CONNECTIONS false",
+        ident(name)
+    ))
 }
 
 pub(crate) fn comment_on_database(name: &str, comment: &str) -> AssertSqlSafe<String> {
-    AssertSqlSafe(format!("COMMENT ON DATABASE {} IS {}", ident(name), literal(comment)))
+    AssertSqlSafe(format!(
+        "COMMENT ON DATABASE {} IS {}",
+        ident(name),
+        literal(comment)
+    ))
 }
 
 #[cfg(test)]

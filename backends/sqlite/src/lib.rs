@@ -7,7 +7,7 @@
 //! ```
 //! use testdb_sqlite::{Sqlite, TestDatabase};
 //!
-//! # fn main() -> Result<(), testdb::Error> {
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let db = TestDatabase::builder(Sqlite::new()).create_blocking()?;
 //! let pool = db.pool().clone();
 //! let answer: i64 = testdb::block_on(async move {
@@ -16,6 +16,16 @@
 //! assert_eq!(answer, 42);
 //! # Ok(()) }
 //! ```
+// Library code returns errors and never writes to stdout; tests and examples may do either.
+#![cfg_attr(
+    not(test),
+    warn(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::print_stdout
+    )
+)]
 
 mod backend;
 mod owner;
