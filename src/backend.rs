@@ -34,7 +34,28 @@ pub trait Backend: Clone + fmt::Debug + Send + Sync + 'static {
     /// Removes the databases that testdb created in processes that have since died, and nothing
     /// else; returns how many it removed.
     fn sweep(&self) -> impl Future<Output = Result<usize>> + Send;
+
+    /// On a connection inside the suite transaction, once the suite's setup is done: checks the
+    /// setup's deferred constraints as a commit would, and establishes the test savepoint
+    /// [`TEST_SAVEPOINT`] that every test will be rolled back to.
+    ///
+    /// Returns whether [`rewind`](Backend::rewind) needs to check deferred constraints after each
+    /// test (false where the schema defers none and checking would cost a scan), or the setup's
+    /// violation.
+    fn checkpoint(
+        conn: &mut Self::Connection,
+    ) -> impl Future<Output = sqlx::Result<std::result::Result<bool, String>>> + Send;
+
+    /// Ends a test: unless the test left its transaction aborted, checks deferred constraints (if
+    /// `check`), then rolls back to [`TEST_SAVEPOINT`], keeping it for the next test.
+    fn rewind(
+        conn: &mut Self::Connection,
+        check: bool,
+    ) -> impl Future<Output = sqlx::Result<Rewind>> + Send;
 }
+
+/// The savepoint every test of a suite starts from and is rolled back to.
+pub const TEST_SAVEPOINT: &str = "testdb_test";
 
 /// A database created by a [`Backend`], owned by testdb until [`destroy`](OwnedDatabase::destroy).
 pub trait OwnedDatabase: fmt::Debug + Send + Sync + 'static {
@@ -52,4 +73,17 @@ pub trait OwnedDatabase: fmt::Debug + Send + Sync + 'static {
 
     /// Removes the database, even while other connections to it are open.
     fn destroy(self) -> impl Future<Output = Result<()>> + Send;
+}
+
+/// What [`Backend::rewind`] found when it ended a test.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rewind {
+    /// The test's changes were rolled back; the baseline is intact.
+    Clean,
+    /// The test's changes were rolled back, but they broke a deferred constraint (named in the
+    /// message) that a commit would have rejected.
+    Violated(String),
+    /// The test ended the suite transaction (a `COMMIT`, a `ROLLBACK`, or a statement that commits
+    /// implicitly); the baseline can no longer be trusted. The message says what was found.
+    Escaped(String),
 }

@@ -236,7 +236,7 @@ impl<B: Backend> TestDatabase<B> {
         Ok(())
     }
 
-    fn error(&self, step: &str, source: sqlx::Error) -> Error {
+    pub(crate) fn error(&self, step: &str, source: sqlx::Error) -> Error {
         Error::Database {
             backend: B::NAME,
             database: self.name.clone(),

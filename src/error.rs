@@ -105,6 +105,66 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// A suite's setup failed; every test of the suite fails with this, and nothing was committed.
+    #[error("suite {suite}: setup failed: {message}")]
+    Setup {
+        /// The suite.
+        suite: &'static str,
+        /// The setup's error, with its causes.
+        message: String,
+    },
+
+    /// A suite's setup function returned an error.
+    #[error("suite {suite}: the setup function failed")]
+    SetupFunction {
+        /// The suite.
+        suite: &'static str,
+        /// The setup function's error.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+
+    /// A test (or the setup) left rows that break a deferred constraint: a commit would have
+    /// failed.
+    #[error("suite {suite}, database {database}: a deferred constraint fails at commit: {message}")]
+    DeferredConstraint {
+        /// The suite (or `setup`).
+        suite: &'static str,
+        /// The database.
+        database: String,
+        /// The database's message, naming the constraint.
+        message: String,
+    },
+
+    /// A test ended the suite transaction (`COMMIT`, `ROLLBACK`, or an implicit commit). The suite
+    /// rebuilds its databases before the next test.
+    #[error(
+        "suite {suite}, database {database}: the test ended the suite transaction ({message}); \
+         use `begin()` for nested transactions instead of COMMIT/ROLLBACK statements, or a \
+         committed isolation for code that must commit"
+    )]
+    Escaped {
+        /// The suite.
+        suite: &'static str,
+        /// The database.
+        database: String,
+        /// What was found.
+        message: String,
+    },
+
+    /// A test ran longer than its suite's time limit.
+    #[error(
+        "suite {suite}: the test did not finish within {limit:?}. If it opened a second \
+         connection (the pool, another task or process), that connection may be waiting for a row \
+         or lock held by the suite transaction, which is never committed: use the test's own \
+         connection, or a committed isolation"
+    )]
+    TimeLimit {
+        /// The suite.
+        suite: &'static str,
+        /// The limit.
+        limit: std::time::Duration,
+    },
+
     /// testdb's own runtime could not run the work.
     #[error("testdb runtime: {reason}")]
     Runtime {

@@ -16,12 +16,14 @@ mod database;
 mod error;
 mod migrations;
 mod runtime;
+mod suite;
 
-pub use backend::{Backend, ConnectOptions, OwnedDatabase};
+pub use backend::{Backend, ConnectOptions, OwnedDatabase, Rewind, TEST_SAVEPOINT};
 pub use database::{Builder, TestDatabase};
 pub use error::{Error, Result};
 pub use migrations::Migrations;
 pub use runtime::block_on;
+pub use suite::{Databases, Live, Setup, Suite};
 
 /// Removes the databases `backend` created in processes that have since died, and nothing else;
 /// returns how many it removed.

@@ -28,6 +28,15 @@ pub trait Harness: Backend + Sized {
     fn scalar(pool: &Pool<Self::Database>, sql: &'static str) -> impl Future<Output = i64> + Send;
     /// Runs a query that returns one integer, on a new connection opened from a URL.
     fn scalar_at(url: &str, sql: &'static str) -> impl Future<Output = i64> + Send;
+    /// Runs a statement on a connection, returning its error.
+    fn try_exec_on(
+        conn: &mut <Self::Database as sqlx::Database>::Connection,
+        sql: &'static str,
+    ) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
+    /// The name testdb gives the database this connection is connected to.
+    fn name_on(
+        conn: &mut <Self::Database as sqlx::Database>::Connection,
+    ) -> impl Future<Output = String> + Send;
     /// Runs a query that returns one integer on a connection.
     fn scalar_on(
         conn: &mut <Self::Database as sqlx::Database>::Connection,
@@ -143,6 +152,17 @@ impl Harness for Sqlite {
             .expect(sql)
     }
 
+    async fn try_exec_on(conn: &mut sqlx::SqliteConnection, sql: &'static str) -> sqlx::Result<()> {
+        sqlx::query(sql).execute(conn).await.map(drop)
+    }
+
+    async fn name_on(conn: &mut sqlx::SqliteConnection) -> String {
+        sqlx::query_scalar("SELECT file FROM pragma_database_list WHERE name = 'main'")
+            .fetch_one(conn)
+            .await
+            .expect("database file")
+    }
+
     async fn scalar_on(conn: &mut sqlx::SqliteConnection, sql: &'static str) -> i64 {
         sqlx::query_scalar(sql).fetch_one(conn).await.expect(sql)
     }
@@ -183,6 +203,17 @@ impl Harness for Postgres {
             .fetch_one(&mut conn)
             .await
             .expect(sql)
+    }
+
+    async fn try_exec_on(conn: &mut sqlx::PgConnection, sql: &'static str) -> sqlx::Result<()> {
+        sqlx::query(sql).execute(conn).await.map(drop)
+    }
+
+    async fn name_on(conn: &mut sqlx::PgConnection) -> String {
+        sqlx::query_scalar("SELECT current_database()")
+            .fetch_one(conn)
+            .await
+            .expect("current database")
     }
 
     async fn scalar_on(conn: &mut sqlx::PgConnection, sql: &'static str) -> i64 {

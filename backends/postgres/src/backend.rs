@@ -66,6 +66,16 @@ impl Backend for Postgres {
         })
     }
 
+    async fn checkpoint(
+        conn: &mut sqlx::PgConnection,
+    ) -> sqlx::Result<std::result::Result<bool, String>> {
+        crate::isolation::checkpoint(conn).await
+    }
+
+    async fn rewind(conn: &mut sqlx::PgConnection, check: bool) -> sqlx::Result<testdb::Rewind> {
+        crate::isolation::rewind(conn, check).await
+    }
+
     fn sweep_scope(&self) -> String {
         self.redacted_url().to_string()
     }

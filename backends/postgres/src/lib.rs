@@ -31,6 +31,7 @@
 )]
 
 mod backend;
+mod isolation;
 mod owner;
 mod server;
 mod sql;

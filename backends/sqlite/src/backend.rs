@@ -145,6 +145,19 @@ impl Backend for Sqlite {
         }
     }
 
+    async fn checkpoint(
+        conn: &mut sqlx::SqliteConnection,
+    ) -> sqlx::Result<std::result::Result<bool, String>> {
+        crate::isolation::checkpoint(conn).await
+    }
+
+    async fn rewind(
+        conn: &mut sqlx::SqliteConnection,
+        check: bool,
+    ) -> sqlx::Result<testdb::Rewind> {
+        crate::isolation::rewind(conn, check).await
+    }
+
     fn sweep_scope(&self) -> String {
         self.root.display().to_string()
     }

@@ -28,6 +28,7 @@
 )]
 
 mod backend;
+mod isolation;
 mod owner;
 
 pub use backend::{Sqlite, SqliteDatabase};
