@@ -24,6 +24,11 @@ pub trait Backend: Clone + fmt::Debug + Send + Sync + 'static {
     /// The engine's name in messages, e.g. `PostgreSQL`.
     const NAME: &'static str;
 
+    /// Whether a connection dies with the runtime that opened it (true for socket-based drivers;
+    /// SQLite's run on threads of their own). testdb then opens the whole pool up front, on its
+    /// own runtime.
+    const CONNECTIONS_NEED_A_RUNTIME: bool = true;
+
     /// Creates a new, empty database that testdb owns.
     fn create(&self) -> impl Future<Output = Result<Self::Owned>> + Send;
 

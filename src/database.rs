@@ -63,8 +63,9 @@ impl<B: Backend> Builder<B> {
     /// Options for the database's pool. By default: at most 5 connections, never closed for being
     /// idle or old, tested before they are handed out.
     ///
-    /// testdb opens all `max_connections` at creation, on its own runtime, so that the pool never
-    /// has to open one inside a caller's runtime (where it would die with that runtime).
+    /// Where connections depend on a runtime (PostgreSQL), testdb opens all `max_connections` at
+    /// creation, on its own runtime, so that the pool never has to open one inside a caller's
+    /// runtime (where it would die with that runtime).
     pub fn pool_options(mut self, options: PoolOptions<B::Database>) -> Self {
         self.pool_options = Some(options);
         self
@@ -210,10 +211,16 @@ impl<B: Backend> TestDatabase<B> {
     }
 
     /// Opens every connection the pool may hold, at once, here on testdb's runtime: a pool that
-    /// is full never opens one inside a caller's runtime, which would die with it. This also
-    /// proves the database can be reached before any test relies on it.
+    /// is full never opens one inside a caller's runtime, which would die with it (one is enough
+    /// where connections do not depend on a runtime). This also proves the database can be
+    /// reached before any test relies on it.
     async fn fill_pool(&self) -> Result<()> {
-        let opening: Vec<_> = (0..self.pool.options().get_max_connections())
+        let count = if B::CONNECTIONS_NEED_A_RUNTIME {
+            self.pool.options().get_max_connections()
+        } else {
+            1
+        };
+        let opening: Vec<_> = (0..count)
             .map(|_| {
                 let pool = self.pool.clone();
                 tokio::spawn(async move { pool.acquire().await })

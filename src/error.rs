@@ -151,6 +151,15 @@ pub enum Error {
         message: String,
     },
 
+    /// A test's body returned an error (the source).
+    #[error("suite {suite}: the test failed")]
+    Test {
+        /// The suite.
+        suite: &'static str,
+        /// The test's error.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+
     /// A test ran longer than its suite's time limit.
     #[error(
         "suite {suite}: the test did not finish within {limit:?}. If it opened a second \

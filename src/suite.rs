@@ -77,14 +77,16 @@ impl<D: Databases, T: Clone + Send + 'static> Suite<D, T> {
     /// clone of the setup's value. Afterwards deferred constraints are checked, as a commit would,
     /// and everything the test did is rolled back.
     ///
-    /// Fails with the setup's error if the setup failed, with [`Error::DeferredConstraint`] if
+    /// The body may fail with any error (`sqlx::Error`, `Box<dyn Error>`, …): the test then fails
+    /// with [`Error::Test`], whose source is that error. Otherwise it fails with
+    /// [`Error::Setup`] if the setup failed, with [`Error::DeferredConstraint`] if
     /// the test broke a deferred constraint, with [`Error::Escaped`] if it ended the suite
     /// transaction (the suite then rebuilds its databases for the next test), and with
     /// [`Error::TimeLimit`] if it ran too long.
-    pub async fn run<R, E, F>(&self, body: F) -> std::result::Result<R, E>
+    pub async fn run<R, E, F>(&self, body: F) -> Result<R>
     where
         F: for<'c> AsyncFnOnce(D::Connections<'c>, T) -> std::result::Result<R, E>,
-        E: From<Error>,
+        E: Into<BoxError>,
     {
         let mut phase = self.state.lock().await;
         let ready = self.ready(&mut phase).await?;
@@ -97,8 +99,7 @@ impl<D: Databases, T: Clone + Send + 'static> Suite<D, T> {
             return Err(Error::TimeLimit {
                 suite: self.name,
                 limit: time_limit,
-            }
-            .into());
+            });
         };
         let rewound = D::rewind(&mut ready.live, true).await;
         ready.dirty = false;
@@ -124,8 +125,8 @@ impl<D: Databases, T: Clone + Send + 'static> Suite<D, T> {
         };
         match (result, failure) {
             // The test's own error comes first: it is why the test failed.
-            (Err(err), _) => Err(err),
-            (Ok(_), Some(failure)) => Err(failure.into()),
+            (Err(err), _) => Err(self.test_error(err.into())),
+            (Ok(_), Some(failure)) => Err(failure),
             (Ok(value), None) => Ok(value),
         }
     }
@@ -133,10 +134,10 @@ impl<D: Databases, T: Clone + Send + 'static> Suite<D, T> {
     /// [`run`](Suite::run) for a plain `#[test]`: runs the test on a runtime of its own.
     ///
     /// Must not be called from async code (use `run` there).
-    pub fn run_blocking<R, E, F>(&self, body: F) -> std::result::Result<R, E>
+    pub fn run_blocking<R, E, F>(&self, body: F) -> Result<R>
     where
         F: for<'c> AsyncFnOnce(D::Connections<'c>, T) -> std::result::Result<R, E>,
-        E: From<Error>,
+        E: Into<BoxError>,
     {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -145,6 +146,18 @@ impl<D: Databases, T: Clone + Send + 'static> Suite<D, T> {
                 reason: format!("cannot start a runtime for the test: {err}"),
             })?;
         runtime.block_on(self.run(body))
+    }
+
+    /// The test's own error, as [`Error::Test`]; a testdb error (from a nested suite, say)
+    /// passes through as it is.
+    fn test_error(&self, err: BoxError) -> Error {
+        match err.downcast::<Error>() {
+            Ok(err) => *err,
+            Err(source) => Error::Test {
+                suite: self.name,
+                source,
+            },
+        }
     }
 
     /// The suite, set up and at its baseline, building it first if needed.

@@ -93,6 +93,8 @@ impl Backend for Sqlite {
     type Owned = SqliteDatabase;
 
     const NAME: &'static str = "SQLite";
+    // sqlx runs each SQLite connection on a thread of its own.
+    const CONNECTIONS_NEED_A_RUNTIME: bool = false;
 
     async fn create(&self) -> Result<SqliteDatabase> {
         std::fs::create_dir_all(&self.root)
