@@ -15,8 +15,8 @@
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use sqlx::{Connection, Executor};
-use testdb::{Setup, Suite, TestDatabase};
+use sqlx::{Connection, Database, Executor};
+use testdb::{Backend, Setup, Suite, TestDatabase};
 use testdb_postgres::Postgres;
 use testdb_sqlite::Sqlite;
 
@@ -62,20 +62,31 @@ where
     started.elapsed()
 }
 
-fn sqlite(c: &mut Criterion) {
+/// The raw cycle and a suite test, side by side, on `backend`.
+fn compare<B>(c: &mut Criterion, backend: B, suite: &'static Suite<B>)
+where
+    B: Backend,
+    for<'c> &'c mut <B::Database as Database>::Connection: Executor<'c, Database = B::Database>,
+{
     let rt = runtime();
-    let db = rt.block_on(
-        TestDatabase::builder(Sqlite::new())
-            .migrations(MIGRATIONS)
-            .create(),
-    );
-    let db = db.expect("raw database");
-    let mut group = c.benchmark_group("per-test/sqlite");
+    let db = rt
+        .block_on(
+            TestDatabase::builder(backend)
+                .migrations(MIGRATIONS)
+                .create(),
+        )
+        .expect("raw database");
+    let mut group = c.benchmark_group(format!("per-test/{}", B::NAME));
     group.measurement_time(Duration::from_secs(5));
     group.bench_function("raw cycle", |b| {
         b.iter_custom(|iters| {
             rt.block_on(async {
-                let mut conn = sqlx::SqliteConnection::connect(db.url()).await.unwrap();
+                // A bare connection, opened on this runtime as a hand-written test would.
+                let mut conn = <<B::Database as Database>::Connection as Connection>::connect_with(
+                    db.connect_options(),
+                )
+                .await
+                .unwrap();
                 conn.execute("BEGIN").await.unwrap();
                 let took = raw_cycles(&mut conn, iters).await;
                 conn.execute("ROLLBACK").await.unwrap();
@@ -88,10 +99,12 @@ fn sqlite(c: &mut Criterion) {
             rt.block_on(async {
                 let started = Instant::now();
                 for _ in 0..iters {
-                    SQLITE
-                        .run(async |conn: &mut sqlx::SqliteConnection, ()| {
-                            conn.execute(INSERT).await.map(drop)
-                        })
+                    suite
+                        .run(
+                            async |conn: &mut <B::Database as Database>::Connection, ()| {
+                                conn.execute(INSERT).await.map(drop)
+                            },
+                        )
                         .await
                         .expect("test");
                 }
@@ -102,49 +115,15 @@ fn sqlite(c: &mut Criterion) {
     group.finish();
 }
 
+fn sqlite(c: &mut Criterion) {
+    compare(c, Sqlite::new(), &SQLITE);
+}
+
 fn postgres(c: &mut Criterion) {
-    let Ok(backend) = Postgres::from_env() else {
-        eprintln!("per-test/postgres skipped: set TESTDB_POSTGRES_URL to measure PostgreSQL");
-        return;
-    };
-    let rt = runtime();
-    let db = rt
-        .block_on(
-            TestDatabase::builder(backend)
-                .migrations(MIGRATIONS)
-                .create(),
-        )
-        .expect("raw database");
-    let mut group = c.benchmark_group("per-test/postgres");
-    group.measurement_time(Duration::from_secs(5));
-    group.bench_function("raw cycle", |b| {
-        b.iter_custom(|iters| {
-            rt.block_on(async {
-                let mut conn = sqlx::PgConnection::connect(db.url()).await.unwrap();
-                conn.execute("BEGIN").await.unwrap();
-                let took = raw_cycles(&mut conn, iters).await;
-                conn.execute("ROLLBACK").await.unwrap();
-                took
-            })
-        });
-    });
-    group.bench_function("savepoint suite", |b| {
-        b.iter_custom(|iters| {
-            rt.block_on(async {
-                let started = Instant::now();
-                for _ in 0..iters {
-                    POSTGRES
-                        .run(async |conn: &mut sqlx::PgConnection, ()| {
-                            conn.execute(INSERT).await.map(drop)
-                        })
-                        .await
-                        .expect("test");
-                }
-                started.elapsed()
-            })
-        });
-    });
-    group.finish();
+    match Postgres::from_env() {
+        Ok(backend) => compare(c, backend, &POSTGRES),
+        Err(_) => eprintln!("per-test/PostgreSQL skipped: set TESTDB_POSTGRES_URL to measure it"),
+    }
 }
 
 criterion_group!(benches, sqlite, postgres);
