@@ -158,3 +158,53 @@ async fn databases_are_distinct<H: Harness>(backend: H) {
         0
     );
 }
+
+on_both!(another_process_uses_the_url);
+
+async fn another_process_uses_the_url<H: Harness>(backend: H) {
+    let db = TestDatabase::builder(backend)
+        .migrations(common::migrations())
+        .create()
+        .await
+        .expect("create");
+    H::exec(
+        db.pool(),
+        "INSERT INTO users (id, name) VALUES (1, 'ada'), (2, 'grace')",
+    )
+    .await;
+    let output = std::process::Command::new(std::env::current_exe().expect("test binary"))
+        .args([
+            "--exact",
+            "child_counts_users_at_url",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env(common::CHILD_BACKEND, H::KEY)
+        .env("TESTDB_TEST_URL", db.url())
+        .output()
+        .expect("run the child");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("USERS 2"),
+        "the child saw both rows: {stdout}"
+    );
+}
+
+/// Helper, run as a child by `another_process_uses_the_url`.
+#[tokio::test]
+#[ignore = "run by other tests in a child process"]
+async fn child_counts_users_at_url() {
+    let url = std::env::var("TESTDB_TEST_URL").expect("TESTDB_TEST_URL");
+    let sql = "SELECT count(*) FROM users";
+    let users = match common::child_backend().as_str() {
+        "sqlite" => <testdb_sqlite::Sqlite as Harness>::scalar_at(&url, sql).await,
+        "postgres" => <testdb_postgres::Postgres as Harness>::scalar_at(&url, sql).await,
+        other => panic!("unknown backend {other:?}"),
+    };
+    println!("USERS {users}");
+}
