@@ -5,6 +5,7 @@ use sqlx::migrate::Migrate;
 use sqlx::{Connection, Database};
 
 use crate::Result;
+use crate::fixtures::{Catalog, ErrorSite, ForeignKey, Value};
 
 /// The connect options of a backend's sqlx driver.
 pub type ConnectOptions<DB> = <<DB as Database>::Connection as Connection>::Options;
@@ -57,6 +58,49 @@ pub trait Backend: Clone + fmt::Debug + Send + Sync + 'static {
         conn: &mut Self::Connection,
         check: bool,
     ) -> impl Future<Output = sqlx::Result<Rewind>> + Send;
+
+    /// The tables of the connection's database (its current schema): columns, primary keys and
+    /// foreign keys, as fixture loading needs them.
+    fn catalog(conn: &mut Self::Connection) -> impl Future<Output = sqlx::Result<Catalog>> + Send;
+
+    /// Executes a SQL script (several statements) as it is.
+    fn execute_script(
+        conn: &mut Self::Connection,
+        sql: &str,
+    ) -> impl Future<Output = sqlx::Result<()>> + Send;
+
+    /// Inserts `rows` (each with a value for every one of `columns`) into `table` by the
+    /// engine's fastest path, letting the database convert text to the columns' types.
+    fn insert_rows(
+        conn: &mut Self::Connection,
+        table: &str,
+        columns: &[String],
+        rows: &[Vec<Value>],
+    ) -> impl Future<Output = sqlx::Result<()>> + Send;
+
+    /// Makes these foreign keys (with their tables) checked at the end of the load rather than at
+    /// each row: they form cycles among the tables being loaded.
+    fn defer_foreign_keys(
+        conn: &mut Self::Connection,
+        keys: &[(String, ForeignKey)],
+    ) -> impl Future<Output = sqlx::Result<()>> + Send;
+
+    /// Checks the deferred foreign keys now, and restores them as they were; returns the first
+    /// violation, if any.
+    fn check_foreign_keys(
+        conn: &mut Self::Connection,
+        keys: &[(String, ForeignKey)],
+    ) -> impl Future<Output = sqlx::Result<Option<ErrorSite>>> + Send;
+
+    /// Moves the sequences (identity, serial, AUTOINCREMENT) of `tables` past their largest
+    /// value, so that the next insert without an id succeeds.
+    fn reset_sequences(
+        conn: &mut Self::Connection,
+        tables: &[String],
+    ) -> impl Future<Output = sqlx::Result<()>> + Send;
+
+    /// What a database error says about where it happened.
+    fn error_site(err: &sqlx::Error) -> ErrorSite;
 }
 
 /// The savepoint every test of a suite starts from and is rolled back to.

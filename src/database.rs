@@ -6,6 +6,7 @@ use sqlx::pool::{PoolConnection, PoolOptions};
 use sqlx::{Connection, Database, Pool};
 
 use crate::backend::ConnectOptions;
+use crate::fixtures::{Fixtures, Loaded};
 use crate::migrations::Migrations;
 use crate::{Backend, Error, OwnedDatabase, Result, cleanup, runtime};
 
@@ -33,6 +34,7 @@ pub struct TestDatabase<B: Backend> {
 pub struct Builder<B: Backend> {
     backend: B,
     migrations: Option<Migrations>,
+    fixtures: Option<Fixtures>,
     pool_options: Option<PoolOptions<B::Database>>,
 }
 
@@ -42,6 +44,7 @@ impl<B: Backend> TestDatabase<B> {
         Builder {
             backend,
             migrations: None,
+            fixtures: None,
             pool_options: None,
         }
     }
@@ -57,6 +60,13 @@ impl<B: Backend> Builder<B> {
     /// `sqlx::migrate!()`), or the path of a directory of sqlx migration files.
     pub fn migrations(mut self, migrations: impl Into<Migrations>) -> Self {
         self.migrations = Some(migrations.into());
+        self
+    }
+
+    /// Loads these fixtures after the migrations, when the database is created (and again when a
+    /// suite rebuilds it). A failed load removes the database.
+    pub fn fixtures(mut self, fixtures: Fixtures) -> Self {
+        self.fixtures = Some(fixtures);
         self
     }
 
@@ -125,6 +135,9 @@ impl<B: Backend> Builder<B> {
                     database: database.name.clone(),
                     source,
                 })?;
+        }
+        if let Some(fixtures) = &self.fixtures {
+            database.load(fixtures).await?;
         }
         Ok(database)
     }
@@ -199,6 +212,12 @@ impl<B: Backend> TestDatabase<B> {
         })
         .await?;
         connected.map_err(|source| self.error("connect", source))
+    }
+
+    /// Loads fixtures into the database, committed: every row or none.
+    pub async fn load(&self, fixtures: &Fixtures) -> Result<Loaded> {
+        let mut conn = self.acquire().await?;
+        crate::fixtures::load_into::<B>(&mut conn, fixtures, &self.name).await
     }
 
     /// Removes the database now, reporting any error (dropping it does the same, silently).

@@ -94,6 +94,22 @@ pub enum Error {
         source: sqlx::migrate::MigrateError,
     },
 
+    /// A fixture could not be found, read or loaded; nothing from the load was kept.
+    #[error("fixture {}{}: {message}", file.display(), fixture_site(table, row, column))]
+    Fixture {
+        /// The fixture file.
+        file: PathBuf,
+        /// The table, where known.
+        table: Option<String>,
+        /// The row (`row 3`, counted from 0 in its table's list, or `line 4` of a CSV file),
+        /// where known.
+        row: Option<String>,
+        /// The column, where known.
+        column: Option<String>,
+        /// What is wrong: the database's own message where it has one.
+        message: String,
+    },
+
     /// A file or directory operation failed.
     #[error("cannot {action} {}", path.display())]
     Io {
@@ -205,3 +221,17 @@ impl fmt::Debug for Error {
 
 /// `Result` with [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+fn fixture_site(table: &Option<String>, row: &Option<String>, column: &Option<String>) -> String {
+    let mut site = String::new();
+    if let Some(table) = table {
+        site.push_str(&format!(", table {table}"));
+    }
+    if let Some(row) = row {
+        site.push_str(&format!(", {row}"));
+    }
+    if let Some(column) = column {
+        site.push_str(&format!(", column {column}"));
+    }
+    site
+}

@@ -14,6 +14,7 @@ mod backend;
 mod cleanup;
 mod database;
 mod error;
+mod fixtures;
 mod migrations;
 mod runtime;
 mod suite;
@@ -21,6 +22,9 @@ mod suite;
 pub use backend::{Backend, ConnectOptions, OwnedDatabase, Rewind, TEST_SAVEPOINT};
 pub use database::{Builder, TestDatabase};
 pub use error::{Error, Result};
+pub use fixtures::{
+    Catalog, ErrorSite, Fixtures, ForeignKey, Loaded, TableInfo, Value, load_fixtures,
+};
 pub use migrations::Migrations;
 pub use runtime::block_on;
 pub use suite::{Databases, Live, Setup, Suite};

@@ -26,6 +26,11 @@ pub trait Harness: Backend + Sized {
     fn exec(pool: &Pool<Self::Database>, sql: &'static str) -> impl Future<Output = ()> + Send;
     /// Runs a query that returns one integer.
     fn scalar(pool: &Pool<Self::Database>, sql: &'static str) -> impl Future<Output = i64> + Send;
+    /// Runs a query that returns one text (or NULL).
+    fn text(
+        pool: &Pool<Self::Database>,
+        sql: &'static str,
+    ) -> impl Future<Output = Option<String>> + Send;
     /// Runs a query that returns one integer, on a new connection opened from a URL.
     fn scalar_at(url: &str, sql: &'static str) -> impl Future<Output = i64> + Send;
     /// Runs a statement on a connection, returning its error.
@@ -144,6 +149,10 @@ impl Harness for Sqlite {
         sqlx::query_scalar(sql).fetch_one(pool).await.expect(sql)
     }
 
+    async fn text(pool: &Pool<sqlx::Sqlite>, sql: &'static str) -> Option<String> {
+        sqlx::query_scalar(sql).fetch_one(pool).await.expect(sql)
+    }
+
     async fn scalar_at(url: &str, sql: &'static str) -> i64 {
         let mut conn = sqlx::SqliteConnection::connect(url).await.expect(url);
         sqlx::query_scalar(sql)
@@ -193,6 +202,10 @@ impl Harness for Postgres {
             .fetch_one(pool)
             .await
             .expect(sql)
+    }
+
+    async fn text(pool: &Pool<sqlx::Postgres>, sql: &'static str) -> Option<String> {
+        sqlx::query_scalar(sql).fetch_one(pool).await.expect(sql)
     }
 
     async fn scalar_at(url: &str, sql: &'static str) -> i64 {

@@ -1,10 +1,10 @@
 use sqlx::postgres::PgConnectOptions;
 use testdb::{Backend, Error, OwnedDatabase, Result};
 
-use crate::Postgres;
 use crate::owner::{self, PREFIX};
 use crate::server::{self, NAME};
 use crate::sql::{self, ident};
+use crate::{Postgres, fixtures};
 
 /// A PostgreSQL test database: its name, URL and server.
 #[derive(Debug)]
@@ -74,6 +74,45 @@ impl Backend for Postgres {
 
     async fn rewind(conn: &mut sqlx::PgConnection, check: bool) -> sqlx::Result<testdb::Rewind> {
         crate::isolation::rewind(conn, check).await
+    }
+
+    async fn catalog(conn: &mut sqlx::PgConnection) -> sqlx::Result<testdb::Catalog> {
+        fixtures::catalog(conn).await
+    }
+
+    async fn execute_script(conn: &mut sqlx::PgConnection, sql: &str) -> sqlx::Result<()> {
+        fixtures::execute_script(conn, sql).await
+    }
+
+    async fn insert_rows(
+        conn: &mut sqlx::PgConnection,
+        table: &str,
+        columns: &[String],
+        rows: &[Vec<testdb::Value>],
+    ) -> sqlx::Result<()> {
+        fixtures::insert_rows(conn, table, columns, rows).await
+    }
+
+    async fn defer_foreign_keys(
+        conn: &mut sqlx::PgConnection,
+        keys: &[(String, testdb::ForeignKey)],
+    ) -> sqlx::Result<()> {
+        fixtures::defer_foreign_keys(conn, keys).await
+    }
+
+    async fn check_foreign_keys(
+        conn: &mut sqlx::PgConnection,
+        keys: &[(String, testdb::ForeignKey)],
+    ) -> sqlx::Result<Option<testdb::ErrorSite>> {
+        fixtures::check_foreign_keys(conn, keys).await
+    }
+
+    async fn reset_sequences(conn: &mut sqlx::PgConnection, tables: &[String]) -> sqlx::Result<()> {
+        fixtures::reset_sequences(conn, tables).await
+    }
+
+    fn error_site(err: &sqlx::Error) -> testdb::ErrorSite {
+        fixtures::error_site(err)
     }
 
     fn sweep_scope(&self) -> String {

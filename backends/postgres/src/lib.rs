@@ -31,6 +31,7 @@
 )]
 
 mod backend;
+mod fixtures;
 mod isolation;
 mod owner;
 mod server;

@@ -6,6 +6,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 use sqlx::{ConnectOptions, Connection};
 use testdb::{Backend, Error, OwnedDatabase, Result};
 
+use crate::fixtures;
 use crate::owner::{self, PREFIX};
 
 const DATABASE_FILE: &str = "db.sqlite3";
@@ -158,6 +159,48 @@ impl Backend for Sqlite {
         check: bool,
     ) -> sqlx::Result<testdb::Rewind> {
         crate::isolation::rewind(conn, check).await
+    }
+
+    async fn catalog(conn: &mut sqlx::SqliteConnection) -> sqlx::Result<testdb::Catalog> {
+        fixtures::catalog(conn).await
+    }
+
+    async fn execute_script(conn: &mut sqlx::SqliteConnection, sql: &str) -> sqlx::Result<()> {
+        fixtures::execute_script(conn, sql).await
+    }
+
+    async fn insert_rows(
+        conn: &mut sqlx::SqliteConnection,
+        table: &str,
+        columns: &[String],
+        rows: &[Vec<testdb::Value>],
+    ) -> sqlx::Result<()> {
+        fixtures::insert_rows(conn, table, columns, rows).await
+    }
+
+    async fn defer_foreign_keys(
+        conn: &mut sqlx::SqliteConnection,
+        keys: &[(String, testdb::ForeignKey)],
+    ) -> sqlx::Result<()> {
+        fixtures::defer_foreign_keys(conn, keys).await
+    }
+
+    async fn check_foreign_keys(
+        conn: &mut sqlx::SqliteConnection,
+        keys: &[(String, testdb::ForeignKey)],
+    ) -> sqlx::Result<Option<testdb::ErrorSite>> {
+        fixtures::check_foreign_keys(conn, keys).await
+    }
+
+    async fn reset_sequences(
+        conn: &mut sqlx::SqliteConnection,
+        tables: &[String],
+    ) -> sqlx::Result<()> {
+        fixtures::reset_sequences(conn, tables).await
+    }
+
+    fn error_site(err: &sqlx::Error) -> testdb::ErrorSite {
+        fixtures::error_site(err)
     }
 
     fn sweep_scope(&self) -> String {

@@ -28,6 +28,7 @@
 )]
 
 mod backend;
+mod fixtures;
 mod isolation;
 mod owner;
 

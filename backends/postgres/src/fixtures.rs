@@ -1,0 +1,290 @@
+//! PostgreSQL's side of fixture loading: the catalog, `COPY … FROM STDIN`, deferring foreign keys
+//! in cycles, and resetting sequences.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use sqlx::postgres::{PgConnection, PgDatabaseError};
+use sqlx::{AssertSqlSafe, Executor, Row};
+use testdb::{Catalog, ErrorSite, ForeignKey, TableInfo, Value};
+
+use crate::sql::{ident, literal};
+
+pub(crate) async fn catalog(conn: &mut PgConnection) -> sqlx::Result<Catalog> {
+    let mut tables: BTreeMap<String, TableInfo> = BTreeMap::new();
+    let columns = sqlx::query(
+        "SELECT c.relname::text, a.attname::text FROM pg_class c \
+         JOIN pg_namespace n ON n.oid = c.relnamespace \
+         JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped \
+         WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p') \
+         ORDER BY c.relname, a.attnum",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    for row in columns {
+        tables
+            .entry(row.get(0))
+            .or_default()
+            .columns
+            .push(row.get(1));
+    }
+    let keys = sqlx::query(
+        "SELECT c.relname::text, a.attname::text FROM pg_index i \
+         JOIN pg_class c ON c.oid = i.indrelid \
+         JOIN pg_namespace n ON n.oid = c.relnamespace \
+         JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = ANY (i.indkey) \
+         WHERE i.indisprimary AND n.nspname = current_schema() \
+         ORDER BY c.relname, array_position(i.indkey::int2[], a.attnum)",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    for row in keys {
+        if let Some(table) = tables.get_mut(&row.get::<String, _>(0)) {
+            table.primary_key.push(row.get(1));
+        }
+    }
+    let foreign = sqlx::query(
+        "SELECT con.conname::text, c.relname::text, p.relname::text, con.condeferrable, \
+           ARRAY(SELECT a.attname::text FROM unnest(con.conkey) WITH ORDINALITY k(num, ord) \
+                 JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.num \
+                 ORDER BY k.ord), \
+           ARRAY(SELECT a.attname::text FROM unnest(con.confkey) WITH ORDINALITY k(num, ord) \
+                 JOIN pg_attribute a ON a.attrelid = con.confrelid AND a.attnum = k.num \
+                 ORDER BY k.ord) \
+         FROM pg_constraint con \
+         JOIN pg_class c ON c.oid = con.conrelid \
+         JOIN pg_class p ON p.oid = con.confrelid \
+         JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE con.contype = 'f' AND n.nspname = current_schema() \
+         ORDER BY c.relname, con.conname",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    for row in foreign {
+        if let Some(table) = tables.get_mut(&row.get::<String, _>(1)) {
+            table.foreign_keys.push(ForeignKey {
+                name: row.get(0),
+                parent: row.get(2),
+                deferrable: row.get(3),
+                columns: row.get(4),
+                parent_columns: row.get(5),
+            });
+        }
+    }
+    Ok(Catalog { tables })
+}
+
+pub(crate) async fn execute_script(conn: &mut PgConnection, sql: &str) -> sqlx::Result<()> {
+    sqlx::raw_sql(AssertSqlSafe(sql.to_string()))
+        .execute(conn)
+        .await
+        .map(drop)
+}
+
+/// Up to this many bytes are sent per `CopyData` round.
+const CHUNK: usize = 1 << 16;
+
+pub(crate) async fn insert_rows(
+    conn: &mut PgConnection,
+    table: &str,
+    columns: &[String],
+    rows: &[Vec<Value>],
+) -> sqlx::Result<()> {
+    if columns.is_empty() {
+        let statement = format!("INSERT INTO {} DEFAULT VALUES", ident(table));
+        for _ in rows {
+            conn.execute(AssertSqlSafe(statement.clone())).await?;
+        }
+        return Ok(());
+    }
+    let columns: Vec<String> = columns.iter().map(|column| ident(column)).collect();
+    let statement = format!("COPY {} ({}) FROM STDIN", ident(table), columns.join(", "));
+    let mut copy = conn.copy_in_raw(&statement).await?;
+    let mut buffer = String::with_capacity(CHUNK + 1024);
+    for row in rows {
+        for (index, value) in row.iter().enumerate() {
+            if index > 0 {
+                buffer.push('\t');
+            }
+            write_value(&mut buffer, value);
+        }
+        buffer.push('\n');
+        if buffer.len() >= CHUNK {
+            if let Err(err) = copy.send(buffer.as_bytes()).await {
+                let _ = copy.abort("testdb: sending fixture rows failed").await;
+                return Err(err);
+            }
+            buffer.clear();
+        }
+    }
+    if !buffer.is_empty()
+        && let Err(err) = copy.send(buffer.as_bytes()).await
+    {
+        let _ = copy.abort("testdb: sending fixture rows failed").await;
+        return Err(err);
+    }
+    copy.finish().await.map(drop)
+}
+
+/// A value in `COPY`'s text format: `\N` for NULL, backslash escapes for the rest.
+fn write_value(out: &mut String, value: &Value) {
+    match value {
+        Value::Null => out.push_str("\\N"),
+        Value::Bool(true) => out.push('t'),
+        Value::Bool(false) => out.push('f'),
+        Value::Int(int) => {
+            let _ = write!(out, "{int}");
+        }
+        Value::Float(float) => {
+            let _ = write!(out, "{float:?}");
+        }
+        Value::Text(text) | Value::Json(text) => {
+            for ch in text.chars() {
+                match ch {
+                    '\\' => out.push_str("\\\\"),
+                    '\n' => out.push_str("\\n"),
+                    '\r' => out.push_str("\\r"),
+                    '\t' => out.push_str("\\t"),
+                    _ => out.push(ch),
+                }
+            }
+        }
+        _ => out.push_str("\\N"),
+    }
+}
+
+pub(crate) async fn defer_foreign_keys(
+    conn: &mut PgConnection,
+    keys: &[(String, ForeignKey)],
+) -> sqlx::Result<()> {
+    if keys.is_empty() {
+        return Ok(());
+    }
+    let mut script = String::new();
+    for (table, fk) in keys.iter().filter(|(_, fk)| !fk.deferrable) {
+        // Transactional, like the load: undone with it on failure, reverted after the check.
+        let _ = writeln!(
+            script,
+            "ALTER TABLE {} ALTER CONSTRAINT {} DEFERRABLE;",
+            ident(table),
+            ident(&fk.name)
+        );
+    }
+    let _ = writeln!(script, "SET CONSTRAINTS {} DEFERRED;", names(keys));
+    conn.execute(AssertSqlSafe(script)).await.map(drop)
+}
+
+pub(crate) async fn check_foreign_keys(
+    conn: &mut PgConnection,
+    keys: &[(String, ForeignKey)],
+) -> sqlx::Result<Option<ErrorSite>> {
+    if keys.is_empty() {
+        return Ok(None);
+    }
+    let check = format!("SET CONSTRAINTS {} IMMEDIATE", names(keys));
+    match conn.execute(AssertSqlSafe(check)).await {
+        Ok(_) => {}
+        Err(err) if is_violation(&err) => return Ok(Some(error_site(&err))),
+        Err(err) => return Err(err),
+    }
+    let mut restore = String::new();
+    for (table, fk) in keys.iter().filter(|(_, fk)| !fk.deferrable) {
+        let _ = writeln!(
+            restore,
+            "ALTER TABLE {} ALTER CONSTRAINT {} NOT DEFERRABLE;",
+            ident(table),
+            ident(&fk.name)
+        );
+    }
+    if !restore.is_empty() {
+        conn.execute(AssertSqlSafe(restore)).await?;
+    }
+    Ok(None)
+}
+
+fn is_violation(err: &sqlx::Error) -> bool {
+    err.as_database_error()
+        .and_then(|db| db.code())
+        .is_some_and(|code| code.starts_with("23"))
+}
+
+fn names(keys: &[(String, ForeignKey)]) -> String {
+    keys.iter()
+        .map(|(_, fk)| ident(&fk.name))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+pub(crate) async fn reset_sequences(
+    conn: &mut PgConnection,
+    tables: &[String],
+) -> sqlx::Result<()> {
+    if tables.is_empty() {
+        return Ok(());
+    }
+    let owned = sqlx::query(
+        "SELECT c.relname::text, a.attname::text, \
+           pg_get_serial_sequence(quote_ident(n.nspname) || '.' || quote_ident(c.relname), \
+                                  a.attname)::text \
+         FROM pg_class c \
+         JOIN pg_namespace n ON n.oid = c.relnamespace \
+         JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped \
+         WHERE n.nspname = current_schema() AND c.relname = ANY ($1) \
+           AND pg_get_serial_sequence(quote_ident(n.nspname) || '.' || quote_ident(c.relname), \
+                                      a.attname) IS NOT NULL",
+    )
+    .bind(tables)
+    .fetch_all(&mut *conn)
+    .await?;
+    if owned.is_empty() {
+        return Ok(());
+    }
+    // One round trip for all: each sequence to the column's maximum (or back to its start when
+    // the table is empty).
+    let resets: Vec<String> = owned
+        .iter()
+        .map(|row| {
+            let (table, column, sequence): (String, String, String) =
+                (row.get(0), row.get(1), row.get(2));
+            format!(
+                "(SELECT setval({seq}::regclass, COALESCE(m, 1), m IS NOT NULL) \
+                 FROM (SELECT max({col})::bigint AS m FROM {tab}) AS top)",
+                seq = literal(&sequence),
+                col = ident(&column),
+                tab = ident(&table),
+            )
+        })
+        .collect();
+    let statement = format!("SELECT {}", resets.join(", "));
+    conn.execute(AssertSqlSafe(statement)).await.map(drop)
+}
+
+pub(crate) fn error_site(err: &sqlx::Error) -> ErrorSite {
+    let Some(db) = err.as_database_error() else {
+        return ErrorSite::new(err.to_string());
+    };
+    let Some(pg) = db.try_downcast_ref::<PgDatabaseError>() else {
+        return ErrorSite::new(db.message());
+    };
+    let mut site = ErrorSite::new(match pg.detail() {
+        Some(detail) => format!("{} ({detail})", pg.message()),
+        None => pg.message().to_string(),
+    });
+    // COPY's context: "COPY users, line 3, column email: \"…\"".
+    if let Some(context) = pg.r#where() {
+        site.line = context
+            .split(", line ")
+            .nth(1)
+            .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+            .and_then(|digits| digits.parse().ok());
+        site.column = context
+            .split(", column ")
+            .nth(1)
+            .and_then(|rest| rest.split(':').next())
+            .map(str::to_string);
+    }
+    site.table = pg.table().map(str::to_string);
+    site.column = site.column.or_else(|| pg.column().map(str::to_string));
+    site.constraint = pg.constraint().map(str::to_string);
+    site
+}

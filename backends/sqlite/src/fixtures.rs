@@ -1,0 +1,245 @@
+//! SQLite's side of fixture loading: the catalog, multi-row prepared `INSERT`s, deferred foreign
+//! keys, and AUTOINCREMENT counters.
+
+use std::collections::BTreeMap;
+
+use sqlx::sqlite::SqliteConnection;
+use sqlx::{AssertSqlSafe, Executor, Row};
+use testdb::{Catalog, ErrorSite, ForeignKey, TableInfo, Value};
+
+/// SQLite allows 32,766 bound values per statement; 500 rows a statement is past the point where
+/// larger statements stop paying.
+const MAX_ROWS: usize = 500;
+const MAX_VALUES: usize = 32_766;
+
+fn ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+pub(crate) async fn catalog(conn: &mut SqliteConnection) -> sqlx::Result<Catalog> {
+    let mut tables: BTreeMap<String, TableInfo> = BTreeMap::new();
+    let columns = sqlx::query(
+        "SELECT m.name, p.name, p.pk FROM sqlite_master m JOIN pragma_table_info(m.name) p \
+         WHERE m.type = 'table' AND m.name NOT LIKE 'sqlite!_%' ESCAPE '!' \
+         ORDER BY m.name, p.cid",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut keys: BTreeMap<String, Vec<(i64, String)>> = BTreeMap::new();
+    for row in columns {
+        let (table, column, pk): (String, String, i64) = (row.get(0), row.get(1), row.get(2));
+        if pk > 0 {
+            keys.entry(table.clone())
+                .or_default()
+                .push((pk, column.clone()));
+        }
+        tables.entry(table).or_default().columns.push(column);
+    }
+    for (table, mut columns) in keys {
+        columns.sort();
+        if let Some(info) = tables.get_mut(&table) {
+            info.primary_key = columns.into_iter().map(|(_, column)| column).collect();
+        }
+    }
+    let foreign = sqlx::query(
+        "SELECT m.name, f.id, f.\"table\", f.\"from\", f.\"to\" \
+         FROM sqlite_master m JOIN pragma_foreign_key_list(m.name) f \
+         WHERE m.type = 'table' ORDER BY m.name, f.id, f.seq",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    for row in foreign {
+        let (table, id, parent, from, to): (String, i64, String, String, Option<String>) =
+            (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
+        let Some(info) = tables.get_mut(&table) else {
+            continue;
+        };
+        let name = format!("{table}_fk{id}");
+        match info.foreign_keys.iter_mut().find(|fk| fk.name == name) {
+            Some(fk) => {
+                fk.columns.push(from);
+                fk.parent_columns.extend(to);
+            }
+            None => info.foreign_keys.push(ForeignKey {
+                name,
+                columns: vec![from],
+                parent,
+                parent_columns: to.into_iter().collect(),
+                deferrable: false,
+            }),
+        }
+    }
+    Ok(Catalog { tables })
+}
+
+pub(crate) async fn execute_script(conn: &mut SqliteConnection, sql: &str) -> sqlx::Result<()> {
+    sqlx::raw_sql(AssertSqlSafe(sql.to_string()))
+        .execute(conn)
+        .await
+        .map(drop)
+}
+
+pub(crate) async fn insert_rows(
+    conn: &mut SqliteConnection,
+    table: &str,
+    columns: &[String],
+    rows: &[Vec<Value>],
+) -> sqlx::Result<()> {
+    if columns.is_empty() {
+        let statement = format!("INSERT INTO {} DEFAULT VALUES", ident(table));
+        for _ in rows {
+            conn.execute(AssertSqlSafe(statement.clone())).await?;
+        }
+        return Ok(());
+    }
+    // SQLite stores `true` in a BOOLEAN column as the text 'true', which reads back as false:
+    // give boolean columns the 1 and 0 that SQLite means by true and false.
+    let declared: Vec<(String, String)> =
+        sqlx::query_as("SELECT name, type FROM pragma_table_info(?)")
+            .bind(table)
+            .fetch_all(&mut *conn)
+            .await?;
+    let boolean: Vec<bool> = columns
+        .iter()
+        .map(|column| {
+            declared
+                .iter()
+                .any(|(name, kind)| name == column && kind.to_ascii_uppercase().contains("BOOL"))
+        })
+        .collect();
+    let per_statement = MAX_ROWS.min(MAX_VALUES / columns.len()).max(1);
+    let head = format!(
+        "INSERT INTO {} ({}) VALUES ",
+        ident(table),
+        columns
+            .iter()
+            .map(|c| ident(c))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let tuple = format!("({})", vec!["?"; columns.len()].join(", "));
+    // Full chunks share one prepared statement; the last may be shorter.
+    let mut statements: BTreeMap<usize, String> = BTreeMap::new();
+    for chunk in rows.chunks(per_statement) {
+        let sql = statements
+            .entry(chunk.len())
+            .or_insert_with(|| format!("{head}{}", vec![tuple.as_str(); chunk.len()].join(", ")))
+            .clone();
+        let mut query = sqlx::query(AssertSqlSafe(sql));
+        for row in chunk {
+            for (value, boolean) in row.iter().zip(&boolean) {
+                let value = match value {
+                    Value::Text(text) if *boolean => boolean_text(text).unwrap_or(value),
+                    _ => value,
+                };
+                query = match value {
+                    Value::Null => query.bind(None::<String>),
+                    Value::Bool(value) => query.bind(*value),
+                    Value::Int(value) => query.bind(*value),
+                    Value::Float(value) => query.bind(*value),
+                    Value::Text(text) | Value::Json(text) => query.bind(text.as_str()),
+                    _ => query.bind(None::<String>),
+                };
+            }
+        }
+        query.execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// The integer SQLite means by a boolean's text, if it is one.
+fn boolean_text(text: &str) -> Option<&'static Value> {
+    const TRUE: Value = Value::Int(1);
+    const FALSE: Value = Value::Int(0);
+    match text.to_ascii_lowercase().as_str() {
+        "true" | "t" | "yes" | "y" | "on" | "1" => Some(&TRUE),
+        "false" | "f" | "no" | "n" | "off" | "0" => Some(&FALSE),
+        _ => None,
+    }
+}
+
+pub(crate) async fn defer_foreign_keys(
+    conn: &mut SqliteConnection,
+    keys: &[(String, ForeignKey)],
+) -> sqlx::Result<()> {
+    if !keys.is_empty() {
+        // Until the end of the transaction (the load's, or the one it is a savepoint of).
+        conn.execute("PRAGMA defer_foreign_keys = ON").await?;
+    }
+    Ok(())
+}
+
+pub(crate) async fn check_foreign_keys(
+    conn: &mut SqliteConnection,
+    keys: &[(String, ForeignKey)],
+) -> sqlx::Result<Option<ErrorSite>> {
+    if keys.is_empty() {
+        return Ok(None);
+    }
+    let mut violation = None;
+    for (table, _) in keys {
+        let check = format!("PRAGMA foreign_key_check({})", ident(table));
+        if let Some(row) = sqlx::query(AssertSqlSafe(check))
+            .fetch_optional(&mut *conn)
+            .await?
+        {
+            let rowid: Option<i64> = row.get(1);
+            let parent: String = row.get(2);
+            let mut site = ErrorSite::new(format!(
+                "FOREIGN KEY constraint failed: rowid {} references a missing row of {parent}",
+                rowid.map_or_else(|| "?".to_string(), |id| id.to_string())
+            ));
+            site.table = Some(table.clone());
+            violation = Some(site);
+            break;
+        }
+    }
+    conn.execute("PRAGMA defer_foreign_keys = OFF").await?;
+    Ok(violation)
+}
+
+pub(crate) async fn reset_sequences(
+    conn: &mut SqliteConnection,
+    tables: &[String],
+) -> sqlx::Result<()> {
+    let has_sequences: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE name = 'sqlite_sequence')",
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    if !has_sequences {
+        return Ok(());
+    }
+    for table in tables {
+        // SQLite moves the counter for explicit ids too; this only makes sure.
+        let statement = format!(
+            "UPDATE sqlite_sequence SET seq = max(seq, (SELECT coalesce(max(rowid), 0) FROM {})) \
+             WHERE name = ?",
+            ident(table)
+        );
+        sqlx::query(AssertSqlSafe(statement))
+            .bind(table)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
+pub(crate) fn error_site(err: &sqlx::Error) -> ErrorSite {
+    let Some(db) = err.as_database_error() else {
+        return ErrorSite::new(err.to_string());
+    };
+    let message = db.message().to_string();
+    let mut site = ErrorSite::new(message.clone());
+    // "UNIQUE constraint failed: users.name", "cannot store TEXT value in INTEGER column t.c".
+    let named = message
+        .rsplit_once(": ")
+        .map(|(_, rest)| rest)
+        .or_else(|| message.rsplit_once(" column ").map(|(_, rest)| rest));
+    if let Some((table, column)) = named.and_then(|name| name.split_once('.')) {
+        let column = column.split([',', ' ']).next().unwrap_or(column);
+        site.table = Some(table.to_string());
+        site.column = Some(column.to_string());
+    }
+    site
+}

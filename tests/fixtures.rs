@@ -1,0 +1,390 @@
+//! Fixtures on both backends: every format, foreign-key order, self-references and cycles,
+//! sequences, Django's format, and bad input that loads nothing.
+
+// Tests, examples and benches may panic and print; the library may not (see Cargo.toml).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::print_stdout
+)]
+
+#[macro_use]
+mod common;
+
+use std::path::PathBuf;
+
+use common::Harness;
+use testdb::{Error, Fixtures, TestDatabase};
+
+async fn library<H: Harness>(backend: H) -> TestDatabase<H> {
+    let schema = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures_schema")
+        .join(H::KEY);
+    TestDatabase::builder(backend)
+        .migrations(schema)
+        .create()
+        .await
+        .expect("create")
+}
+
+on_both!(
+    csv_files_load_in_foreign_key_order,
+    json_and_yaml_documents_load,
+    self_references_and_cycles_load,
+    django_fixtures_load_as_they_are,
+    sql_files_run_as_they_are,
+    sequences_are_reset_after_explicit_ids,
+    csv_null_and_table_can_be_chosen,
+    a_missing_fixture_lists_where_it_looked,
+    bad_input_names_where_and_loads_nothing,
+    fixtures_load_with_the_database,
+);
+
+async fn csv_files_load_in_foreign_key_order<H: Harness>(backend: H) {
+    let db = library(backend).await;
+    // Children first, and named without extension: testdb finds and orders them.
+    let loaded = db
+        .load(&Fixtures::files(["books", "authors"]))
+        .await
+        .unwrap();
+    assert_eq!(loaded.rows, 6);
+    assert_eq!(loaded.tables, ["authors", "books"]);
+    let pool = db.pool();
+    assert_eq!(
+        H::scalar(pool, "SELECT count(*) FROM authors WHERE born IS NULL").await,
+        1
+    );
+    assert_eq!(
+        H::scalar(pool, "SELECT count(*) FROM authors WHERE active").await,
+        2
+    );
+    assert_eq!(
+        H::text(pool, "SELECT name FROM authors WHERE id = 3")
+            .await
+            .as_deref(),
+        Some("Anonymous, with a comma")
+    );
+    assert_eq!(
+        H::scalar(pool, "SELECT count(*) FROM books WHERE price IS NULL").await,
+        1
+    );
+    assert_eq!(
+        H::scalar(pool, "SELECT count(*) FROM books WHERE tags IS NULL").await,
+        1
+    );
+}
+
+async fn json_and_yaml_documents_load<H: Harness>(backend: H) {
+    let db = library(backend).await;
+    let loaded = db
+        .load(&Fixtures::files(["library.json", "staff.yaml"]))
+        .await
+        .unwrap();
+    assert_eq!(loaded.rows, 6);
+    let pool = db.pool();
+    assert_eq!(
+        H::text(pool, "SELECT title FROM books WHERE id = 20")
+            .await
+            .as_deref(),
+        Some("A \"quoted\"\ttitle\nwith a newline \\ and a backslash"),
+        "text survives the bulk path exactly"
+    );
+    assert_eq!(
+        H::scalar(
+            pool,
+            "SELECT count(*) FROM authors WHERE id = 22 AND active"
+        )
+        .await,
+        1,
+        "an absent column gets its default"
+    );
+    assert_eq!(H::scalar(pool, "SELECT count(*) FROM employees").await, 3);
+}
+
+async fn self_references_and_cycles_load<H: Harness>(backend: H) {
+    let db = library(backend).await;
+    db.load(&Fixtures::files(["staff.yaml", "teams.json"]))
+        .await
+        .unwrap();
+    let pool = db.pool();
+    assert_eq!(
+        H::scalar(
+            pool,
+            "SELECT CAST(manager_id AS BIGINT) FROM employees WHERE id = 3"
+        )
+        .await,
+        2
+    );
+    assert_eq!(
+        H::scalar(
+            pool,
+            "SELECT CAST(captain_id AS BIGINT) FROM teams WHERE id = 1"
+        )
+        .await,
+        100
+    );
+    assert_eq!(H::scalar(pool, "SELECT count(*) FROM players").await, 2);
+    // The foreign keys are enforced again afterwards.
+    let mut conn = db.acquire().await.unwrap();
+    let orphan = H::try_exec_on(
+        &mut conn,
+        "INSERT INTO players (id, team_id, name) VALUES (200, 999, 'x')",
+    );
+    assert!(
+        orphan.await.is_err(),
+        "constraints are back in force after the load"
+    );
+}
+
+async fn django_fixtures_load_as_they_are<H: Harness>(backend: H) {
+    let db = library(backend).await;
+    let loaded = db.load(&Fixtures::files(["django.json"])).await.unwrap();
+    assert_eq!(loaded.rows, 6, "2 tags, 1 book, 1 author, 2 book-tag links");
+    let pool = db.pool();
+    assert_eq!(
+        H::scalar(
+            pool,
+            "SELECT CAST(author_id AS BIGINT) FROM library_book WHERE id = 7"
+        )
+        .await,
+        5
+    );
+    assert_eq!(
+        H::scalar(
+            pool,
+            "SELECT count(*) FROM library_book_tags WHERE book_id = 7"
+        )
+        .await,
+        2
+    );
+    assert_eq!(
+        H::text(pool, "SELECT name FROM library_author WHERE id = 5")
+            .await
+            .as_deref(),
+        Some("Frank Herbert")
+    );
+}
+
+async fn sql_files_run_as_they_are<H: Harness>(backend: H) {
+    let db = library(backend).await;
+    db.load(&Fixtures::files(["seed.sql"])).await.unwrap();
+    assert_eq!(
+        H::scalar(db.pool(), "SELECT count(*) FROM books WHERE author_id = 90").await,
+        1
+    );
+}
+
+async fn sequences_are_reset_after_explicit_ids<H: Harness>(backend: H) {
+    let db = library(backend).await;
+    db.load(&Fixtures::files(["authors.csv", "django.json"]))
+        .await
+        .unwrap();
+    H::exec(db.pool(), "INSERT INTO authors (name) VALUES ('next')").await;
+    assert_eq!(
+        H::scalar(
+            db.pool(),
+            "SELECT CAST(id AS BIGINT) FROM authors WHERE name = 'next'"
+        )
+        .await,
+        4
+    );
+    H::exec(
+        db.pool(),
+        "INSERT INTO library_author (name) VALUES ('next')",
+    )
+    .await;
+    assert_eq!(
+        H::scalar(
+            db.pool(),
+            "SELECT CAST(id AS BIGINT) FROM library_author WHERE name = 'next'"
+        )
+        .await,
+        6
+    );
+}
+
+async fn csv_null_and_table_can_be_chosen<H: Harness>(backend: H) {
+    let db = library(backend).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("people.csv");
+    std::fs::write(&file, "id,name,born\n1,,NULL\n").unwrap();
+    let fixtures = Fixtures::new()
+        .csv(file.display().to_string(), "authors")
+        .csv_null("NULL");
+    db.load(&fixtures).await.unwrap();
+    assert_eq!(
+        H::scalar(
+            db.pool(),
+            "SELECT count(*) FROM authors WHERE name = '' AND born IS NULL"
+        )
+        .await,
+        1
+    );
+}
+
+async fn a_missing_fixture_lists_where_it_looked<H: Harness>(backend: H) {
+    let db = library(backend).await;
+    let err = db.load(&Fixtures::files(["nope"])).await.unwrap_err();
+    let message = err.to_string();
+    for place in [
+        "tests/fixtures/nope.json",
+        "tests/fixtures/nope.csv",
+        "fixtures/nope.yaml",
+    ] {
+        assert!(message.contains(place), "lists {place}: {message}");
+    }
+}
+
+/// One bad fixture: what its error must name (file, table, row, column, words of the message).
+struct Bad {
+    file: &'static str,
+    table: Option<&'static str>,
+    row: Option<&'static str>,
+    column: Option<&'static str>,
+    says: &'static [&'static str],
+}
+
+async fn bad_input_names_where_and_loads_nothing<H: Harness>(backend: H) {
+    let db = library(backend).await;
+    let cases = [
+        Bad {
+            file: "bad/malformed.json",
+            table: None,
+            row: None,
+            column: None,
+            says: &["invalid JSON", "line 1"],
+        },
+        Bad {
+            file: "bad/unknown_table.json",
+            table: Some("no_such_table"),
+            row: None,
+            column: None,
+            says: &["no such table"],
+        },
+        Bad {
+            file: "bad/unknown_column.json",
+            table: Some("authors"),
+            row: Some("row 1"),
+            column: Some("nickname"),
+            says: &["no such column"],
+        },
+        Bad {
+            file: "bad/type_mismatch.json",
+            table: Some("books"),
+            row: Some("row 1"),
+            column: Some("price"),
+            says: &[],
+        },
+        Bad {
+            file: "bad/duplicate.csv",
+            table: Some("duplicate"),
+            row: None,
+            column: None,
+            says: &["no such table"],
+        },
+        Bad {
+            file: "bad/missing_parent.json",
+            table: Some("books"),
+            row: Some("row 1"),
+            column: None,
+            says: &["foreign key"],
+        },
+        Bad {
+            file: "bad/broken_cycle.json",
+            table: Some("teams"),
+            row: None,
+            column: None,
+            says: &["foreign key"],
+        },
+    ];
+    for case in cases {
+        let err = db
+            .load(&Fixtures::files([case.file]))
+            .await
+            .expect_err(case.file);
+        let Error::Fixture {
+            file,
+            table,
+            row,
+            column,
+            message,
+        } = &err
+        else {
+            panic!("{}: expected a fixture error, got {err:?}", case.file);
+        };
+        assert!(
+            file.ends_with(case.file),
+            "{}: names the file: {err}",
+            case.file
+        );
+        assert_eq!(table.as_deref(), case.table, "{}: table: {err}", case.file);
+        assert_eq!(row.as_deref(), case.row, "{}: row: {err}", case.file);
+        if case.column.is_some() {
+            assert_eq!(
+                column.as_deref(),
+                case.column,
+                "{}: column: {err}",
+                case.file
+            );
+        }
+        for words in case.says {
+            assert!(
+                message.to_lowercase().contains(&words.to_lowercase()),
+                "{}: says {words:?}: {err}",
+                case.file
+            );
+        }
+        for table in ["authors", "books", "teams", "players"] {
+            let count = match table {
+                "authors" => H::scalar(db.pool(), "SELECT count(*) FROM authors").await,
+                "books" => H::scalar(db.pool(), "SELECT count(*) FROM books").await,
+                "teams" => H::scalar(db.pool(), "SELECT count(*) FROM teams").await,
+                _ => H::scalar(db.pool(), "SELECT count(*) FROM players").await,
+            };
+            assert_eq!(
+                count, 0,
+                "{}: nothing from the load stays in {table}",
+                case.file
+            );
+        }
+    }
+    // A duplicate key, into a table that exists: names the row.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("authors.csv");
+    std::fs::copy("tests/fixtures/bad/duplicate.csv", &file).unwrap();
+    let err = db
+        .load(&Fixtures::files([file.display().to_string()]))
+        .await
+        .expect_err("a duplicate key");
+    let Error::Fixture { table, row, .. } = &err else {
+        panic!("expected a fixture error, got {err:?}");
+    };
+    assert_eq!(table.as_deref(), Some("authors"), "{err}");
+    assert_eq!(row.as_deref(), Some("line 4"), "{err}");
+    assert_eq!(
+        H::scalar(db.pool(), "SELECT count(*) FROM authors").await,
+        0
+    );
+}
+
+async fn fixtures_load_with_the_database<H: Harness>(backend: H) {
+    let schema = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures_schema")
+        .join(H::KEY);
+    let db = TestDatabase::builder(backend.clone())
+        .migrations(&*schema)
+        .fixtures(Fixtures::files(["authors", "books"]))
+        .create()
+        .await
+        .unwrap();
+    assert_eq!(H::scalar(db.pool(), "SELECT count(*) FROM books").await, 3);
+
+    let err = TestDatabase::builder(backend)
+        .migrations(&*schema)
+        .fixtures(Fixtures::files(["bad/missing_parent.json"]))
+        .create()
+        .await
+        .expect_err("a bad fixture fails the creation");
+    assert!(matches!(err, Error::Fixture { .. }), "{err:?}");
+}
