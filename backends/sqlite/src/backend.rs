@@ -7,7 +7,7 @@ use sqlx::{ConnectOptions, Connection};
 use testdb::{Backend, Error, OwnedDatabase, Result};
 
 use crate::fixtures;
-use crate::owner::{self, PREFIX};
+use crate::owner;
 
 const DATABASE_FILE: &str = "db.sqlite3";
 
@@ -100,19 +100,7 @@ impl Backend for Sqlite {
     async fn create(&self) -> Result<SqliteDatabase> {
         std::fs::create_dir_all(&self.root)
             .map_err(|source| owner::io("create directory", &self.root, source))?;
-        let dir = tempfile::Builder::new()
-            .prefix(PREFIX)
-            .tempdir_in(&self.root)
-            .map_err(|source| owner::io("create a directory in", &self.root, source))?
-            .keep();
-        let claimed = owner::claim(&dir);
-        let lock = match claimed {
-            Ok(lock) => lock,
-            Err(err) => {
-                let _ = std::fs::remove_dir_all(&dir);
-                return Err(err);
-            }
-        };
+        let (dir, lock) = owner::create_claimed(&self.root)?;
         let file = dir.join(DATABASE_FILE);
         let database = SqliteDatabase {
             name: file.display().to_string(),

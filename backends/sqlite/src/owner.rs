@@ -14,11 +14,42 @@ use testdb::{Error, Result};
 pub(crate) const LOCK_FILE: &str = "owner.lock";
 /// The prefix of every directory testdb creates.
 pub(crate) const PREFIX: &str = "testdb_";
-/// A directory with no lock file yet is being created; one older than this was abandoned.
+/// A directory still being created that is older than this was abandoned by its creator.
 const CREATION_GRACE: Duration = Duration::from_secs(600);
 
+/// The prefix of a directory being created, before its lock is held; sweeps pass it by until it
+/// is old enough to have been abandoned.
+const STAGING_PREFIX: &str = ".testdb_new_";
+
+/// Creates a database directory under `root` with its lock already held.
+///
+/// The directory is made and locked under a staging name, then renamed: a sweeper never sees a
+/// `testdb_` directory whose lock file exists but is not yet locked (it would take the lock and
+/// remove the directory under its creator).
+pub(crate) fn create_claimed(root: &Path) -> Result<(PathBuf, File)> {
+    let staging = tempfile::Builder::new()
+        .prefix(STAGING_PREFIX)
+        .tempdir_in(root)
+        .map_err(|source| io("create a directory in", root, source))?
+        .keep();
+    let result = claim(&staging).and_then(|lock| {
+        let suffix = staging
+            .file_name()
+            .and_then(|name| name.to_str())
+            .and_then(|name| name.strip_prefix(STAGING_PREFIX))
+            .unwrap_or_default();
+        let dir = root.join(format!("{PREFIX}{suffix}"));
+        std::fs::rename(&staging, &dir).map_err(|source| io("rename", &staging, source))?;
+        Ok((dir, lock))
+    });
+    if result.is_err() {
+        let _ = std::fs::remove_dir_all(&staging);
+    }
+    result
+}
+
 /// Takes the lock of a directory that was just created.
-pub(crate) fn claim(dir: &Path) -> Result<File> {
+fn claim(dir: &Path) -> Result<File> {
     let path = dir.join(LOCK_FILE);
     let file = OpenOptions::new()
         .create_new(true)
@@ -46,9 +77,19 @@ pub(crate) fn sweep(root: &Path) -> Result<usize> {
     let mut removed = 0;
     for entry in entries.flatten() {
         let name = entry.file_name();
-        let is_ours = name.to_str().is_some_and(|name| name.starts_with(PREFIX));
+        let name = name.to_str().unwrap_or_default();
         let is_dir = entry.file_type().is_ok_and(|kind| kind.is_dir());
-        if is_ours && is_dir && sweep_one(&entry.path()) {
+        let swept = if !is_dir {
+            false
+        } else if name.starts_with(PREFIX) {
+            sweep_one(&entry.path())
+        } else if name.starts_with(STAGING_PREFIX) {
+            // Being created right now, unless it is old: then its creator died mid-way.
+            is_abandoned(&entry.path()) && sweep_one(&entry.path())
+        } else {
+            false
+        };
+        if swept {
             removed += 1;
         }
     }
@@ -66,15 +107,18 @@ fn sweep_one(dir: &Path) -> bool {
             Ok(()) => std::fs::remove_dir_all(dir).is_ok(),
         },
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
-            let abandoned = std::fs::metadata(dir)
-                .and_then(|meta| meta.modified())
-                .ok()
-                .and_then(|modified| SystemTime::now().duration_since(modified).ok())
-                .is_some_and(|age| age > CREATION_GRACE);
-            abandoned && std::fs::remove_dir_all(dir).is_ok()
+            is_abandoned(dir) && std::fs::remove_dir_all(dir).is_ok()
         }
         Err(_) => false,
     }
+}
+
+fn is_abandoned(dir: &Path) -> bool {
+    std::fs::metadata(dir)
+        .and_then(|meta| meta.modified())
+        .ok()
+        .and_then(|modified| SystemTime::now().duration_since(modified).ok())
+        .is_some_and(|age| age > CREATION_GRACE)
 }
 
 pub(crate) fn io(action: &str, path: &Path, source: std::io::Error) -> Error {
