@@ -99,6 +99,13 @@ pub trait Backend: Clone + fmt::Debug + Send + Sync + 'static {
         tables: &[String],
     ) -> impl Future<Output = sqlx::Result<()>> + Send;
 
+    /// Every row of `table`, ordered by its primary key, as values that load back exactly: the
+    /// column names, then the rows.
+    fn dump_rows(
+        conn: &mut Self::Connection,
+        table: &str,
+    ) -> impl Future<Output = sqlx::Result<(Vec<String>, Vec<Vec<Value>>)>> + Send;
+
     /// What a database error says about where it happened.
     fn error_site(err: &sqlx::Error) -> ErrorSite;
 }

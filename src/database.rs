@@ -220,6 +220,13 @@ impl<B: Backend> TestDatabase<B> {
         crate::fixtures::load_into::<B>(&mut conn, fixtures, &self.name).await
     }
 
+    /// Writes `tables` (all of them when empty) to a fixture file, `.json` or `.csv`, that loads
+    /// back to the same rows; returns the number of rows written.
+    pub async fn dump(&self, tables: &[&str], file: impl AsRef<std::path::Path>) -> Result<usize> {
+        let mut conn = self.acquire().await?;
+        crate::fixtures::dump_fixtures::<B>(&mut conn, tables, file).await
+    }
+
     /// Removes the database now, reporting any error (dropping it does the same, silently).
     pub async fn remove(self) -> Result<()> {
         // Once unregistered, `Drop` finds nothing left to do.

@@ -23,7 +23,8 @@ pub use backend::{Backend, ConnectOptions, OwnedDatabase, Rewind, TEST_SAVEPOINT
 pub use database::{Builder, TestDatabase};
 pub use error::{Error, Result};
 pub use fixtures::{
-    Catalog, ErrorSite, Fixtures, ForeignKey, Loaded, TableInfo, Value, load_fixtures,
+    Catalog, ErrorSite, Fixtures, ForeignKey, Loaded, TableInfo, Value, dump_fixtures,
+    load_fixtures,
 };
 pub use migrations::Migrations;
 pub use runtime::block_on;

@@ -111,6 +111,13 @@ impl Backend for Postgres {
         fixtures::reset_sequences(conn, tables).await
     }
 
+    async fn dump_rows(
+        conn: &mut sqlx::PgConnection,
+        table: &str,
+    ) -> sqlx::Result<(Vec<String>, Vec<Vec<testdb::Value>>)> {
+        fixtures::dump_rows(conn, table).await
+    }
+
     fn error_site(err: &sqlx::Error) -> testdb::ErrorSite {
         fixtures::error_site(err)
     }

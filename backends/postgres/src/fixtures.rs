@@ -288,3 +288,90 @@ pub(crate) fn error_site(err: &sqlx::Error) -> ErrorSite {
     site.constraint = pg.constraint().map(str::to_string);
     site
 }
+
+/// Every row of `table`, read as text (exact for every type) and turned back into numbers,
+/// booleans and JSON where the column's type says so.
+pub(crate) async fn dump_rows(
+    conn: &mut PgConnection,
+    table: &str,
+) -> sqlx::Result<(Vec<String>, Vec<Vec<Value>>)> {
+    let columns: Vec<(String, String)> = sqlx::query_as(
+        "SELECT a.attname::text, t.typname::text FROM pg_attribute a \
+         JOIN pg_class c ON c.oid = a.attrelid \
+         JOIN pg_namespace n ON n.oid = c.relnamespace \
+         JOIN pg_type t ON t.oid = a.atttypid \
+         WHERE n.nspname = current_schema() AND c.relname = $1 \
+           AND a.attnum > 0 AND NOT a.attisdropped \
+         ORDER BY a.attnum",
+    )
+    .bind(table)
+    .fetch_all(&mut *conn)
+    .await?;
+    if columns.is_empty() {
+        // Let the server say what is wrong with the name.
+        conn.execute(AssertSqlSafe(format!(
+            "SELECT * FROM {} LIMIT 0",
+            ident(table)
+        )))
+        .await?;
+    }
+    let key: Vec<String> = sqlx::query_scalar(
+        "SELECT a.attname::text FROM pg_index i \
+         JOIN pg_class c ON c.oid = i.indrelid \
+         JOIN pg_namespace n ON n.oid = c.relnamespace \
+         JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = ANY (i.indkey) \
+         WHERE i.indisprimary AND n.nspname = current_schema() AND c.relname = $1 \
+         ORDER BY array_position(i.indkey::int2[], a.attnum)",
+    )
+    .bind(table)
+    .fetch_all(&mut *conn)
+    .await?;
+    let select: Vec<String> = columns
+        .iter()
+        .map(|(name, _)| format!("{}::text", ident(name)))
+        .collect();
+    let order = if key.is_empty() {
+        (1..=columns.len())
+            .map(|n| n.to_string())
+            .collect::<Vec<_>>()
+    } else {
+        key.iter().map(|column| ident(column)).collect()
+    };
+    let statement = format!(
+        "SELECT {} FROM {} ORDER BY {}",
+        select.join(", "),
+        ident(table),
+        order.join(", ")
+    );
+    let rows = sqlx::query(AssertSqlSafe(statement))
+        .fetch_all(&mut *conn)
+        .await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        let mut values = Vec::with_capacity(columns.len());
+        for (index, (_, kind)) in columns.iter().enumerate() {
+            let text: Option<String> = row.try_get(index)?;
+            values.push(match text {
+                None => Value::Null,
+                Some(text) => typed(kind, text),
+            });
+        }
+        out.push(values);
+    }
+    Ok((columns.into_iter().map(|(name, _)| name).collect(), out))
+}
+
+/// A column's text as the JSON type that loads back to it exactly.
+fn typed(kind: &str, text: String) -> Value {
+    match kind {
+        "int2" | "int4" | "int8" => text.parse().map_or(Value::Text(text), Value::Int),
+        // A boolean cast to text reads `true` or `false`.
+        "bool" => Value::Bool(text == "true" || text == "t"),
+        "json" | "jsonb" => Value::Json(text),
+        "float4" | "float8" => match text.parse::<f64>() {
+            Ok(float) if float.is_finite() => Value::Float(float),
+            _ => Value::Text(text),
+        },
+        _ => Value::Text(text),
+    }
+}

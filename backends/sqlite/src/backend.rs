@@ -187,6 +187,13 @@ impl Backend for Sqlite {
         fixtures::reset_sequences(conn, tables).await
     }
 
+    async fn dump_rows(
+        conn: &mut sqlx::SqliteConnection,
+        table: &str,
+    ) -> sqlx::Result<(Vec<String>, Vec<Vec<testdb::Value>>)> {
+        fixtures::dump_rows(conn, table).await
+    }
+
     fn error_site(err: &sqlx::Error) -> testdb::ErrorSite {
         fixtures::error_site(err)
     }

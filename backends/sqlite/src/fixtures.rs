@@ -243,3 +243,74 @@ pub(crate) fn error_site(err: &sqlx::Error) -> ErrorSite {
     }
     site
 }
+
+/// Every row of `table`, each value as the storage class SQLite holds it in.
+pub(crate) async fn dump_rows(
+    conn: &mut SqliteConnection,
+    table: &str,
+) -> sqlx::Result<(Vec<String>, Vec<Vec<Value>>)> {
+    let columns: Vec<(String, i64)> =
+        sqlx::query_as("SELECT name, pk FROM pragma_table_info(?) ORDER BY cid")
+            .bind(table)
+            .fetch_all(&mut *conn)
+            .await?;
+    if columns.is_empty() {
+        // Let SQLite say what is wrong with the name.
+        conn.execute(AssertSqlSafe(format!(
+            "SELECT * FROM {} LIMIT 0",
+            ident(table)
+        )))
+        .await?;
+    }
+    let mut key: Vec<(i64, String)> = columns
+        .iter()
+        .filter(|(_, pk)| *pk > 0)
+        .map(|(name, pk)| (*pk, ident(name)))
+        .collect();
+    key.sort();
+    let order = if key.is_empty() {
+        "rowid".to_string()
+    } else {
+        key.into_iter()
+            .map(|(_, name)| name)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let select: Vec<String> = columns.iter().map(|(name, _)| ident(name)).collect();
+    let statement = format!(
+        "SELECT {} FROM {} ORDER BY {order}",
+        select.join(", "),
+        ident(table)
+    );
+    let rows = sqlx::query(AssertSqlSafe(statement))
+        .fetch_all(&mut *conn)
+        .await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        let mut values = Vec::with_capacity(columns.len());
+        for (index, (column, _)) in columns.iter().enumerate() {
+            let raw = row.try_get_raw(index)?;
+            let class = if sqlx::ValueRef::is_null(&raw) {
+                "NULL".to_string()
+            } else {
+                sqlx::TypeInfo::name(&*sqlx::ValueRef::type_info(&raw)).to_string()
+            };
+            values.push(match class.as_str() {
+                "NULL" => Value::Null,
+                "INTEGER" => Value::Int(row.try_get_unchecked(index)?),
+                "REAL" => Value::Float(row.try_get_unchecked(index)?),
+                "TEXT" => Value::Text(row.try_get_unchecked(index)?),
+                _ => {
+                    return Err(sqlx::Error::Decode(
+                        format!(
+                            "column {column} holds a BLOB, which fixture files cannot hold yet"
+                        )
+                        .into(),
+                    ));
+                }
+            });
+        }
+        out.push(values);
+    }
+    Ok((columns.into_iter().map(|(name, _)| name).collect(), out))
+}

@@ -1,0 +1,330 @@
+//! Fixture loading: a reference set of 10,000 rows in 10 tables linked by foreign keys, loaded
+//! by testdb from a JSON fixture file, side by side with the fastest path written by hand on a
+//! bare connection, from rows already in memory (PostgreSQL: `COPY … FROM STDIN`; SQLite:
+//! 500-row prepared `INSERT`s in one transaction). Each load runs in a transaction that is rolled
+//! back, so every iteration starts from empty tables.
+//!
+//! PostgreSQL runs when `TESTDB_POSTGRES_URL` (or `DATABASE_URL`) is set.
+
+// Tests, examples and benches may panic and print; the library may not (see Cargo.toml).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::print_stdout
+)]
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use sqlx::{AssertSqlSafe, Connection};
+use testdb::{Fixtures, TestDatabase, load_fixtures};
+use testdb_postgres::Postgres;
+use testdb_sqlite::Sqlite;
+
+const TABLES: usize = 10;
+const ROWS_PER_TABLE: usize = 1_000;
+const ROWS: usize = TABLES * ROWS_PER_TABLE;
+
+/// Ten tables; each after the first references the one before it.
+fn schema(dir: &Path) {
+    let mut sql = String::new();
+    for t in 0..TABLES {
+        let parent = if t == 0 {
+            String::new()
+        } else {
+            format!(", parent_id INTEGER NOT NULL REFERENCES t{} (id)", t - 1)
+        };
+        let _ = writeln!(
+            sql,
+            "CREATE TABLE t{t} (id INTEGER PRIMARY KEY, name TEXT NOT NULL, amount REAL, \
+             created DATE, flag BOOLEAN NOT NULL{parent});"
+        );
+    }
+    std::fs::write(dir.join("0001_reference.sql"), sql).unwrap();
+}
+
+/// A reference row: (table, id, parent, name, amount, created, flag).
+type Reference = (usize, i64, Option<i64>, String, f64, String, bool);
+
+/// The reference rows.
+fn rows() -> Vec<Reference> {
+    let mut rows = Vec::with_capacity(ROWS);
+    for t in 0..TABLES {
+        for i in 0..ROWS_PER_TABLE {
+            let id = i64::try_from(i).unwrap() + 1;
+            let parent = (t > 0).then_some(id);
+            let name = format!("row {i} of table {t}, with some text");
+            let created = format!("2024-{:02}-{:02}", i % 12 + 1, i % 28 + 1);
+            rows.push((t, id, parent, name, id as f64 * 1.25, created, i % 2 == 0));
+        }
+    }
+    rows
+}
+
+fn fixture_file(dir: &Path) -> String {
+    let mut document = serde_json::Map::new();
+    for t in 0..TABLES {
+        document.insert(format!("t{t}"), serde_json::Value::Array(Vec::new()));
+    }
+    for (t, id, parent, name, amount, created, flag) in rows() {
+        let mut row = serde_json::json!({
+            "id": id, "name": name, "amount": amount, "created": created, "flag": flag
+        });
+        if let Some(parent) = parent {
+            row["parent_id"] = parent.into();
+        }
+        if let Some(serde_json::Value::Array(list)) = document.get_mut(&format!("t{t}")) {
+            list.push(row);
+        }
+    }
+    let file = dir.join("reference.json");
+    std::fs::write(&file, serde_json::to_vec(&document).unwrap()).unwrap();
+    file.display().to_string()
+}
+
+/// What a hand-written loader does first: read the JSON file into rows.
+fn parse_by_hand(file: &str) -> Vec<Reference> {
+    let bytes = std::fs::read(file).unwrap();
+    let document: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&bytes).unwrap();
+    let mut rows = Vec::with_capacity(ROWS);
+    for (table, list) in document {
+        let t: usize = table[1..].parse().unwrap();
+        for row in list.as_array().unwrap() {
+            rows.push((
+                t,
+                row["id"].as_i64().unwrap(),
+                row.get("parent_id").and_then(serde_json::Value::as_i64),
+                row["name"].as_str().unwrap().to_string(),
+                row["amount"].as_f64().unwrap(),
+                row["created"].as_str().unwrap().to_string(),
+                row["flag"].as_bool().unwrap(),
+            ));
+        }
+    }
+    rows
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+async fn raw_copy(conn: &mut sqlx::PgConnection, rows: &[Reference]) {
+    for t in 0..TABLES {
+        let columns = if t == 0 {
+            "id, name, amount, created, flag"
+        } else {
+            "id, name, amount, created, flag, parent_id"
+        };
+        let mut copy = conn
+            .copy_in_raw(&format!("COPY t{t} ({columns}) FROM STDIN"))
+            .await
+            .unwrap();
+        let mut buffer = String::new();
+        for (_, id, parent, name, amount, created, flag) in rows.iter().filter(|row| row.0 == t) {
+            let flag = if *flag { 't' } else { 'f' };
+            let _ = write!(buffer, "{id}\t{name}\t{amount}\t{created}\t{flag}");
+            if let Some(parent) = parent {
+                let _ = write!(buffer, "\t{parent}");
+            }
+            buffer.push('\n');
+        }
+        copy.send(buffer.as_bytes()).await.unwrap();
+        copy.finish().await.unwrap();
+    }
+}
+
+async fn raw_inserts(conn: &mut sqlx::SqliteConnection, rows: &[Reference]) {
+    for t in 0..TABLES {
+        let table: Vec<_> = rows.iter().filter(|row| row.0 == t).collect();
+        let width = if t == 0 { 5 } else { 6 };
+        let columns = ["id", "name", "amount", "created", "flag", "parent_id"][..width].join(", ");
+        let tuple = format!("({})", vec!["?"; width].join(", "));
+        for chunk in table.chunks(500) {
+            let tuples = vec![tuple.as_str(); chunk.len()].join(", ");
+            let sql = format!("INSERT INTO t{t} ({columns}) VALUES {tuples}");
+            let mut query = sqlx::query(AssertSqlSafe(sql));
+            for (_, id, parent, name, amount, created, flag) in chunk {
+                query = query
+                    .bind(*id)
+                    .bind(name.as_str())
+                    .bind(*amount)
+                    .bind(created.as_str())
+                    .bind(*flag);
+                if let Some(parent) = parent {
+                    query = query.bind(*parent);
+                }
+            }
+            query.execute(&mut *conn).await.unwrap();
+        }
+    }
+}
+
+fn sqlite(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    schema(dir.path());
+    let file = fixture_file(dir.path());
+    let rows = rows();
+    let rt = runtime();
+    let db = rt
+        .block_on(
+            TestDatabase::builder(Sqlite::new())
+                .migrations(dir.path())
+                .create(),
+        )
+        .unwrap();
+    let fixtures = Fixtures::files([file.clone()]);
+    let mut group = c.benchmark_group("fixtures/SQLite");
+    group.throughput(Throughput::Elements(ROWS as u64));
+    group
+        .sample_size(20)
+        .measurement_time(Duration::from_secs(10));
+    group.bench_function("raw multi-row INSERT", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let mut conn = sqlx::SqliteConnection::connect_with(db.connect_options())
+                    .await
+                    .unwrap();
+                let mut took = Duration::ZERO;
+                for _ in 0..iters {
+                    let started = Instant::now();
+                    let mut tx = conn.begin().await.unwrap();
+                    raw_inserts(&mut tx, &rows).await;
+                    took += started.elapsed();
+                    tx.rollback().await.unwrap();
+                }
+                took
+            })
+        });
+    });
+    group.bench_function("raw multi-row INSERT, JSON file parsed by hand", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let mut conn = sqlx::SqliteConnection::connect_with(db.connect_options())
+                    .await
+                    .unwrap();
+                let mut took = Duration::ZERO;
+                for _ in 0..iters {
+                    let started = Instant::now();
+                    let rows = parse_by_hand(&file);
+                    let mut tx = conn.begin().await.unwrap();
+                    raw_inserts(&mut tx, &rows).await;
+                    took += started.elapsed();
+                    tx.rollback().await.unwrap();
+                }
+                took
+            })
+        });
+    });
+    group.bench_function("testdb load (JSON file)", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let mut conn = sqlx::SqliteConnection::connect_with(db.connect_options())
+                    .await
+                    .unwrap();
+                let mut took = Duration::ZERO;
+                for _ in 0..iters {
+                    let started = Instant::now();
+                    let mut tx = conn.begin().await.unwrap();
+                    let loaded = load_fixtures::<Sqlite>(&mut tx, &fixtures).await.unwrap();
+                    took += started.elapsed();
+                    assert_eq!(loaded.rows, ROWS);
+                    tx.rollback().await.unwrap();
+                }
+                took
+            })
+        });
+    });
+    group.finish();
+}
+
+fn postgres(c: &mut Criterion) {
+    let Ok(backend) = Postgres::from_env() else {
+        eprintln!("fixtures/PostgreSQL skipped: set TESTDB_POSTGRES_URL to measure it");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    schema(dir.path());
+    let file = fixture_file(dir.path());
+    let rows = rows();
+    let rt = runtime();
+    let db = rt
+        .block_on(
+            TestDatabase::builder(backend)
+                .migrations(dir.path())
+                .create(),
+        )
+        .unwrap();
+    let fixtures = Fixtures::files([file.clone()]);
+    let mut group = c.benchmark_group("fixtures/PostgreSQL");
+    group.throughput(Throughput::Elements(ROWS as u64));
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(15));
+    group.bench_function("raw COPY FROM STDIN", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let mut conn = sqlx::PgConnection::connect_with(db.connect_options())
+                    .await
+                    .unwrap();
+                let mut took = Duration::ZERO;
+                for _ in 0..iters {
+                    let started = Instant::now();
+                    let mut tx = conn.begin().await.unwrap();
+                    raw_copy(&mut tx, &rows).await;
+                    took += started.elapsed();
+                    tx.rollback().await.unwrap();
+                }
+                took
+            })
+        });
+    });
+    group.bench_function("raw COPY FROM STDIN, JSON file parsed by hand", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let mut conn = sqlx::PgConnection::connect_with(db.connect_options())
+                    .await
+                    .unwrap();
+                let mut took = Duration::ZERO;
+                for _ in 0..iters {
+                    let started = Instant::now();
+                    let rows = parse_by_hand(&file);
+                    let mut tx = conn.begin().await.unwrap();
+                    raw_copy(&mut tx, &rows).await;
+                    took += started.elapsed();
+                    tx.rollback().await.unwrap();
+                }
+                took
+            })
+        });
+    });
+    group.bench_function("testdb load (JSON file)", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let mut conn = sqlx::PgConnection::connect_with(db.connect_options())
+                    .await
+                    .unwrap();
+                let mut took = Duration::ZERO;
+                for _ in 0..iters {
+                    let started = Instant::now();
+                    let mut tx = conn.begin().await.unwrap();
+                    let loaded = load_fixtures::<Postgres>(&mut tx, &fixtures).await.unwrap();
+                    took += started.elapsed();
+                    assert_eq!(loaded.rows, ROWS);
+                    tx.rollback().await.unwrap();
+                }
+                took
+            })
+        });
+    });
+    group.finish();
+}
+
+criterion_group!(benches, sqlite, postgres);
+criterion_main!(benches);
