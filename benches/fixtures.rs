@@ -172,13 +172,14 @@ fn sqlite(c: &mut Criterion) {
     let file = fixture_file(dir.path());
     let rows = rows();
     let rt = runtime();
-    let db = rt
-        .block_on(
-            TestDatabase::builder(Sqlite::new())
-                .migrations(dir.path())
-                .create(),
-        )
-        .unwrap();
+    // A database for each contender: rolled-back loads leave dead rows behind, which would slow
+    // whichever ran later on a shared one.
+    let dbs: Vec<_> = (0..3)
+        .map(|_| {
+            let builder = TestDatabase::builder(Sqlite::new()).migrations(dir.path());
+            rt.block_on(builder.create()).unwrap()
+        })
+        .collect();
     let fixtures = Fixtures::files([file.clone()]);
     let mut group = c.benchmark_group("fixtures/SQLite");
     group.throughput(Throughput::Elements(ROWS as u64));
@@ -188,7 +189,7 @@ fn sqlite(c: &mut Criterion) {
     group.bench_function("raw multi-row INSERT", |b| {
         b.iter_custom(|iters| {
             rt.block_on(async {
-                let mut conn = sqlx::SqliteConnection::connect_with(db.connect_options())
+                let mut conn = sqlx::SqliteConnection::connect_with(dbs[0].connect_options())
                     .await
                     .unwrap();
                 let mut took = Duration::ZERO;
@@ -206,7 +207,7 @@ fn sqlite(c: &mut Criterion) {
     group.bench_function("raw multi-row INSERT, JSON file parsed by hand", |b| {
         b.iter_custom(|iters| {
             rt.block_on(async {
-                let mut conn = sqlx::SqliteConnection::connect_with(db.connect_options())
+                let mut conn = sqlx::SqliteConnection::connect_with(dbs[1].connect_options())
                     .await
                     .unwrap();
                 let mut took = Duration::ZERO;
@@ -225,7 +226,7 @@ fn sqlite(c: &mut Criterion) {
     group.bench_function("testdb load (JSON file)", |b| {
         b.iter_custom(|iters| {
             rt.block_on(async {
-                let mut conn = sqlx::SqliteConnection::connect_with(db.connect_options())
+                let mut conn = sqlx::SqliteConnection::connect_with(dbs[2].connect_options())
                     .await
                     .unwrap();
                 let mut took = Duration::ZERO;
@@ -254,13 +255,14 @@ fn postgres(c: &mut Criterion) {
     let file = fixture_file(dir.path());
     let rows = rows();
     let rt = runtime();
-    let db = rt
-        .block_on(
-            TestDatabase::builder(backend)
-                .migrations(dir.path())
-                .create(),
-        )
-        .unwrap();
+    // A database for each contender: rolled-back loads leave dead rows behind, which would slow
+    // whichever ran later on a shared one.
+    let dbs: Vec<_> = (0..3)
+        .map(|_| {
+            let builder = TestDatabase::builder(backend.clone()).migrations(dir.path());
+            rt.block_on(builder.create()).unwrap()
+        })
+        .collect();
     let fixtures = Fixtures::files([file.clone()]);
     let mut group = c.benchmark_group("fixtures/PostgreSQL");
     group.throughput(Throughput::Elements(ROWS as u64));
@@ -270,7 +272,7 @@ fn postgres(c: &mut Criterion) {
     group.bench_function("raw COPY FROM STDIN", |b| {
         b.iter_custom(|iters| {
             rt.block_on(async {
-                let mut conn = sqlx::PgConnection::connect_with(db.connect_options())
+                let mut conn = sqlx::PgConnection::connect_with(dbs[0].connect_options())
                     .await
                     .unwrap();
                 let mut took = Duration::ZERO;
@@ -288,7 +290,7 @@ fn postgres(c: &mut Criterion) {
     group.bench_function("raw COPY FROM STDIN, JSON file parsed by hand", |b| {
         b.iter_custom(|iters| {
             rt.block_on(async {
-                let mut conn = sqlx::PgConnection::connect_with(db.connect_options())
+                let mut conn = sqlx::PgConnection::connect_with(dbs[1].connect_options())
                     .await
                     .unwrap();
                 let mut took = Duration::ZERO;
@@ -307,7 +309,7 @@ fn postgres(c: &mut Criterion) {
     group.bench_function("testdb load (JSON file)", |b| {
         b.iter_custom(|iters| {
             rt.block_on(async {
-                let mut conn = sqlx::PgConnection::connect_with(db.connect_options())
+                let mut conn = sqlx::PgConnection::connect_with(dbs[2].connect_options())
                     .await
                     .unwrap();
                 let mut took = Duration::ZERO;

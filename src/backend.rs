@@ -5,7 +5,7 @@ use sqlx::migrate::Migrate;
 use sqlx::{Connection, Database};
 
 use crate::Result;
-use crate::fixtures::{Catalog, ErrorSite, ForeignKey, Value};
+use crate::fixtures::{Catalog, ErrorSite, ForeignKey, TableInfo, Value};
 
 /// The connect options of a backend's sqlx driver.
 pub type ConnectOptions<DB> = <<DB as Database>::Connection as Connection>::Options;
@@ -24,6 +24,11 @@ pub trait Backend: Clone + fmt::Debug + Send + Sync + 'static {
 
     /// The engine's name in messages, e.g. `PostgreSQL`.
     const NAME: &'static str;
+
+    /// How many rows a fixture load hands [`insert_rows`](Backend::insert_rows) at a time, at
+    /// least, while the rest of a table is still being read: small where statements are cheap
+    /// (SQLite: loading overlaps reading), a whole table where each bulk statement costs.
+    const BULK_ROWS: usize = usize::MAX;
 
     /// Whether a connection dies with the runtime that opened it (true for socket-based drivers;
     /// SQLite's run on threads of their own). testdb then opens the whole pool up front, on its
@@ -69,11 +74,13 @@ pub trait Backend: Clone + fmt::Debug + Send + Sync + 'static {
         sql: &str,
     ) -> impl Future<Output = sqlx::Result<()>> + Send;
 
-    /// Inserts `rows` (each with a value for every one of `columns`) into `table` by the
-    /// engine's fastest path, letting the database convert text to the columns' types.
+    /// Inserts `rows` (each with a value for every one of `columns`) into `table` (described by
+    /// `info`, from [`catalog`](Backend::catalog)) by the engine's fastest path, letting the
+    /// database convert text to the columns' types.
     fn insert_rows(
         conn: &mut Self::Connection,
         table: &str,
+        info: &TableInfo,
         columns: &[String],
         rows: &[Vec<Value>],
     ) -> impl Future<Output = sqlx::Result<()>> + Send;

@@ -246,7 +246,7 @@ impl<D: Databases, T> Setup<D, T> {
     }
 }
 
-/// The databases of a [`Suite`]: one [`Backend`], or a tuple of two or three.
+/// The databases of a [`Suite`]: one [`Backend`], or a pair of them.
 pub trait Databases: Sized + Send + 'static {
     /// How they are created: a [`Builder`], or a tuple of them.
     type Builders;

@@ -291,6 +291,13 @@ async fn bad_input_names_where_and_loads_nothing<H: Harness>(backend: H) {
             says: &["foreign key"],
         },
         Bad {
+            file: "bad/twice.json",
+            table: Some("authors"),
+            row: None,
+            column: None,
+            says: &["appears twice"],
+        },
+        Bad {
             file: "bad/broken_cycle.json",
             table: Some("teams"),
             row: None,
@@ -466,4 +473,120 @@ async fn a_csv_dump_loads_back_to_the_same_rows<H: Harness>(backend: H) {
     .await;
     let err = original.dump(&["authors"], &csv).await.unwrap_err();
     assert!(err.to_string().contains("empty string"), "{err}");
+}
+
+/// Fixtures loaded by a suite's setup: once, inside the suite transaction; every test sees them.
+macro_rules! library_suite {
+    ($name:ident, $backend:ty, $conn:ty) => {
+        static $name: testdb::Suite<$backend> = testdb::Suite::new("library", || {
+            let backend = <$backend as Harness>::backend().ok_or_else(|| Error::NotConfigured {
+                backend: <$backend as testdb::Backend>::NAME,
+                hint: "set TESTDB_POSTGRES_URL".into(),
+            })?;
+            let schema = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures_schema")
+                .join(<$backend as Harness>::KEY);
+            Ok(
+                testdb::Setup::new(TestDatabase::builder(backend).migrations(schema)).data(
+                    async |conn: &mut $conn| {
+                        let fixtures = Fixtures::files(["authors", "books", "teams.json"]);
+                        testdb::load_fixtures::<$backend>(conn, &fixtures).await?;
+                        Ok::<_, Error>(())
+                    },
+                ),
+            )
+        });
+    };
+}
+library_suite!(
+    SQLITE_LIBRARY,
+    testdb_sqlite::Sqlite,
+    sqlx::SqliteConnection
+);
+library_suite!(
+    POSTGRES_LIBRARY,
+    testdb_postgres::Postgres,
+    sqlx::PgConnection
+);
+
+trait LibrarySuite: Harness {
+    fn suite() -> &'static testdb::Suite<Self>;
+}
+impl LibrarySuite for testdb_sqlite::Sqlite {
+    fn suite() -> &'static testdb::Suite<Self> {
+        &SQLITE_LIBRARY
+    }
+}
+impl LibrarySuite for testdb_postgres::Postgres {
+    fn suite() -> &'static testdb::Suite<Self> {
+        &POSTGRES_LIBRARY
+    }
+}
+
+on_both!(a_suite_loads_fixtures_once_and_every_test_sees_them);
+
+async fn a_suite_loads_fixtures_once_and_every_test_sees_them<H: LibrarySuite>(_: H) {
+    type Conn<H> = <<H as testdb::Backend>::Database as sqlx::Database>::Connection;
+    for _ in 0..2 {
+        H::suite()
+            .run(async |conn: &mut Conn<H>, ()| {
+                assert_eq!(H::scalar_on(conn, "SELECT count(*) FROM books").await, 3);
+                assert_eq!(H::scalar_on(conn, "SELECT count(*) FROM players").await, 2);
+                H::try_exec_on(conn, "DELETE FROM books").await?;
+                Ok::<_, sqlx::Error>(())
+            })
+            .await
+            .unwrap();
+    }
+}
+
+on_both!(large_tables_load_in_chunks_and_errors_still_name_the_row);
+
+async fn large_tables_load_in_chunks_and_errors_still_name_the_row<H: Harness>(backend: H) {
+    let db = library(backend).await;
+    let dir = tempfile::tempdir().unwrap();
+    let document = |orphan: Option<usize>, books_first: bool| {
+        let authors: Vec<String> = (1..=1200)
+            .map(|id| format!(r#"{{"id": {id}, "name": "author {id}"}}"#))
+            .collect();
+        let books: Vec<String> = (1..=1200)
+            .map(|id| {
+                let author = if Some(id) == orphan { 999_999 } else { id };
+                format!(r#"{{"id": {id}, "author_id": {author}, "title": "book {id}"}}"#)
+            })
+            .collect();
+        let (authors, books) = (authors.join(","), books.join(","));
+        if books_first {
+            format!(r#"{{"books": [{books}], "authors": [{authors}]}}"#)
+        } else {
+            format!(r#"{{"authors": [{authors}], "books": [{books}]}}"#)
+        }
+    };
+    for books_first in [false, true] {
+        let file = dir.path().join(format!("big_{books_first}.json"));
+        std::fs::write(&file, document(None, books_first)).unwrap();
+        let loaded = db
+            .load(&Fixtures::files([file.display().to_string()]))
+            .await
+            .unwrap();
+        assert_eq!(loaded.rows, 2400, "books first: {books_first}");
+        assert_eq!(loaded.tables, ["authors", "books"]);
+        H::exec(db.pool(), "DELETE FROM books").await;
+        H::exec(db.pool(), "DELETE FROM authors").await;
+    }
+    let file = dir.path().join("orphan.json");
+    std::fs::write(&file, document(Some(1101), false)).unwrap();
+    let err = db
+        .load(&Fixtures::files([file.display().to_string()]))
+        .await
+        .expect_err("book 1101 has no author");
+    let Error::Fixture { table, row, .. } = &err else {
+        panic!("expected a fixture error, got {err:?}");
+    };
+    assert_eq!(table.as_deref(), Some("books"), "{err}");
+    assert_eq!(row.as_deref(), Some("row 1100"), "{err}");
+    assert_eq!(
+        H::scalar(db.pool(), "SELECT count(*) FROM authors").await,
+        0
+    );
 }

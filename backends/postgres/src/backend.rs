@@ -87,10 +87,11 @@ impl Backend for Postgres {
     async fn insert_rows(
         conn: &mut sqlx::PgConnection,
         table: &str,
+        info: &testdb::TableInfo,
         columns: &[String],
         rows: &[Vec<testdb::Value>],
     ) -> sqlx::Result<()> {
-        fixtures::insert_rows(conn, table, columns, rows).await
+        fixtures::insert_rows(conn, table, info, columns, rows).await
     }
 
     async fn defer_foreign_keys(

@@ -13,7 +13,8 @@ use crate::sql::{ident, literal};
 pub(crate) async fn catalog(conn: &mut PgConnection) -> sqlx::Result<Catalog> {
     let mut tables: BTreeMap<String, TableInfo> = BTreeMap::new();
     let columns = sqlx::query(
-        "SELECT c.relname::text, a.attname::text FROM pg_class c \
+        "SELECT c.relname::text, a.attname::text, format_type(a.atttypid, a.atttypmod) \
+         FROM pg_class c \
          JOIN pg_namespace n ON n.oid = c.relnamespace \
          JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped \
          WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p') \
@@ -87,6 +88,7 @@ const CHUNK: usize = 1 << 16;
 pub(crate) async fn insert_rows(
     conn: &mut PgConnection,
     table: &str,
+    _info: &TableInfo,
     columns: &[String],
     rows: &[Vec<Value>],
 ) -> sqlx::Result<()> {

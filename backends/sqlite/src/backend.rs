@@ -96,6 +96,8 @@ impl Backend for Sqlite {
     const NAME: &'static str = "SQLite";
     // sqlx runs each SQLite connection on a thread of its own.
     const CONNECTIONS_NEED_A_RUNTIME: bool = false;
+    // One multi-row statement's worth: SQLite inserts while the rest of the file is read.
+    const BULK_ROWS: usize = 500;
 
     async fn create(&self) -> Result<SqliteDatabase> {
         std::fs::create_dir_all(&self.root)
@@ -160,10 +162,11 @@ impl Backend for Sqlite {
     async fn insert_rows(
         conn: &mut sqlx::SqliteConnection,
         table: &str,
+        info: &testdb::TableInfo,
         columns: &[String],
         rows: &[Vec<testdb::Value>],
     ) -> sqlx::Result<()> {
-        fixtures::insert_rows(conn, table, columns, rows).await
+        fixtures::insert_rows(conn, table, info, columns, rows).await
     }
 
     async fn defer_foreign_keys(

@@ -19,7 +19,8 @@ fn ident(name: &str) -> String {
 pub(crate) async fn catalog(conn: &mut SqliteConnection) -> sqlx::Result<Catalog> {
     let mut tables: BTreeMap<String, TableInfo> = BTreeMap::new();
     let columns = sqlx::query(
-        "SELECT m.name, p.name, p.pk FROM sqlite_master m JOIN pragma_table_info(m.name) p \
+        "SELECT m.name, p.name, p.pk, p.type FROM sqlite_master m \
+         JOIN pragma_table_info(m.name) p \
          WHERE m.type = 'table' AND m.name NOT LIKE 'sqlite!_%' ESCAPE '!' \
          ORDER BY m.name, p.cid",
     )
@@ -27,13 +28,16 @@ pub(crate) async fn catalog(conn: &mut SqliteConnection) -> sqlx::Result<Catalog
     .await?;
     let mut keys: BTreeMap<String, Vec<(i64, String)>> = BTreeMap::new();
     for row in columns {
-        let (table, column, pk): (String, String, i64) = (row.get(0), row.get(1), row.get(2));
+        let (table, column, pk, kind): (String, String, i64, String) =
+            (row.get(0), row.get(1), row.get(2), row.get(3));
         if pk > 0 {
             keys.entry(table.clone())
                 .or_default()
                 .push((pk, column.clone()));
         }
-        tables.entry(table).or_default().columns.push(column);
+        let info = tables.entry(table).or_default();
+        info.columns.push(column);
+        info.column_types.push(kind);
     }
     for (table, mut columns) in keys {
         columns.sort();
@@ -82,6 +86,7 @@ pub(crate) async fn execute_script(conn: &mut SqliteConnection, sql: &str) -> sq
 pub(crate) async fn insert_rows(
     conn: &mut SqliteConnection,
     table: &str,
+    info: &TableInfo,
     columns: &[String],
     rows: &[Vec<Value>],
 ) -> sqlx::Result<()> {
@@ -94,16 +99,12 @@ pub(crate) async fn insert_rows(
     }
     // SQLite stores `true` in a BOOLEAN column as the text 'true', which reads back as false:
     // give boolean columns the 1 and 0 that SQLite means by true and false.
-    let declared: Vec<(String, String)> =
-        sqlx::query_as("SELECT name, type FROM pragma_table_info(?)")
-            .bind(table)
-            .fetch_all(&mut *conn)
-            .await?;
     let boolean: Vec<bool> = columns
         .iter()
         .map(|column| {
-            declared
+            info.columns
                 .iter()
+                .zip(&info.column_types)
                 .any(|(name, kind)| name == column && kind.to_ascii_uppercase().contains("BOOL"))
         })
         .collect();
