@@ -366,14 +366,14 @@ pub(crate) async fn dump_rows(
 /// A column's text as the JSON type that loads back to it exactly.
 fn typed(kind: &str, text: String) -> Value {
     match kind {
-        "int2" | "int4" | "int8" => text.parse().map_or(Value::Text(text), Value::Int),
+        "int2" | "int4" | "int8" => text.parse().map_or(Value::Text(text.into()), Value::Int),
         // A boolean cast to text reads `true` or `false`.
         "bool" => Value::Bool(text == "true" || text == "t"),
-        "json" | "jsonb" => Value::Json(text),
+        "json" | "jsonb" => Value::Json(text.into()),
         "float4" | "float8" => match text.parse::<f64>() {
             Ok(float) if float.is_finite() => Value::Float(float),
-            _ => Value::Text(text),
+            _ => Value::Text(text.into()),
         },
-        _ => Value::Text(text),
+        _ => Value::Text(text.into()),
     }
 }

@@ -2,6 +2,7 @@
 //! keys, and AUTOINCREMENT counters.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use sqlx::sqlite::SqliteConnection;
 use sqlx::{AssertSqlSafe, Executor, Row};
@@ -138,7 +139,7 @@ pub(crate) async fn insert_rows(
                     Value::Bool(value) => query.bind(*value),
                     Value::Int(value) => query.bind(*value),
                     Value::Float(value) => query.bind(*value),
-                    Value::Text(text) | Value::Json(text) => query.bind(text.as_str()),
+                    Value::Text(text) | Value::Json(text) => query.bind(Arc::clone(text)),
                     _ => query.bind(None::<String>),
                 };
             }
@@ -300,7 +301,7 @@ pub(crate) async fn dump_rows(
                 "NULL" => Value::Null,
                 "INTEGER" => Value::Int(row.try_get_unchecked(index)?),
                 "REAL" => Value::Float(row.try_get_unchecked(index)?),
-                "TEXT" => Value::Text(row.try_get_unchecked(index)?),
+                "TEXT" => Value::Text(row.try_get_unchecked::<String, _>(index)?.into()),
                 _ => {
                     return Err(sqlx::Error::Decode(
                         format!(
