@@ -25,9 +25,14 @@ pub trait Backend: Clone + fmt::Debug + Send + Sync + 'static {
     /// The engine's name in messages, e.g. `PostgreSQL`.
     const NAME: &'static str;
 
+    /// Whether a fixture load inserts rows while the rest of the files are still being read.
+    /// Worth it where the driver does the work in the client (SQLite); where a server does it,
+    /// reading alongside only takes CPU from the server on a small machine.
+    const LOAD_WHILE_READING: bool = false;
+
     /// How many rows a fixture load hands [`insert_rows`](Backend::insert_rows) at a time, at
     /// least, while the rest of a table is still being read: small where statements are cheap
-    /// (SQLite: loading overlaps reading), a whole table where each bulk statement costs.
+    /// (SQLite), a whole table where each bulk statement costs.
     const BULK_ROWS: usize = usize::MAX;
 
     /// Whether a connection dies with the runtime that opened it (true for socket-based drivers;

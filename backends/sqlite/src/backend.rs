@@ -96,7 +96,8 @@ impl Backend for Sqlite {
     const NAME: &'static str = "SQLite";
     // sqlx runs each SQLite connection on a thread of its own.
     const CONNECTIONS_NEED_A_RUNTIME: bool = false;
-    // One multi-row statement's worth: SQLite inserts while the rest of the file is read.
+    // One multi-row statement's worth, inserted while the rest of the file is read.
+    const LOAD_WHILE_READING: bool = true;
     const BULK_ROWS: usize = 500;
 
     async fn create(&self) -> Result<SqliteDatabase> {
