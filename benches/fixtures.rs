@@ -19,8 +19,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use sqlx::{AssertSqlSafe, Connection};
-use testdb::{Fixtures, TestDatabase, load_fixtures};
+use sqlx::{AssertSqlSafe, Connection, Database};
+use testdb::{Backend, Fixtures, TestDatabase, load_fixtures};
 use testdb_postgres::Postgres;
 use testdb_sqlite::Sqlite;
 
@@ -178,98 +178,44 @@ async fn raw_inserts(conn: &mut sqlx::SqliteConnection, rows: &[Reference]) {
     }
 }
 
-fn sqlite(c: &mut Criterion) {
-    let dir = tempfile::tempdir().unwrap();
-    schema(dir.path());
-    let file = fixture_file(dir.path());
-    let rows = rows();
-    let rt = runtime();
-    // A database for each contender: rolled-back loads leave dead rows behind, which would slow
-    // whichever ran later on a shared one.
-    let dbs: Vec<_> = (0..3)
-        .map(|_| {
-            let builder = TestDatabase::builder(Sqlite::new()).migrations(dir.path());
-            rt.block_on(builder.create()).unwrap()
-        })
-        .collect();
-    let fixtures = Fixtures::files([file.clone()]);
-    let mut group = c.benchmark_group("fixtures/SQLite");
-    group.throughput(Throughput::Elements(ROWS as u64));
-    group
-        .sample_size(20)
-        .measurement_time(Duration::from_secs(10));
-    group.bench_function("raw multi-row INSERT", |b| {
-        b.iter_custom(|iters| {
-            rt.block_on(async {
-                let mut conn = sqlx::SqliteConnection::connect_with(dbs[0].connect_options())
-                    .await
-                    .unwrap();
-                let mut took = Duration::ZERO;
-                for _ in 0..iters {
-                    let started = Instant::now();
-                    let mut tx = conn.begin().await.unwrap();
-                    raw_inserts(&mut tx, &rows).await;
-                    tx.commit().await.unwrap();
-                    took += started.elapsed();
-                    empty(&mut conn).await;
-                }
-                took
-            })
-        });
-    });
-    group.bench_function("raw multi-row INSERT, JSON file parsed by hand", |b| {
-        b.iter_custom(|iters| {
-            rt.block_on(async {
-                let mut conn = sqlx::SqliteConnection::connect_with(dbs[1].connect_options())
-                    .await
-                    .unwrap();
-                let mut took = Duration::ZERO;
-                for _ in 0..iters {
-                    let started = Instant::now();
-                    let rows = parse_by_hand(&file);
-                    let mut tx = conn.begin().await.unwrap();
-                    raw_inserts(&mut tx, &rows).await;
-                    tx.commit().await.unwrap();
-                    took += started.elapsed();
-                    empty(&mut conn).await;
-                }
-                took
-            })
-        });
-    });
-    group.bench_function("testdb load (JSON file)", |b| {
-        b.iter_custom(|iters| {
-            rt.block_on(async {
-                let mut conn = sqlx::SqliteConnection::connect_with(dbs[2].connect_options())
-                    .await
-                    .unwrap();
-                let mut took = Duration::ZERO;
-                for _ in 0..iters {
-                    let started = Instant::now();
-                    // Its own transaction, committed, like the hand-written ones.
-                    let loaded = load_fixtures::<Sqlite>(&mut conn, &fixtures).await.unwrap();
-                    took += started.elapsed();
-                    assert_eq!(loaded.rows, ROWS);
-                    empty(&mut conn).await;
-                }
-                took
-            })
-        });
-    });
-    group.finish();
+/// A backend's hand-written load, and how long to measure it.
+trait HandWritten: Backend {
+    /// What the hand-written path is, for the report.
+    const RAW: &'static str;
+    /// Criterion samples: PostgreSQL loads take half a second each.
+    const SAMPLES: usize;
+    fn raw(conn: &mut Conn<Self>, rows: &[Reference]) -> impl Future<Output = ()>;
 }
 
-fn postgres(c: &mut Criterion) {
-    let Ok(backend) = Postgres::from_env() else {
-        eprintln!("fixtures/PostgreSQL skipped: set TESTDB_POSTGRES_URL to measure it");
-        return;
-    };
+type Conn<B> = <<B as Backend>::Database as Database>::Connection;
+
+impl HandWritten for Sqlite {
+    const RAW: &'static str = "raw multi-row INSERT";
+    const SAMPLES: usize = 20;
+    async fn raw(conn: &mut sqlx::SqliteConnection, rows: &[Reference]) {
+        raw_inserts(conn, rows).await;
+    }
+}
+
+impl HandWritten for Postgres {
+    const RAW: &'static str = "raw COPY FROM STDIN";
+    const SAMPLES: usize = 10;
+    async fn raw(conn: &mut sqlx::PgConnection, rows: &[Reference]) {
+        raw_copy(conn, rows).await;
+    }
+}
+
+/// The hand-written load from memory, the same from the file, and testdb's, side by side.
+fn compare<B: HandWritten>(c: &mut Criterion, backend: B)
+where
+    for<'c> &'c mut Conn<B>: sqlx::Executor<'c>,
+{
     let dir = tempfile::tempdir().unwrap();
     schema(dir.path());
     let file = fixture_file(dir.path());
     let rows = rows();
     let rt = runtime();
-    // A database for each contender: rolled-back loads leave dead rows behind, which would slow
+    // A database for each contender: emptied tables leave dead rows behind, which would slow
     // whichever ran later on a shared one.
     let dbs: Vec<_> = (0..3)
         .map(|_| {
@@ -278,72 +224,62 @@ fn postgres(c: &mut Criterion) {
         })
         .collect();
     let fixtures = Fixtures::files([file.clone()]);
-    let mut group = c.benchmark_group("fixtures/PostgreSQL");
+    let mut group = c.benchmark_group(format!("fixtures/{}", B::NAME));
     group.throughput(Throughput::Elements(ROWS as u64));
     group
-        .sample_size(10)
+        .sample_size(B::SAMPLES)
         .measurement_time(Duration::from_secs(15));
-    group.bench_function("raw COPY FROM STDIN", |b| {
-        b.iter_custom(|iters| {
-            rt.block_on(async {
-                let mut conn = sqlx::PgConnection::connect_with(dbs[0].connect_options())
-                    .await
-                    .unwrap();
-                let mut took = Duration::ZERO;
-                for _ in 0..iters {
-                    let started = Instant::now();
+    // Each contender commits its own transaction; the tables are emptied after, untimed.
+    let measure = |db: &TestDatabase<B>, iters: u64, parse: bool, testdb: bool| {
+        rt.block_on(async {
+            let mut conn = <Conn<B> as Connection>::connect_with(db.connect_options())
+                .await
+                .unwrap();
+            let mut took = Duration::ZERO;
+            for _ in 0..iters {
+                let started = Instant::now();
+                if testdb {
+                    let loaded = load_fixtures::<B>(&mut conn, &fixtures).await.unwrap();
+                    assert_eq!(loaded.rows, ROWS);
+                } else {
+                    let parsed;
+                    let rows = if parse {
+                        parsed = parse_by_hand(&file);
+                        &parsed
+                    } else {
+                        &rows
+                    };
                     let mut tx = conn.begin().await.unwrap();
-                    raw_copy(&mut tx, &rows).await;
+                    B::raw(&mut tx, rows).await;
                     tx.commit().await.unwrap();
-                    took += started.elapsed();
-                    empty(&mut conn).await;
                 }
-                took
-            })
-        });
+                took += started.elapsed();
+                empty(&mut conn).await;
+            }
+            took
+        })
+    };
+    group.bench_function(B::RAW, |b| {
+        b.iter_custom(|iters| measure(&dbs[0], iters, false, false));
     });
-    group.bench_function("raw COPY FROM STDIN, JSON file parsed by hand", |b| {
-        b.iter_custom(|iters| {
-            rt.block_on(async {
-                let mut conn = sqlx::PgConnection::connect_with(dbs[1].connect_options())
-                    .await
-                    .unwrap();
-                let mut took = Duration::ZERO;
-                for _ in 0..iters {
-                    let started = Instant::now();
-                    let rows = parse_by_hand(&file);
-                    let mut tx = conn.begin().await.unwrap();
-                    raw_copy(&mut tx, &rows).await;
-                    tx.commit().await.unwrap();
-                    took += started.elapsed();
-                    empty(&mut conn).await;
-                }
-                took
-            })
-        });
+    group.bench_function(format!("{}, JSON file parsed by hand", B::RAW), |b| {
+        b.iter_custom(|iters| measure(&dbs[1], iters, true, false));
     });
     group.bench_function("testdb load (JSON file)", |b| {
-        b.iter_custom(|iters| {
-            rt.block_on(async {
-                let mut conn = sqlx::PgConnection::connect_with(dbs[2].connect_options())
-                    .await
-                    .unwrap();
-                let mut took = Duration::ZERO;
-                for _ in 0..iters {
-                    let started = Instant::now();
-                    // Its own transaction, committed, like the hand-written ones.
-                    let loaded = load_fixtures::<Postgres>(&mut conn, &fixtures)
-                        .await
-                        .unwrap();
-                    took += started.elapsed();
-                    assert_eq!(loaded.rows, ROWS);
-                    empty(&mut conn).await;
-                }
-                took
-            })
-        });
+        b.iter_custom(|iters| measure(&dbs[2], iters, true, true));
     });
     group.finish();
+}
+
+fn sqlite(c: &mut Criterion) {
+    compare(c, Sqlite::new());
+}
+
+fn postgres(c: &mut Criterion) {
+    match Postgres::from_env() {
+        Ok(backend) => compare(c, backend),
+        Err(_) => eprintln!("fixtures/PostgreSQL skipped: set TESTDB_POSTGRES_URL to measure it"),
+    }
 }
 
 criterion_group!(benches, sqlite, postgres);

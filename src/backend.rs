@@ -79,7 +79,8 @@ pub trait Backend: Clone + fmt::Debug + Send + Sync + 'static {
         sql: &str,
     ) -> impl Future<Output = sqlx::Result<()>> + Send;
 
-    /// Inserts `rows` (each with a value for every one of `columns`) into `table` (described by
+    /// Inserts `rows` (each with a value for every one of `columns`, of which there is at least
+    /// one) into `table` (described by
     /// `info`, from [`catalog`](Backend::catalog)) by the engine's fastest path, letting the
     /// database convert text to the columns' types.
     fn insert_rows(
@@ -112,7 +113,7 @@ pub trait Backend: Clone + fmt::Debug + Send + Sync + 'static {
     ) -> impl Future<Output = sqlx::Result<()>> + Send;
 
     /// Every row of `table`, ordered by its primary key, as values that load back exactly: the
-    /// column names, then the rows.
+    /// column names, then the rows. No columns means no such table.
     fn dump_rows(
         conn: &mut Self::Connection,
         table: &str,

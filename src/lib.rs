@@ -16,6 +16,7 @@ mod database;
 mod error;
 mod fixtures;
 mod migrations;
+mod quote;
 mod runtime;
 mod suite;
 
@@ -27,6 +28,7 @@ pub use fixtures::{
     load_fixtures,
 };
 pub use migrations::Migrations;
+pub use quote::quote_identifier;
 pub use runtime::block_on;
 pub use suite::{Databases, Live, Setup, Suite};
 

@@ -92,13 +92,6 @@ pub(crate) async fn insert_rows(
     columns: &[String],
     rows: &[Vec<Value>],
 ) -> sqlx::Result<()> {
-    if columns.is_empty() {
-        let statement = format!("INSERT INTO {} DEFAULT VALUES", ident(table));
-        for _ in rows {
-            conn.execute(AssertSqlSafe(statement.clone())).await?;
-        }
-        return Ok(());
-    }
     let columns: Vec<String> = columns.iter().map(|column| ident(column)).collect();
     let statement = format!("COPY {} ({}) FROM STDIN", ident(table), columns.join(", "));
     let mut copy = conn.copy_in_raw(&statement).await?;
@@ -162,16 +155,8 @@ pub(crate) async fn defer_foreign_keys(
     if keys.is_empty() {
         return Ok(());
     }
-    let mut script = String::new();
-    for (table, fk) in keys.iter().filter(|(_, fk)| !fk.deferrable) {
-        // Transactional, like the load: undone with it on failure, reverted after the check.
-        let _ = writeln!(
-            script,
-            "ALTER TABLE {} ALTER CONSTRAINT {} DEFERRABLE;",
-            ident(table),
-            ident(&fk.name)
-        );
-    }
+    // Transactional, like the load: undone with it on failure, reverted after the check.
+    let mut script = alter_deferrable(keys, "DEFERRABLE");
     let _ = writeln!(script, "SET CONSTRAINTS {} DEFERRED;", names(keys));
     conn.execute(AssertSqlSafe(script)).await.map(drop)
 }
@@ -189,19 +174,25 @@ pub(crate) async fn check_foreign_keys(
         Err(err) if is_violation(&err) => return Ok(Some(error_site(&err))),
         Err(err) => return Err(err),
     }
-    let mut restore = String::new();
-    for (table, fk) in keys.iter().filter(|(_, fk)| !fk.deferrable) {
-        let _ = writeln!(
-            restore,
-            "ALTER TABLE {} ALTER CONSTRAINT {} NOT DEFERRABLE;",
-            ident(table),
-            ident(&fk.name)
-        );
-    }
+    let restore = alter_deferrable(keys, "NOT DEFERRABLE");
     if !restore.is_empty() {
         conn.execute(AssertSqlSafe(restore)).await?;
     }
     Ok(None)
+}
+
+/// `ALTER TABLE … ALTER CONSTRAINT … <mode>;` for each key declared not deferrable.
+fn alter_deferrable(keys: &[(String, ForeignKey)], mode: &str) -> String {
+    let mut script = String::new();
+    for (table, fk) in keys.iter().filter(|(_, fk)| !fk.deferrable) {
+        let _ = writeln!(
+            script,
+            "ALTER TABLE {} ALTER CONSTRAINT {} {mode};",
+            ident(table),
+            ident(&fk.name)
+        );
+    }
+    script
 }
 
 fn is_violation(err: &sqlx::Error) -> bool {
@@ -309,14 +300,6 @@ pub(crate) async fn dump_rows(
     .bind(table)
     .fetch_all(&mut *conn)
     .await?;
-    if columns.is_empty() {
-        // Let the server say what is wrong with the name.
-        conn.execute(AssertSqlSafe(format!(
-            "SELECT * FROM {} LIMIT 0",
-            ident(table)
-        )))
-        .await?;
-    }
     let key: Vec<String> = sqlx::query_scalar(
         "SELECT a.attname::text FROM pg_index i \
          JOIN pg_class c ON c.oid = i.indrelid \

@@ -2,11 +2,7 @@
 //! identifier and literal quoted.
 
 use sqlx::AssertSqlSafe;
-
-/// `"name"`, with embedded quotes doubled.
-pub(crate) fn ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
+pub(crate) use testdb::quote_identifier as ident;
 
 /// `'text'`, with embedded quotes doubled (standard_conforming_strings is on since 9.1).
 pub(crate) fn literal(text: &str) -> String {

@@ -6,16 +6,12 @@ use std::sync::Arc;
 
 use sqlx::sqlite::SqliteConnection;
 use sqlx::{AssertSqlSafe, Executor, Row};
-use testdb::{Catalog, ErrorSite, ForeignKey, TableInfo, Value};
+use testdb::{Catalog, ErrorSite, ForeignKey, TableInfo, Value, quote_identifier as ident};
 
 /// SQLite allows 32,766 bound values per statement; 500 rows a statement is past the point where
 /// larger statements stop paying.
 const MAX_ROWS: usize = 500;
 const MAX_VALUES: usize = 32_766;
-
-fn ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
 
 pub(crate) async fn catalog(conn: &mut SqliteConnection) -> sqlx::Result<Catalog> {
     let mut tables: BTreeMap<String, TableInfo> = BTreeMap::new();
@@ -91,13 +87,6 @@ pub(crate) async fn insert_rows(
     columns: &[String],
     rows: &[Vec<Value>],
 ) -> sqlx::Result<()> {
-    if columns.is_empty() {
-        let statement = format!("INSERT INTO {} DEFAULT VALUES", ident(table));
-        for _ in rows {
-            conn.execute(AssertSqlSafe(statement.clone())).await?;
-        }
-        return Ok(());
-    }
     // SQLite stores `true` in a BOOLEAN column as the text 'true', which reads back as false:
     // give boolean columns the 1 and 0 that SQLite means by true and false.
     let boolean: Vec<bool> = columns
@@ -256,14 +245,6 @@ pub(crate) async fn dump_rows(
             .bind(table)
             .fetch_all(&mut *conn)
             .await?;
-    if columns.is_empty() {
-        // Let SQLite say what is wrong with the name.
-        conn.execute(AssertSqlSafe(format!(
-            "SELECT * FROM {} LIMIT 0",
-            ident(table)
-        )))
-        .await?;
-    }
     let mut key: Vec<(i64, String)> = columns
         .iter()
         .filter(|(_, pk)| *pk > 0)
