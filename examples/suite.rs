@@ -19,7 +19,7 @@ use testdb::{Setup, Suite};
 use testdb_sqlite::{Sqlite, TestDatabase};
 
 /// What the setup hands every test (each gets its own clone).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 struct Bank {
     ada: i64,
     grace: i64,

@@ -40,6 +40,10 @@ pub trait Backend: Clone + fmt::Debug + Send + Sync + 'static {
     /// own runtime.
     const CONNECTIONS_NEED_A_RUNTIME: bool = true;
 
+    /// The statement that begins a test's transaction in transaction isolation; SQLite's takes the
+    /// write lock at once, so that concurrent tests wait for each other instead of deadlocking.
+    const BEGIN: &'static str = "BEGIN";
+
     /// Creates a new, empty database that testdb owns.
     fn create(&self) -> impl Future<Output = Result<Self::Owned>> + Send;
 
@@ -121,6 +125,58 @@ pub trait Backend: Clone + fmt::Debug + Send + Sync + 'static {
 
     /// What a database error says about where it happened.
     fn error_site(err: &sqlx::Error) -> ErrorSite;
+
+    /// A lock on a template's name, shared by every process on the machine (or server); released
+    /// when dropped.
+    type TemplateLock: Send + 'static;
+
+    /// Waits for, then takes, the lock on template `name`: held while it is built or removed.
+    fn lock_template(&self, name: &str) -> impl Future<Output = Result<Self::TemplateLock>> + Send;
+
+    /// The setup value stored with template `name`, if that template exists and is complete.
+    fn find_template(&self, name: &str) -> impl Future<Output = Result<Option<String>>> + Send;
+
+    /// Turns `database` (built by testdb, every connection to it closed) into template `name`,
+    /// storing `data` with it; replaces any incomplete template of that name.
+    fn promote(
+        &self,
+        database: Self::Owned,
+        name: &str,
+        data: &str,
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// Creates a new database that testdb owns, as a copy of template `name`.
+    fn clone_template(&self, name: &str) -> impl Future<Output = Result<Self::Owned>> + Send;
+
+    /// Removes the templates whose names start with `prefix`, except `keep` and any being built
+    /// or removed right now; returns how many it removed.
+    fn remove_templates(
+        &self,
+        prefix: &str,
+        keep: &str,
+    ) -> impl Future<Output = Result<usize>> + Send;
+
+    /// Prepares a database for committed isolation, inside the transaction that builds it: keeps
+    /// a copy of `tables` and of their sequences as they are now (the baseline), and records from
+    /// now on which tables each statement writes.
+    fn track_writes(
+        conn: &mut Self::Connection,
+        tables: &[String],
+    ) -> impl Future<Output = sqlx::Result<()>> + Send;
+
+    /// The tables written since the last [`restore`](Backend::restore).
+    fn written_tables(
+        conn: &mut Self::Connection,
+    ) -> impl Future<Output = sqlx::Result<Vec<String>>> + Send;
+
+    /// Puts `tables` back as they were in the baseline: deletes their rows in this order
+    /// (children first), inserts the baseline rows in the reverse order, restores their
+    /// sequences if asked, and forgets that they were written.
+    fn restore(
+        conn: &mut Self::Connection,
+        tables: &[String],
+        sequences: bool,
+    ) -> impl Future<Output = sqlx::Result<()>> + Send;
 }
 
 /// The savepoint every test of a suite starts from and is rolled back to.

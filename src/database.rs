@@ -28,6 +28,7 @@ pub struct TestDatabase<B: Backend> {
     pool: Pool<B::Database>,
     connect_options: ConnectOptions<B::Database>,
     registration: u64,
+    owned: Arc<Mutex<Option<B::Owned>>>,
 }
 
 /// Configures and creates a [`TestDatabase`]; see [`TestDatabase::builder`].
@@ -101,30 +102,8 @@ impl<B: Backend> Builder<B> {
         };
         cleanup::sweep_once(&self.backend).await?;
         let owned = self.backend.create().await?;
-        let name = owned.name().to_owned();
-        let url = owned.url().to_owned();
-        let connect_options = owned.connect_options();
-        let slot = Arc::new(Mutex::new(Some(owned)));
-
-        let pool_options = self.pool_options.unwrap_or_else(|| {
-            PoolOptions::new()
-                .max_connections(DEFAULT_MAX_CONNECTIONS)
-                .idle_timeout(None)
-                .max_lifetime(None)
-                .test_before_acquire(true)
-                .acquire_timeout(Duration::from_secs(30))
-        });
-        let pool = pool_options.connect_lazy_with(connect_options.clone());
-        let registration = cleanup::register(remover::<B>(slot, pool.clone()));
         // From here on, dropping `database` removes what was created.
-        let database = TestDatabase {
-            name,
-            url,
-            pool,
-            connect_options,
-            registration,
-        };
-        database.fill_pool().await?;
+        let database = TestDatabase::from_owned(owned, self.pool_options, true).await?;
         if let Some(migrations) = migrations {
             migrations
                 .migrator()
@@ -140,6 +119,77 @@ impl<B: Backend> Builder<B> {
             database.load(fixtures).await?;
         }
         Ok(database)
+    }
+
+    pub(crate) fn backend(&self) -> &B {
+        &self.backend
+    }
+
+    pub(crate) fn configured_pool(&self) -> Option<PoolOptions<B::Database>> {
+        self.pool_options.clone()
+    }
+
+    /// Feeds everything this builder puts into a database to `hasher`: the migrations' versions
+    /// and checksums, the fixture files' contents.
+    pub(crate) async fn fingerprint(&self, hasher: &mut impl std::hash::Hasher) -> Result<()> {
+        use std::hash::Hash;
+        B::NAME.hash(hasher);
+        match &self.migrations {
+            Some(migrations) => migrations.fingerprint(hasher).await?,
+            None => 0u8.hash(hasher),
+        }
+        match &self.fixtures {
+            Some(fixtures) => fixtures.fingerprint(hasher)?,
+            None => 0u8.hash(hasher),
+        }
+        Ok(())
+    }
+}
+
+impl<B: Backend> TestDatabase<B> {
+    /// Takes charge of a database the backend created: removed when dropped, or at exit. Opens
+    /// its pool (every connection if `fill`, else one).
+    pub(crate) async fn from_owned(
+        owned: B::Owned,
+        pool_options: Option<PoolOptions<B::Database>>,
+        fill: bool,
+    ) -> Result<TestDatabase<B>> {
+        let name = owned.name().to_owned();
+        let url = owned.url().to_owned();
+        let connect_options = owned.connect_options();
+        let slot = Arc::new(Mutex::new(Some(owned)));
+
+        let pool_options = pool_options.unwrap_or_else(|| {
+            PoolOptions::new()
+                .max_connections(DEFAULT_MAX_CONNECTIONS)
+                .idle_timeout(None)
+                .max_lifetime(None)
+                .test_before_acquire(true)
+                .acquire_timeout(Duration::from_secs(30))
+        });
+        let pool = pool_options.connect_lazy_with(connect_options.clone());
+        let registration = cleanup::register(remover::<B>(slot.clone(), pool.clone()));
+        let database = TestDatabase {
+            name,
+            url,
+            pool,
+            connect_options,
+            registration,
+            owned: slot,
+        };
+        database.fill_pool(fill).await?;
+        Ok(database)
+    }
+
+    /// Closes every connection and hands the database back, no longer removed on drop (it is
+    /// about to become a template).
+    pub(crate) async fn into_owned(self) -> Option<B::Owned> {
+        drop(cleanup::unregister(self.registration)?);
+        self.pool.close().await;
+        self.owned
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take()
     }
 }
 
@@ -227,6 +277,22 @@ impl<B: Backend> TestDatabase<B> {
         crate::fixtures::dump_fixtures::<B>(&mut conn, tables, file).await
     }
 
+    /// Removes the database in the background: dropping it would wait.
+    pub(crate) fn remove_later(self) {
+        if let Some(remove) = cleanup::unregister(self.registration) {
+            // Without a runtime to remove it on, the next run's sweep removes it.
+            let _ = runtime::spawn(remove());
+        }
+    }
+
+    /// Leaves the database in place (a failed test's, for inspection): not removed at drop or
+    /// exit; the first run after this process ends sweeps it.
+    pub(crate) fn keep(self) {
+        drop(cleanup::unregister(self.registration));
+        // Its owner record (lock file, advisory lock) must outlive this value: leak it.
+        std::mem::forget(self.owned.lock().unwrap_or_else(|p| p.into_inner()).take());
+    }
+
     /// Removes the database now, reporting any error (dropping it does the same, silently).
     pub async fn remove(self) -> Result<()> {
         // Once unregistered, `Drop` finds nothing left to do.
@@ -240,8 +306,8 @@ impl<B: Backend> TestDatabase<B> {
     /// is full never opens one inside a caller's runtime, which would die with it (one is enough
     /// where connections do not depend on a runtime). This also proves the database can be
     /// reached before any test relies on it.
-    async fn fill_pool(&self) -> Result<()> {
-        let count = if B::CONNECTIONS_NEED_A_RUNTIME {
+    async fn fill_pool(&self, fill: bool) -> Result<()> {
+        let count = if B::CONNECTIONS_NEED_A_RUNTIME && fill {
             self.pool.options().get_max_connections()
         } else {
             1

@@ -190,6 +190,38 @@ pub enum Error {
         limit: std::time::Duration,
     },
 
+    /// Other connections or processes were asked to look at data they cannot see.
+    #[error(
+        "{what} cannot see the data of {database}: the suite uses {isolation}, whose data only \
+         the test's own connection sees; use Isolation::Committed or Isolation::FreshDatabase"
+    )]
+    NotVisible {
+        /// Who was going to look (e.g. `spawn_concurrent`).
+        what: String,
+        /// The isolation the data is in.
+        isolation: crate::Isolation,
+        /// The database.
+        database: String,
+    },
+
+    /// [`current`](crate::current) was called outside a suite's test.
+    #[error("no current test database: {reason}")]
+    NoCurrentTest {
+        /// Why there is none.
+        reason: String,
+    },
+
+    /// A template (the committed baseline of a suite) could not be built or used.
+    #[error("suite {suite}: template {template}: {message}")]
+    Template {
+        /// The suite.
+        suite: &'static str,
+        /// The template's name.
+        template: String,
+        /// What went wrong.
+        message: String,
+    },
+
     /// testdb's own runtime could not run the work.
     #[error("testdb runtime: {reason}")]
     Runtime {

@@ -15,8 +15,11 @@ mod cleanup;
 mod database;
 mod error;
 mod fixtures;
+mod handle;
+mod isolation;
 mod migrations;
 mod quote;
+mod redact;
 mod runtime;
 mod suite;
 
@@ -27,10 +30,15 @@ pub use fixtures::{
     Catalog, ErrorSite, Fixtures, ForeignKey, Loaded, TableInfo, Value, dump_fixtures,
     load_fixtures,
 };
+pub use handle::{Handle, current};
+pub use isolation::Isolation;
 pub use migrations::Migrations;
 pub use quote::quote_identifier;
 pub use runtime::block_on;
-pub use suite::{Databases, Live, Setup, Suite};
+pub use suite::{Databases, Setup, Suite};
+// Named by `Databases`' hidden methods; not part of the API.
+#[doc(hidden)]
+pub use suite::{Building, FreshSession, Live, Session, Target, TemplateKey};
 
 /// Removes the databases `backend` created in processes that have since died, and nothing else;
 /// returns how many it removed.

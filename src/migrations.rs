@@ -18,6 +18,25 @@ pub enum Migrations {
 }
 
 impl Migrations {
+    /// Feeds the migrations' versions and checksums to `hasher`.
+    pub(crate) async fn fingerprint(&self, hasher: &mut impl std::hash::Hasher) -> Result<()> {
+        let feed = |migrator: &Migrator, hasher: &mut dyn std::hash::Hasher| {
+            for migration in migrator.iter() {
+                hasher.write_i64(migration.version);
+                hasher.write(&migration.checksum);
+            }
+        };
+        match self {
+            Migrations::Migrator(migrator) => feed(migrator, hasher),
+            Migrations::OwnedMigrator(migrator) => feed(migrator, hasher),
+            Migrations::Directory(path) => {
+                let loaded = Migrations::Directory(path.clone()).load().await?;
+                feed(loaded.migrator(), hasher);
+            }
+        }
+        Ok(())
+    }
+
     pub(crate) async fn load(self) -> Result<Loaded> {
         Ok(match self {
             Migrations::Migrator(migrator) => Loaded::Static(migrator),

@@ -33,6 +33,20 @@ fn handle() -> Result<Handle, Error> {
     }
 }
 
+/// Starts `future` on testdb's runtime without waiting for it.
+pub(crate) fn spawn<F>(future: F) -> Result<tokio::task::JoinHandle<F::Output>, Error>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    Ok(handle()?.spawn(future))
+}
+
+/// Waits for a task started by [`spawn`], from any async context.
+pub(crate) async fn join<T>(task: tokio::task::JoinHandle<T>) -> Result<T, Error> {
+    finish(task.await)
+}
+
 /// Runs `future` on testdb's runtime and waits for its output from any async context.
 pub(crate) async fn run<F>(future: F) -> Result<F::Output, Error>
 where

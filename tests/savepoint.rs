@@ -26,7 +26,7 @@ use testdb_sqlite::Sqlite;
 type Conn<H> = <<H as Backend>::Database as sqlx::Database>::Connection;
 
 /// What the setup returns: every test gets its own clone.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 struct Seed {
     ada: i64,
     names: Vec<String>,

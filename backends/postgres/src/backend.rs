@@ -4,7 +4,7 @@ use testdb::{Backend, Error, OwnedDatabase, Result};
 use crate::owner::{self, PREFIX};
 use crate::server::{self, NAME};
 use crate::sql::{self, ident};
-use crate::{Postgres, fixtures};
+use crate::{Postgres, committed, fixtures, template};
 
 /// A PostgreSQL test database: its name, URL and server.
 #[derive(Debug)]
@@ -23,47 +23,7 @@ impl Backend for Postgres {
     const NAME: &'static str = NAME;
 
     async fn create(&self) -> Result<PostgresDatabase> {
-        let owner = owner::owner(self).await?;
-        let name = format!("{PREFIX}{:016x}", owner::random_u64());
-        let mut conn = self.connect_maintenance().await?;
-        let created = sqlx::query(sql::create_database(&name))
-            .execute(&mut conn)
-            .await;
-        if let Err(source) = created {
-            server::close(conn).await;
-            return Err(self.create_error(&name, source));
-        }
-        let maintenance: sqlx::Result<String> = sqlx::query_scalar("SELECT current_database()")
-            .fetch_one(&mut conn)
-            .await;
-        let marked = match maintenance {
-            Ok(maintenance) => sqlx::query(sql::comment_on_database(
-                &name,
-                &owner::marker(owner.key, &maintenance),
-            ))
-            .execute(&mut conn)
-            .await
-            .map(drop),
-            Err(err) => Err(err),
-        };
-        if let Err(source) = marked {
-            // Unmarked, no sweep would ever remove it: drop it now.
-            let _ = owner::drop_database(&mut conn, &name).await;
-            server::close(conn).await;
-            return Err(Error::Database {
-                backend: NAME,
-                database: name,
-                step: "mark as testdb's".into(),
-                source,
-            });
-        }
-        server::close(conn).await;
-        Ok(PostgresDatabase {
-            url: self.url_of(&name),
-            options: self.options_of(&name),
-            server: self.clone(),
-            name,
-        })
+        self.create_database(None).await
     }
 
     async fn checkpoint(
@@ -123,6 +83,44 @@ impl Backend for Postgres {
         fixtures::error_site(err)
     }
 
+    type TemplateLock = template::TemplateLock;
+
+    async fn lock_template(&self, name: &str) -> Result<template::TemplateLock> {
+        template::lock(self, name).await
+    }
+
+    async fn find_template(&self, name: &str) -> Result<Option<String>> {
+        template::find(self, name).await
+    }
+
+    async fn promote(&self, database: PostgresDatabase, name: &str, data: &str) -> Result<()> {
+        template::promote(self, database, name, data).await
+    }
+
+    async fn clone_template(&self, name: &str) -> Result<PostgresDatabase> {
+        template::clone(self, name).await
+    }
+
+    async fn remove_templates(&self, prefix: &str, keep: &str) -> Result<usize> {
+        template::remove(self, prefix, keep).await
+    }
+
+    async fn track_writes(conn: &mut sqlx::PgConnection, tables: &[String]) -> sqlx::Result<()> {
+        committed::track_writes(conn, tables).await
+    }
+
+    async fn written_tables(conn: &mut sqlx::PgConnection) -> sqlx::Result<Vec<String>> {
+        committed::written_tables(conn).await
+    }
+
+    async fn restore(
+        conn: &mut sqlx::PgConnection,
+        tables: &[String],
+        sequences: bool,
+    ) -> sqlx::Result<()> {
+        committed::restore(conn, tables, sequences).await
+    }
+
     fn sweep_scope(&self) -> String {
         self.redacted_url().to_string()
     }
@@ -133,6 +131,51 @@ impl Backend for Postgres {
 }
 
 impl Postgres {
+    /// Creates a database that testdb owns: empty, or a copy of `template`.
+    pub(crate) async fn create_database(&self, template: Option<&str>) -> Result<PostgresDatabase> {
+        let owner = owner::owner(self).await?;
+        let name = format!("{PREFIX}{:016x}", owner::random_u64());
+        let mut conn = self.connect_maintenance().await?;
+        let created = sqlx::query(sql::create_database(&name, template))
+            .execute(&mut conn)
+            .await;
+        if let Err(source) = created {
+            server::close(conn).await;
+            return Err(self.create_error(&name, source));
+        }
+        let maintenance: sqlx::Result<String> = sqlx::query_scalar("SELECT current_database()")
+            .fetch_one(&mut conn)
+            .await;
+        let marked = match maintenance {
+            Ok(maintenance) => sqlx::query(sql::comment_on_database(
+                &name,
+                &owner::marker(owner.key, &maintenance),
+            ))
+            .execute(&mut conn)
+            .await
+            .map(drop),
+            Err(err) => Err(err),
+        };
+        if let Err(source) = marked {
+            // Unmarked, no sweep would ever remove it: drop it now.
+            let _ = owner::drop_database(&mut conn, &name).await;
+            server::close(conn).await;
+            return Err(Error::Database {
+                backend: NAME,
+                database: name,
+                step: "mark as testdb's".into(),
+                source,
+            });
+        }
+        server::close(conn).await;
+        Ok(PostgresDatabase {
+            url: self.url_of(&name),
+            options: self.options_of(&name),
+            server: self.clone(),
+            name,
+        })
+    }
+
     fn create_error(&self, name: &str, source: sqlx::Error) -> Error {
         let code = source
             .as_database_error()

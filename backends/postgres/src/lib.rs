@@ -31,14 +31,17 @@
 )]
 
 mod backend;
+mod committed;
 mod fixtures;
 mod isolation;
 mod owner;
 mod server;
 mod sql;
+mod template;
 
 pub use backend::PostgresDatabase;
 pub use server::Postgres;
+pub use template::TemplateLock;
 pub use testdb::{Error, Result, block_on, sweep};
 
 /// A test database on PostgreSQL.

@@ -9,8 +9,15 @@ pub(crate) fn literal(text: &str) -> String {
     format!("'{}'", text.replace('\'', "''"))
 }
 
-pub(crate) fn create_database(name: &str) -> AssertSqlSafe<String> {
-    AssertSqlSafe(format!("CREATE DATABASE {}", ident(name)))
+pub(crate) fn create_database(name: &str, template: Option<&str>) -> AssertSqlSafe<String> {
+    match template {
+        Some(template) => AssertSqlSafe(format!(
+            "CREATE DATABASE {} TEMPLATE {}",
+            ident(name),
+            ident(template)
+        )),
+        None => AssertSqlSafe(format!("CREATE DATABASE {}", ident(name))),
+    }
 }
 
 pub(crate) fn drop_database(name: &str, force: bool) -> AssertSqlSafe<String> {

@@ -6,8 +6,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 use sqlx::{ConnectOptions, Connection};
 use testdb::{Backend, Error, OwnedDatabase, Result};
 
-use crate::fixtures;
-use crate::owner;
+use crate::{committed, fixtures, owner, template};
 
 const DATABASE_FILE: &str = "db.sqlite3";
 
@@ -99,44 +98,10 @@ impl Backend for Sqlite {
     // One multi-row statement's worth, inserted while the rest of the file is read.
     const LOAD_WHILE_READING: bool = true;
     const BULK_ROWS: usize = 500;
+    const BEGIN: &'static str = "BEGIN IMMEDIATE";
 
     async fn create(&self) -> Result<SqliteDatabase> {
-        std::fs::create_dir_all(&self.root)
-            .map_err(|source| owner::io("create directory", &self.root, source))?;
-        let (dir, lock) = owner::create_claimed(&self.root)?;
-        let file = dir.join(DATABASE_FILE);
-        let database = SqliteDatabase {
-            name: file.display().to_string(),
-            url: url_of(&file),
-            options: self.options(&file),
-            file,
-            dir,
-            _lock: lock,
-        };
-        // Create the file and switch it to WAL, which is persistent: every later connection, in
-        // any process, opens it in WAL mode.
-        let created = database
-            .options
-            .clone()
-            .create_if_missing(true)
-            .connect()
-            .await;
-        match created {
-            Ok(connection) => {
-                let _ = connection.close().await;
-                Ok(database)
-            }
-            Err(source) => {
-                let err = Error::Database {
-                    backend: Self::NAME,
-                    database: database.name.clone(),
-                    step: "create".into(),
-                    source,
-                };
-                let _ = database.destroy().await;
-                Err(err)
-            }
-        }
+        self.create_database(None).await
     }
 
     async fn checkpoint(
@@ -202,12 +167,104 @@ impl Backend for Sqlite {
         fixtures::error_site(err)
     }
 
+    type TemplateLock = template::TemplateLock;
+
+    async fn lock_template(&self, name: &str) -> Result<template::TemplateLock> {
+        template::lock(self, name).await
+    }
+
+    async fn find_template(&self, name: &str) -> Result<Option<String>> {
+        template::find(self, name).await
+    }
+
+    async fn promote(&self, database: SqliteDatabase, name: &str, data: &str) -> Result<()> {
+        template::promote(self, database, name, data).await
+    }
+
+    async fn clone_template(&self, name: &str) -> Result<SqliteDatabase> {
+        template::clone(self, name).await
+    }
+
+    async fn remove_templates(&self, prefix: &str, keep: &str) -> Result<usize> {
+        template::remove(self, prefix, keep).await
+    }
+
+    async fn track_writes(
+        conn: &mut sqlx::SqliteConnection,
+        tables: &[String],
+    ) -> sqlx::Result<()> {
+        committed::track_writes(conn, tables).await
+    }
+
+    async fn written_tables(conn: &mut sqlx::SqliteConnection) -> sqlx::Result<Vec<String>> {
+        committed::written_tables(conn).await
+    }
+
+    async fn restore(
+        conn: &mut sqlx::SqliteConnection,
+        tables: &[String],
+        sequences: bool,
+    ) -> sqlx::Result<()> {
+        committed::restore(conn, tables, sequences).await
+    }
+
     fn sweep_scope(&self) -> String {
         self.root.display().to_string()
     }
 
     async fn sweep(&self) -> Result<usize> {
         owner::sweep(&self.root)
+    }
+}
+
+impl Sqlite {
+    /// Creates a database that testdb owns: empty, or a copy of the file `template`.
+    pub(crate) async fn create_database(&self, template: Option<&Path>) -> Result<SqliteDatabase> {
+        std::fs::create_dir_all(&self.root)
+            .map_err(|source| owner::io("create directory", &self.root, source))?;
+        let (dir, lock) = owner::create_claimed(&self.root)?;
+        let file = dir.join(DATABASE_FILE);
+        let database = SqliteDatabase {
+            name: file.display().to_string(),
+            url: url_of(&file),
+            options: self.options(&file),
+            file,
+            dir,
+            _lock: lock,
+        };
+        if let Some(template) = template {
+            // A template is complete in its one file (checkpointed, already in WAL mode).
+            if let Err(source) = std::fs::copy(template, &database.file) {
+                let err = owner::io("copy", template, source);
+                let _ = database.destroy().await;
+                return Err(err);
+            }
+            return Ok(database);
+        }
+        // Create the file and switch it to WAL, which is persistent: every later connection, in
+        // any process, opens it in WAL mode.
+        let created = database
+            .options
+            .clone()
+            .create_if_missing(true)
+            .connect()
+            .await;
+        match created {
+            Ok(connection) => {
+                let _ = connection.close().await;
+                Ok(database)
+            }
+            Err(source) => {
+                let err = Error::Database {
+                    backend: Self::NAME,
+                    database: database.name.clone(),
+                    step: "create".into(),
+                    source,
+                };
+                let _ = database.destroy().await;
+                Err(err)
+            }
+        }
     }
 }
 

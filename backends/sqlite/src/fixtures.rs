@@ -19,6 +19,7 @@ pub(crate) async fn catalog(conn: &mut SqliteConnection) -> sqlx::Result<Catalog
         "SELECT m.name, p.name, p.pk, p.type FROM sqlite_master m \
          JOIN pragma_table_info(m.name) p \
          WHERE m.type = 'table' AND m.name NOT LIKE 'sqlite!_%' ESCAPE '!' \
+           AND m.name NOT LIKE 'testdb!_%' ESCAPE '!' \
          ORDER BY m.name, p.cid",
     )
     .fetch_all(&mut *conn)

@@ -28,11 +28,14 @@
 )]
 
 mod backend;
+mod committed;
 mod fixtures;
 mod isolation;
 mod owner;
+mod template;
 
 pub use backend::{Sqlite, SqliteDatabase};
+pub use template::TemplateLock;
 pub use testdb::{Error, Result, block_on, sweep};
 
 /// A test database on SQLite.

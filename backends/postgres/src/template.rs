@@ -1,0 +1,171 @@
+//! Templates: databases marked `IS_TEMPLATE`, named `testdb_tpl_…`, that test databases are
+//! cloned from with `CREATE DATABASE … TEMPLATE`.
+//!
+//! A template's comment marks it complete and carries the suite's setup value. Builders and
+//! removers hold a session advisory lock on the template's name, so that processes that need the
+//! same template build it once. Nobody ever connects to a template: a session on it would make
+//! every clone fail.
+
+use sqlx::Row;
+use sqlx::postgres::PgConnection;
+use testdb::{Error, OwnedDatabase, Result};
+
+use crate::Postgres;
+use crate::backend::PostgresDatabase;
+use crate::owner::{self, TEMPLATE_PREFIX};
+use crate::server::{self, NAME};
+use crate::sql::{self, ident};
+
+/// The first half of template-lock keys (the second is the name's hash).
+const LOCK_CLASS: i32 = 0x7470_6c74; // "tplt"
+const MARKER: &str = "testdb template v1; data=";
+
+/// The lock on a template's name: held by the session it was taken on, released when that
+/// session ends.
+#[derive(Debug)]
+pub struct TemplateLock {
+    _session: PgConnection,
+}
+
+pub(crate) async fn lock(server: &Postgres, name: &str) -> Result<TemplateLock> {
+    let mut session = server.connect_maintenance().await?;
+    sqlx::query("SELECT pg_advisory_lock($1, hashtext($2))")
+        .bind(LOCK_CLASS)
+        .bind(name)
+        .execute(&mut session)
+        .await
+        .map_err(|source| failed(name, "lock the template", source))?;
+    Ok(TemplateLock { _session: session })
+}
+
+pub(crate) async fn find(server: &Postgres, name: &str) -> Result<Option<String>> {
+    let mut conn = server.connect_maintenance().await?;
+    let comment: sqlx::Result<Option<Option<String>>> = sqlx::query_scalar(
+        "SELECT shobj_description(oid, 'pg_database') FROM pg_database \
+         WHERE datname = $1 AND datistemplate",
+    )
+    .bind(name)
+    .fetch_optional(&mut conn)
+    .await;
+    server::close(conn).await;
+    let comment = comment.map_err(|source| failed(name, "look the template up", source))?;
+    Ok(comment
+        .flatten()
+        .and_then(|comment| comment.strip_prefix(MARKER).map(str::to_owned)))
+}
+
+pub(crate) async fn promote(
+    server: &Postgres,
+    database: PostgresDatabase,
+    name: &str,
+    data: &str,
+) -> Result<()> {
+    let mut conn = server.connect_maintenance().await?;
+    let result = promote_on(&mut conn, database.name(), name, data).await;
+    if result.is_err() {
+        let _ = owner::drop_database(&mut conn, database.name()).await;
+    }
+    server::close(conn).await;
+    // Renamed, so no longer the owned database's name: nothing left for it to remove.
+    drop(database);
+    result.map_err(|source| failed(name, "make the template", source))
+}
+
+async fn promote_on(
+    conn: &mut PgConnection,
+    built: &str,
+    name: &str,
+    data: &str,
+) -> sqlx::Result<()> {
+    // An incomplete template of that name (its builder died between these steps) goes first.
+    drop_template(conn, name).await?;
+    // Renamed first: from here on the sweep of dead owners' databases passes it by.
+    for statement in [
+        format!("ALTER DATABASE {} RENAME TO {}", ident(built), ident(name)),
+        format!(
+            "COMMENT ON DATABASE {} IS {}",
+            ident(name),
+            sql::literal(&format!("{MARKER}{data}"))
+        ),
+        format!("ALTER DATABASE {} IS_TEMPLATE true", ident(name)),
+    ] {
+        sqlx::query(sqlx::AssertSqlSafe(statement))
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
+pub(crate) async fn clone(server: &Postgres, name: &str) -> Result<PostgresDatabase> {
+    server.create_database(Some(name)).await
+}
+
+pub(crate) async fn remove(server: &Postgres, prefix: &str, keep: &str) -> Result<usize> {
+    let mut conn = server.connect_maintenance().await?;
+    let result = remove_on(&mut conn, prefix, keep).await;
+    server::close(conn).await;
+    result.map_err(|source| failed(prefix, "remove old templates", source))
+}
+
+async fn remove_on(conn: &mut PgConnection, prefix: &str, keep: &str) -> sqlx::Result<usize> {
+    if !prefix.starts_with(TEMPLATE_PREFIX) {
+        return Ok(0);
+    }
+    let names: Vec<String> = sqlx::query(
+        "SELECT datname::text FROM pg_database WHERE starts_with(datname, $1) AND datname <> $2",
+    )
+    .bind(prefix)
+    .bind(keep)
+    .fetch_all(&mut *conn)
+    .await?
+    .iter()
+    .map(|row| row.get(0))
+    .collect();
+    let mut removed = 0;
+    for name in names {
+        let free: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1, hashtext($2))")
+            .bind(LOCK_CLASS)
+            .bind(&name)
+            .fetch_one(&mut *conn)
+            .await?;
+        if !free {
+            continue; // Being built or removed by another process.
+        }
+        if drop_template(conn, &name).await.is_ok() {
+            removed += 1;
+        }
+        sqlx::query("SELECT pg_advisory_unlock($1, hashtext($2))")
+            .bind(LOCK_CLASS)
+            .bind(&name)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(removed)
+}
+
+/// Drops template `name` if it exists (a template must be unmarked before it can be dropped).
+async fn drop_template(conn: &mut PgConnection, name: &str) -> sqlx::Result<()> {
+    let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")
+        .bind(name)
+        .fetch_optional(&mut *conn)
+        .await?;
+    if exists.is_none() {
+        return Ok(());
+    }
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "ALTER DATABASE {} IS_TEMPLATE false",
+        ident(name)
+    )))
+    .execute(&mut *conn)
+    .await?;
+    owner::drop_database(conn, name).await
+}
+
+fn failed(name: &str, step: &str, source: sqlx::Error) -> Error {
+    Error::Database {
+        backend: NAME,
+        database: name.to_owned(),
+        step: step.into(),
+        source,
+    }
+}

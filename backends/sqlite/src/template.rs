@@ -1,0 +1,168 @@
+//! Templates: database files under `<root>/templates`, named `testdb_tpl_….sqlite3`, that test
+//! databases are copied from.
+//!
+//! Each template has a lock file (`….lock`), locked while the template is built or removed, and a
+//! data file (`….json`, the suite's setup value) written before the database file is renamed into
+//! place: a template exists once its database file does.
+
+use std::fs::{File, OpenOptions};
+use std::path::PathBuf;
+
+use sqlx::{ConnectOptions, Connection};
+use testdb::{OwnedDatabase, Result};
+
+use crate::Sqlite;
+use crate::backend::SqliteDatabase;
+use crate::owner::io;
+
+const DIRECTORY: &str = "templates";
+
+/// The lock on a template's name: an exclusive lock on its lock file, released when dropped.
+#[derive(Debug)]
+pub struct TemplateLock {
+    _file: File,
+}
+
+fn directory(server: &Sqlite) -> PathBuf {
+    server.root().join(DIRECTORY)
+}
+
+fn path(server: &Sqlite, name: &str, extension: &str) -> PathBuf {
+    directory(server).join(format!("{name}.{extension}"))
+}
+
+pub(crate) fn database_file(server: &Sqlite, name: &str) -> PathBuf {
+    path(server, name, "sqlite3")
+}
+
+pub(crate) async fn lock(server: &Sqlite, name: &str) -> Result<TemplateLock> {
+    let dir = directory(server);
+    std::fs::create_dir_all(&dir).map_err(|source| io("create directory", &dir, source))?;
+    let lock = path(server, name, "lock");
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock)
+        .map_err(|source| io("open lock file", &lock, source))?;
+    // Waiting for another process's lock blocks: wait on a thread of its own.
+    let locked = tokio::task::spawn_blocking(move || file.lock().map(|()| file)).await;
+    match locked {
+        Ok(Ok(file)) => Ok(TemplateLock { _file: file }),
+        Ok(Err(source)) => Err(io("lock", &lock, source)),
+        Err(_) => Err(io(
+            "lock",
+            &lock,
+            std::io::Error::other("the waiting thread was cancelled"),
+        )),
+    }
+}
+
+pub(crate) async fn find(server: &Sqlite, name: &str) -> Result<Option<String>> {
+    if !database_file(server, name).exists() {
+        return Ok(None);
+    }
+    let data = path(server, name, "json");
+    match std::fs::read_to_string(&data) {
+        Ok(text) => Ok(Some(text)),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(io("read", &data, source)),
+    }
+}
+
+pub(crate) async fn promote(
+    server: &Sqlite,
+    database: SqliteDatabase,
+    name: &str,
+    data: &str,
+) -> Result<()> {
+    let result = promote_file(server, &database, name, data).await;
+    let removed = database.destroy().await;
+    result.and(removed)
+}
+
+async fn promote_file(
+    server: &Sqlite,
+    database: &SqliteDatabase,
+    name: &str,
+    data: &str,
+) -> Result<()> {
+    // Everything into the database file itself, so that a copy of that one file is complete.
+    let mut conn = database
+        .connect_options()
+        .connect()
+        .await
+        .map_err(|source| failed(database, "open", source))?;
+    let checkpointed = sqlx::raw_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        .execute(&mut conn)
+        .await;
+    let _ = conn.close().await;
+    checkpointed.map_err(|source| failed(database, "checkpoint", source))?;
+
+    let target = database_file(server, name);
+    let data_file = path(server, name, "json");
+    let staged = path(server, name, "sqlite3.new");
+    std::fs::remove_file(&target)
+        .or_else(ignore_missing)
+        .map_err(|source| io("remove", &target, source))?;
+    std::fs::write(&data_file, data).map_err(|source| io("write", &data_file, source))?;
+    std::fs::copy(database.file(), &staged).map_err(|source| io("copy to", &staged, source))?;
+    std::fs::rename(&staged, &target).map_err(|source| io("rename", &staged, source))
+}
+
+pub(crate) async fn clone(server: &Sqlite, name: &str) -> Result<SqliteDatabase> {
+    server
+        .create_database(Some(&database_file(server, name)))
+        .await
+}
+
+pub(crate) async fn remove(server: &Sqlite, prefix: &str, keep: &str) -> Result<usize> {
+    let dir = directory(server);
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(source) => return Err(io("read directory", &dir, source)),
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let file_name = entry.file_name();
+        let Some(name) = file_name
+            .to_str()
+            .and_then(|file| file.strip_suffix(".lock"))
+        else {
+            continue;
+        };
+        if !name.starts_with(prefix) || name == keep {
+            continue;
+        }
+        let Ok(lock) = OpenOptions::new().write(true).open(entry.path()) else {
+            continue;
+        };
+        if lock.try_lock().is_err() {
+            continue; // Being built or removed by another process.
+        }
+        for extension in ["sqlite3", "json"] {
+            let _ = std::fs::remove_file(path(server, name, extension));
+        }
+        let _ = std::fs::remove_file(entry.path());
+        removed += 1;
+    }
+    Ok(removed)
+}
+
+fn ignore_missing(err: std::io::Error) -> std::io::Result<()> {
+    if err.kind() == std::io::ErrorKind::NotFound {
+        Ok(())
+    } else {
+        Err(err)
+    }
+}
+
+fn failed(database: &SqliteDatabase, step: &str, source: sqlx::Error) -> testdb::Error {
+    testdb::Error::Database {
+        backend: "SQLite",
+        database: database.name().to_owned(),
+        step: step.into(),
+        source,
+    }
+}

@@ -1,0 +1,135 @@
+//! What a running test can hand to other connections and processes: its database's name, URL and
+//! pool, and the isolation that says what they will see there.
+
+use std::any::Any;
+use std::fmt;
+use std::sync::Arc;
+
+use sqlx::Pool;
+
+use crate::{Backend, Error, Isolation, Result, TestDatabase};
+
+/// A test database as other connections and processes reach it: its name, URL and pool, and the
+/// isolation the test runs in, which says whether they see the test's data.
+///
+/// Inside a suite's test, [`current`] gives the test's own; [`TestDatabase::handle`] gives one
+/// for a database created by hand (committed: everything written to it is visible).
+pub struct Handle<B: Backend> {
+    name: String,
+    url: String,
+    pool: Pool<B::Database>,
+    isolation: Isolation,
+}
+
+impl<B: Backend> Handle<B> {
+    pub(crate) fn new(database: &TestDatabase<B>, isolation: Isolation) -> Self {
+        Handle {
+            name: database.name().to_owned(),
+            url: database.url().to_owned(),
+            pool: database.pool().clone(),
+            isolation,
+        }
+    }
+
+    /// The database's name (PostgreSQL) or file (SQLite).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// A connection string for the database. It holds the server's password if the configured
+    /// URL has one: do not print it.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// A pool on the database. Its connections see what the isolation lets them: the test's
+    /// data in `Committed` and `FreshDatabase`, the baseline only in `Transaction`, none of the
+    /// setup in `Savepoint`.
+    pub fn pool(&self) -> &Pool<B::Database> {
+        &self.pool
+    }
+
+    /// The isolation the test runs in.
+    pub fn isolation(&self) -> Isolation {
+        self.isolation
+    }
+
+    /// This handle, or an error naming the isolation to use if other connections cannot see what
+    /// the test sees; `what` names who was going to look.
+    pub fn require_visible(&self, what: &str) -> Result<&Self> {
+        if self.isolation.is_visible_to_others() {
+            Ok(self)
+        } else {
+            Err(Error::NotVisible {
+                what: what.to_owned(),
+                isolation: self.isolation,
+                database: self.name.clone(),
+            })
+        }
+    }
+}
+
+impl<B: Backend> TestDatabase<B> {
+    /// A handle on this database, for other connections and processes: everything committed to
+    /// it is visible, so its isolation is [`Isolation::Committed`].
+    pub fn handle(&self) -> Handle<B> {
+        Handle::new(self, Isolation::Committed)
+    }
+}
+
+impl<B: Backend> Clone for Handle<B> {
+    fn clone(&self) -> Self {
+        Handle {
+            name: self.name.clone(),
+            url: self.url.clone(),
+            pool: self.pool.clone(),
+            isolation: self.isolation,
+        }
+    }
+}
+
+impl<B: Backend> fmt::Debug for Handle<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // No URL: it may hold a password.
+        f.debug_struct("Handle")
+            .field("backend", &B::NAME)
+            .field("name", &self.name)
+            .field("isolation", &self.isolation)
+            .finish_non_exhaustive()
+    }
+}
+
+pub(crate) type Handles = Arc<Vec<Arc<dyn Any + Send + Sync>>>;
+
+tokio::task_local! {
+    static CURRENT: Handles;
+}
+
+/// Runs `future` with `handles` as the current test's databases.
+pub(crate) async fn scope<F: Future>(handles: Handles, future: F) -> F::Output {
+    CURRENT.scope(handles, future).await
+}
+
+/// The database (of backend `B`) of the suite test running in this task: the first of that
+/// backend if the suite has several.
+///
+/// Fails outside a suite's test, or in a task the test spawned (the handle does not follow
+/// spawned tasks: clone it into them).
+pub fn current<B: Backend>() -> Result<Handle<B>> {
+    let found = CURRENT.try_with(|handles| {
+        handles
+            .iter()
+            .find_map(|handle| handle.downcast_ref::<Handle<B>>().cloned())
+    });
+    match found {
+        Ok(Some(handle)) => Ok(handle),
+        Ok(None) => Err(Error::NoCurrentTest {
+            reason: format!("the running suite has no {} database", B::NAME),
+        }),
+        Err(_) => Err(Error::NoCurrentTest {
+            reason: "no suite test runs in this task (testdb::current works inside \
+                     Suite::run, in the test's own task)"
+                .into(),
+        }),
+    }
+}

@@ -1,0 +1,304 @@
+//! A suite's databases: one backend, or a pair; what the suite does is done to each.
+
+use std::any::Any;
+use std::future::Future;
+use std::hash::DefaultHasher;
+use std::sync::Arc;
+
+use sqlx::Database;
+
+use crate::suite::live::{Building, Live, Session, Target};
+use crate::suite::template::TemplateKey;
+use crate::{Backend, Builder, Isolation, Result, Rewind};
+
+type Lock = Box<dyn Any + Send>;
+
+/// The databases of a [`Suite`](crate::Suite): one [`Backend`], or a pair of them.
+pub trait Databases: Sized + Send + 'static {
+    /// How they are created: a [`Builder`], or a tuple of them.
+    type Builders;
+    /// What a test gets: a connection, or a tuple of them.
+    type Connections<'c>;
+    #[doc(hidden)]
+    type Targets: Clone + Send + Sync;
+    #[doc(hidden)]
+    type Building: Send;
+    #[doc(hidden)]
+    type Live: Send + Sync;
+    #[doc(hidden)]
+    type Session<'a>;
+
+    #[doc(hidden)]
+    fn targets(builders: &Self::Builders) -> Self::Targets;
+    #[doc(hidden)]
+    fn fingerprint(
+        builders: &Self::Builders,
+        hasher: &mut DefaultHasher,
+    ) -> impl Future<Output = Result<()>>;
+    #[doc(hidden)]
+    fn begin(builders: Self::Builders) -> impl Future<Output = Result<Self::Building>>;
+    #[doc(hidden)]
+    fn building_connections(building: &mut Self::Building) -> Self::Connections<'_>;
+    #[doc(hidden)]
+    fn into_savepoint(building: Self::Building) -> impl Future<Output = Result<Self::Live>>;
+    #[doc(hidden)]
+    fn lock(targets: &Self::Targets, key: &TemplateKey) -> impl Future<Output = Result<Lock>>;
+    /// The setup value stored with the templates, if every one of them exists.
+    #[doc(hidden)]
+    fn find(
+        targets: &Self::Targets,
+        key: &TemplateKey,
+    ) -> impl Future<Output = Result<Option<String>>>;
+    #[doc(hidden)]
+    fn into_templates(
+        building: Self::Building,
+        targets: &Self::Targets,
+        key: &TemplateKey,
+        data: &str,
+        track: bool,
+    ) -> impl Future<Output = Result<()>>;
+    /// Removes the templates this suite's new ones replace (best effort).
+    #[doc(hidden)]
+    fn remove_superseded(targets: &Self::Targets, key: &TemplateKey) -> impl Future<Output = ()>;
+    #[doc(hidden)]
+    fn open(
+        targets: &Self::Targets,
+        key: &TemplateKey,
+        isolation: Isolation,
+        sequences: bool,
+    ) -> impl Future<Output = Result<Self::Live>>;
+    #[doc(hidden)]
+    fn recover(live: &Self::Live) -> impl Future<Output = bool>;
+    #[doc(hidden)]
+    fn session(live: &Self::Live) -> impl Future<Output = Result<Self::Session<'_>>>;
+    #[doc(hidden)]
+    fn connections<'c>(session: &'c mut Self::Session<'_>) -> Self::Connections<'c>;
+    #[doc(hidden)]
+    fn handles(session: &Self::Session<'_>) -> Vec<Arc<dyn Any + Send + Sync>>;
+    /// Ends a test on every database, the last first; reports the first that was not clean.
+    #[doc(hidden)]
+    fn finish<'a>(
+        session: Self::Session<'a>,
+        failed: bool,
+    ) -> impl Future<Output = Result<(Rewind, String)>>;
+}
+
+impl<B: Backend> Databases for B {
+    type Builders = Builder<B>;
+    type Connections<'c> = &'c mut <B::Database as Database>::Connection;
+    type Targets = Target<B>;
+    type Building = Building<B>;
+    type Live = Live<B>;
+    type Session<'a> = Session<'a, B>;
+
+    fn targets(builder: &Builder<B>) -> Target<B> {
+        Target::of(builder)
+    }
+
+    async fn fingerprint(builder: &Builder<B>, hasher: &mut DefaultHasher) -> Result<()> {
+        builder.fingerprint(hasher).await
+    }
+
+    async fn begin(builder: Builder<B>) -> Result<Building<B>> {
+        Building::begin(builder).await
+    }
+
+    fn building_connections(building: &mut Building<B>) -> Self::Connections<'_> {
+        building.connection()
+    }
+
+    async fn into_savepoint(building: Building<B>) -> Result<Live<B>> {
+        building.into_savepoint().await
+    }
+
+    async fn lock(target: &Target<B>, key: &TemplateKey) -> Result<Lock> {
+        Ok(Box::new(target.lock(&key.name(0)).await?))
+    }
+
+    async fn find(target: &Target<B>, key: &TemplateKey) -> Result<Option<String>> {
+        target.find(&key.name(0)).await
+    }
+
+    async fn into_templates(
+        building: Building<B>,
+        target: &Target<B>,
+        key: &TemplateKey,
+        data: &str,
+        track: bool,
+    ) -> Result<()> {
+        building
+            .into_template(target, &key.name(0), data, track)
+            .await
+    }
+
+    async fn remove_superseded(target: &Target<B>, key: &TemplateKey) {
+        target.remove_superseded(&key.prefix(0), &key.name(0)).await;
+    }
+
+    async fn open(
+        target: &Target<B>,
+        key: &TemplateKey,
+        isolation: Isolation,
+        sequences: bool,
+    ) -> Result<Live<B>> {
+        Live::open(target, key, 0, isolation, sequences).await
+    }
+
+    async fn recover(live: &Live<B>) -> bool {
+        live.recover().await
+    }
+
+    async fn session(live: &Live<B>) -> Result<Session<'_, B>> {
+        live.session().await
+    }
+
+    fn connections<'c>(session: &'c mut Session<'_, B>) -> Self::Connections<'c> {
+        session.connection()
+    }
+
+    fn handles(session: &Session<'_, B>) -> Vec<Arc<dyn Any + Send + Sync>> {
+        vec![session.handle()]
+    }
+
+    #[allow(clippy::extra_unused_lifetimes)]
+    async fn finish<'a>(session: Session<'a, B>, failed: bool) -> Result<(Rewind, String)>
+    where
+        'a: 'a,
+    {
+        session.finish(failed).await
+    }
+}
+
+impl<B1: Backend, B2: Backend> Databases for (B1, B2) {
+    type Builders = (Builder<B1>, Builder<B2>);
+    type Connections<'c> = (
+        &'c mut <B1::Database as Database>::Connection,
+        &'c mut <B2::Database as Database>::Connection,
+    );
+    type Targets = (Target<B1>, Target<B2>);
+    type Building = (Building<B1>, Building<B2>);
+    type Live = (Live<B1>, Live<B2>);
+    type Session<'a> = (Session<'a, B1>, Session<'a, B2>);
+
+    fn targets((first, second): &Self::Builders) -> Self::Targets {
+        (Target::of(first), Target::of(second))
+    }
+
+    async fn fingerprint(
+        (first, second): &Self::Builders,
+        hasher: &mut DefaultHasher,
+    ) -> Result<()> {
+        first.fingerprint(hasher).await?;
+        second.fingerprint(hasher).await
+    }
+
+    async fn begin((first, second): Self::Builders) -> Result<Self::Building> {
+        let first = Building::begin(first).await?;
+        let second = Building::begin(second).await?;
+        Ok((first, second))
+    }
+
+    fn building_connections((first, second): &mut Self::Building) -> Self::Connections<'_> {
+        (first.connection(), second.connection())
+    }
+
+    async fn into_savepoint((first, second): Self::Building) -> Result<Self::Live> {
+        let first = first.into_savepoint().await?;
+        let second = second.into_savepoint().await?;
+        Ok((first, second))
+    }
+
+    async fn lock((first, _): &Self::Targets, key: &TemplateKey) -> Result<Lock> {
+        // One lock for the pair: the first template's.
+        Ok(Box::new(first.lock(&key.name(0)).await?))
+    }
+
+    async fn find((first, second): &Self::Targets, key: &TemplateKey) -> Result<Option<String>> {
+        let data = first.find(&key.name(0)).await?;
+        let both = data.is_some() && second.find(&key.name(1)).await?.is_some();
+        Ok(data.filter(|_| both))
+    }
+
+    async fn into_templates(
+        (first, second): Self::Building,
+        (first_target, second_target): &Self::Targets,
+        key: &TemplateKey,
+        data: &str,
+        track: bool,
+    ) -> Result<()> {
+        // The second first: the pair exists once the first (which `find` reads) does.
+        let first_name = key.name(0);
+        let second_name = key.name(1);
+        let promoted = second
+            .into_template(second_target, &second_name, data, track)
+            .await;
+        match promoted {
+            Ok(()) => {
+                first
+                    .into_template(first_target, &first_name, data, track)
+                    .await
+            }
+            Err(err) => Err(err),
+        }
+    }
+
+    async fn remove_superseded((first, second): &Self::Targets, key: &TemplateKey) {
+        first.remove_superseded(&key.prefix(0), &key.name(0)).await;
+        second.remove_superseded(&key.prefix(1), &key.name(1)).await;
+    }
+
+    async fn open(
+        (first, second): &Self::Targets,
+        key: &TemplateKey,
+        isolation: Isolation,
+        sequences: bool,
+    ) -> Result<Self::Live> {
+        let first = Live::open(first, key, 0, isolation, sequences).await?;
+        let second = Live::open(second, key, 1, isolation, sequences).await?;
+        Ok((first, second))
+    }
+
+    async fn recover((first, second): &Self::Live) -> bool {
+        let second = second.recover().await;
+        first.recover().await && second
+    }
+
+    async fn session((first, second): &Self::Live) -> Result<Self::Session<'_>> {
+        let first = first.session().await?;
+        let second = second.session().await?;
+        Ok((first, second))
+    }
+
+    fn connections<'c>((first, second): &'c mut Self::Session<'_>) -> Self::Connections<'c> {
+        (first.connection(), second.connection())
+    }
+
+    fn handles((first, second): &Self::Session<'_>) -> Vec<Arc<dyn Any + Send + Sync>> {
+        vec![first.handle(), second.handle()]
+    }
+
+    async fn finish<'a>(
+        (first, second): Self::Session<'a>,
+        failed: bool,
+    ) -> Result<(Rewind, String)> {
+        // Every database is ended, in reverse order, whatever the others report.
+        let last = second.finish(failed).await;
+        let earlier = first.finish(failed).await;
+        worst([last, earlier])
+    }
+}
+
+/// The first error, else the first rewind that was not clean, else clean.
+fn worst<const N: usize>(results: [Result<(Rewind, String)>; N]) -> Result<(Rewind, String)> {
+    let mut outcome = None;
+    for result in results {
+        match result {
+            Err(err) => return Err(err),
+            Ok((Rewind::Clean, _)) => {}
+            Ok(found) => {
+                outcome.get_or_insert(found);
+            }
+        }
+    }
+    Ok(outcome.unwrap_or((Rewind::Clean, String::new())))
+}

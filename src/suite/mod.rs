@@ -1,0 +1,397 @@
+//! Suites: a setup run once, and tests isolated from each other by one of four
+//! [`Isolation`]s.
+
+mod databases;
+mod live;
+mod restore;
+mod template;
+
+use std::any::Any;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::sync::Mutex;
+
+pub use databases::Databases;
+pub use live::{Building, FreshSession, Live, Session, Target};
+pub use template::TemplateKey;
+
+use crate::{Error, Isolation, Result, Rewind, handle};
+use template::Inputs;
+
+type LocalFuture<'a, T> = Pin<Box<dyn Future<Output = T> + 'a>>;
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+// Takes the databases being built rather than their connections: a lifetime that appears only in
+// a projection cannot be bound by `for<'c>`.
+type DataFn<D, T> = Box<
+    dyn for<'c> FnOnce(
+        &'c mut <D as Databases>::Building,
+    ) -> LocalFuture<'c, std::result::Result<T, BoxError>>,
+>;
+
+/// How long a test may run before it fails, unless [`Setup::time_limit`] says otherwise.
+const DEFAULT_TIME_LIMIT: Duration = Duration::from_secs(60);
+
+/// A group of tests that share one setup, run once per process, and see it through savepoints:
+/// Django's `TestCase`.
+///
+/// Declare it once as a `static`; every test calls [`run`](Suite::run) (or
+/// [`run_blocking`](Suite::run_blocking) from a plain `#[test]`). The first test to run creates
+/// the suite's databases, opens a transaction on each (the suite transaction, never committed),
+/// runs the setup inside it, and establishes a savepoint. Each test then gets the suite's
+/// connections, inside that savepoint, and its own clone of the setup's value; when it ends,
+/// however it ends, everything it did is rolled back to the savepoint.
+///
+/// Tests of one suite take turns on its connections (libtest's parallel threads wait for each
+/// other, they do not interleave); different suites run in parallel.
+pub struct Suite<D: Databases, T = ()> {
+    name: &'static str,
+    setup: fn() -> Result<Setup<D, T>>,
+    state: Mutex<Phase<D, T>>,
+}
+
+/// What a suite is made of: its databases, how to fill them, its isolation, and its tests' time
+/// limit. Returned by the function given to [`Suite::new`].
+pub struct Setup<D: Databases, T = ()> {
+    databases: D::Builders,
+    data: DataFn<D, T>,
+    time_limit: Duration,
+    isolation: Isolation,
+    version: Option<String>,
+    restore_sequences: bool,
+}
+
+enum Phase<D: Databases, T> {
+    Empty,
+    Failed(String),
+    Ready(Arc<Ready<D, T>>),
+}
+
+struct Ready<D: Databases, T> {
+    live: D::Live,
+    data: std::sync::Mutex<T>,
+    time_limit: Duration,
+}
+
+impl<D: Databases, T: Clone + Send + Serialize + DeserializeOwned + 'static> Suite<D, T> {
+    /// A suite named `name` (for messages and template names) whose databases and setup `setup`
+    /// describes.
+    pub const fn new(name: &'static str, setup: fn() -> Result<Setup<D, T>>) -> Self {
+        Suite {
+            name,
+            setup,
+            state: Mutex::const_new(Phase::Empty),
+        }
+    }
+
+    /// Runs one test: `body` gets the suite's connection(s), isolated as the suite's
+    /// [`Isolation`] says, and a clone of the setup's value. Afterwards, whatever the test did
+    /// is undone: rolled back (checking deferred constraints first, as a commit would), restored,
+    /// or dropped with the test's own database. Inside `body`, [`current`](crate::current) gives
+    /// the test's database for other connections and processes.
+    ///
+    /// The body may fail with any error (`sqlx::Error`, `Box<dyn Error>`, …): the test then fails
+    /// with [`Error::Test`], whose source is that error. Otherwise it fails with
+    /// [`Error::Setup`] if the setup failed, with [`Error::DeferredConstraint`] if
+    /// the test broke a deferred constraint, with [`Error::Escaped`] if it ended the transaction
+    /// testdb wrapped it in (the suite then rebuilds its databases for the next test), and with
+    /// [`Error::TimeLimit`] if it ran too long.
+    pub async fn run<R, E, F>(&self, body: F) -> Result<R>
+    where
+        F: for<'c> AsyncFnOnce(D::Connections<'c>, T) -> std::result::Result<R, E>,
+        E: Into<BoxError>,
+    {
+        let mut ready = self.ready().await?;
+        if !D::recover(&ready.live).await {
+            // The previous test broke the suite beyond repair (e.g. ended the suite transaction).
+            self.invalidate(&ready).await;
+            ready = self.ready().await?;
+        }
+        let mut session = D::session(&ready.live).await?;
+        let time_limit = ready.time_limit;
+        let data = ready
+            .data
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone();
+        let handles: Arc<Vec<Arc<dyn Any + Send + Sync>>> = Arc::new(D::handles(&session));
+        let connections = D::connections(&mut session);
+        let test = handle::scope(handles, body(connections, data));
+        let Ok(result) = tokio::time::timeout(time_limit, test).await else {
+            // Not finished: the next test recovers the suite first.
+            drop(session);
+            return Err(Error::TimeLimit {
+                suite: self.name,
+                limit: time_limit,
+            });
+        };
+        let finished = D::finish(session, result.is_err()).await;
+        let failure = match finished {
+            Ok((Rewind::Clean, _)) => None,
+            Ok((Rewind::Violated(message), database)) => Some(Error::DeferredConstraint {
+                suite: self.name,
+                database,
+                message,
+            }),
+            Ok((Rewind::Escaped(message), database)) => {
+                self.invalidate(&ready).await;
+                Some(Error::Escaped {
+                    suite: self.name,
+                    database,
+                    message,
+                })
+            }
+            Err(err) => {
+                self.invalidate(&ready).await;
+                Some(err)
+            }
+        };
+        match (result, failure) {
+            // The test's own error comes first: it is why the test failed.
+            (Err(err), _) => Err(self.test_error(err.into())),
+            (Ok(_), Some(failure)) => Err(failure),
+            (Ok(value), None) => Ok(value),
+        }
+    }
+
+    /// [`run`](Suite::run) for a plain `#[test]`: runs the test on a runtime of its own.
+    ///
+    /// Must not be called from async code (use `run` there).
+    pub fn run_blocking<R, E, F>(&self, body: F) -> Result<R>
+    where
+        F: for<'c> AsyncFnOnce(D::Connections<'c>, T) -> std::result::Result<R, E>,
+        E: Into<BoxError>,
+    {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|err| Error::Runtime {
+                reason: format!("cannot start a runtime for the test: {err}"),
+            })?;
+        runtime.block_on(self.run(body))
+    }
+
+    /// The test's own error, as [`Error::Test`]; a testdb error (from a nested suite, say)
+    /// passes through as it is.
+    fn test_error(&self, err: BoxError) -> Error {
+        match err.downcast::<Error>() {
+            Ok(err) => *err,
+            Err(source) => Error::Test {
+                suite: self.name,
+                source,
+            },
+        }
+    }
+
+    /// The suite, set up, building it first if needed.
+    async fn ready(&self) -> Result<Arc<Ready<D, T>>> {
+        let mut phase = self.state.lock().await;
+        if let Phase::Empty = *phase {
+            *phase = match self.build().await {
+                Ok(ready) => Phase::Ready(Arc::new(ready)),
+                Err(err) => Phase::Failed(format!("{err:?}")),
+            };
+        }
+        match &*phase {
+            Phase::Ready(ready) => Ok(ready.clone()),
+            Phase::Failed(message) => Err(Error::Setup {
+                suite: self.name,
+                message: message.clone(),
+            }),
+            Phase::Empty => Err(Error::Setup {
+                suite: self.name,
+                message: "the suite was not built".into(),
+            }),
+        }
+    }
+
+    /// Forgets `ready`, if it is still the suite's: the next test builds the suite again (tests
+    /// still running on it finish there).
+    async fn invalidate(&self, ready: &Arc<Ready<D, T>>) {
+        let mut phase = self.state.lock().await;
+        if let Phase::Ready(current) = &*phase
+            && Arc::ptr_eq(current, ready)
+        {
+            *phase = Phase::Empty;
+        }
+    }
+
+    async fn build(&self) -> Result<Ready<D, T>> {
+        let setup = (self.setup)()?;
+        let time_limit = setup.time_limit;
+        let (live, data) = match setup.isolation {
+            Isolation::Savepoint => {
+                let mut building = D::begin(setup.databases).await?;
+                let data =
+                    (setup.data)(&mut building)
+                        .await
+                        .map_err(|source| Error::SetupFunction {
+                            suite: self.name,
+                            source,
+                        })?;
+                (D::into_savepoint(building).await?, data)
+            }
+            isolation => self.copy_template(setup, isolation).await?,
+        };
+        Ok(Ready {
+            live,
+            data: std::sync::Mutex::new(data),
+            time_limit,
+        })
+    }
+
+    /// The suite's databases as copies of its template, built first if no process has built it
+    /// (or if what built it has changed).
+    async fn copy_template(
+        &self,
+        setup: Setup<D, T>,
+        isolation: Isolation,
+    ) -> Result<(D::Live, T)> {
+        let targets = D::targets(&setup.databases);
+        let committed = isolation == Isolation::Committed;
+        let inputs = Inputs {
+            suite: self.name,
+            version: setup.version.as_deref(),
+            committed,
+            data_type: std::any::type_name::<T>(),
+        };
+        let builders = &setup.databases;
+        let key = TemplateKey::new(inputs, async |hasher| {
+            D::fingerprint(builders, hasher).await
+        })
+        .await?;
+        let template_error = |message: String| Error::Template {
+            suite: self.name,
+            template: key.name(0),
+            message,
+        };
+        // Processes that need the same template wait here while one of them builds it.
+        let lock = D::lock(&targets, &key).await?;
+        let data = match D::find(&targets, &key).await? {
+            Some(data) => data,
+            None => {
+                let mut building = D::begin(setup.databases).await?;
+                let value =
+                    (setup.data)(&mut building)
+                        .await
+                        .map_err(|source| Error::SetupFunction {
+                            suite: self.name,
+                            source,
+                        })?;
+                let data = serde_json::to_string(&value).map_err(|err| {
+                    template_error(format!("cannot store the setup value: {err}"))
+                })?;
+                D::into_templates(building, &targets, &key, &data, committed).await?;
+                D::remove_superseded(&targets, &key).await;
+                data
+            }
+        };
+        drop(lock);
+        let value = serde_json::from_str(&data)
+            .map_err(|err| template_error(format!("cannot read the setup value: {err}")))?;
+        let live = D::open(&targets, &key, isolation, setup.restore_sequences).await?;
+        Ok((live, value))
+    }
+}
+
+impl<D: Databases> Setup<D, ()> {
+    /// A setup on these databases: one [`Builder`](crate::Builder), or a tuple of them for a
+    /// suite that spans several databases. Their migrations run before the setup function.
+    pub fn new(databases: D::Builders) -> Self {
+        Setup {
+            databases,
+            data: Box::new(|_| Box::pin(async { Ok(()) })),
+            time_limit: DEFAULT_TIME_LIMIT,
+            isolation: Isolation::Savepoint,
+            version: None,
+            restore_sequences: true,
+        }
+    }
+}
+
+impl<D: Databases, T> Setup<D, T> {
+    /// The setup function: runs once, inside a transaction, with the suite's connection(s), and
+    /// returns the value every test gets a clone of (ids, names, …).
+    ///
+    /// In savepoint isolation that transaction is the suite transaction, never committed. In the
+    /// others it is committed into the suite's template, with the value (which is why it must be
+    /// serde: processes that reuse the template read it back instead of running the function).
+    pub fn data<U, E, F>(self, setup: F) -> Setup<D, U>
+    where
+        F: for<'c> AsyncFnOnce(D::Connections<'c>) -> std::result::Result<U, E> + 'static,
+        E: Into<BoxError>,
+    {
+        Setup {
+            databases: self.databases,
+            data: Box::new(move |building| {
+                Box::pin(async move {
+                    setup(D::building_connections(building))
+                        .await
+                        .map_err(Into::into)
+                })
+            }),
+            time_limit: self.time_limit,
+            isolation: self.isolation,
+            version: self.version,
+            restore_sequences: self.restore_sequences,
+        }
+    }
+
+    /// How long each test may run (60 s by default). A test that opens a second connection and
+    /// touches a row the suite transaction holds would otherwise wait forever.
+    pub fn time_limit(mut self, limit: Duration) -> Self {
+        self.time_limit = limit;
+        self
+    }
+
+    /// How tests are isolated from each other: [`Isolation::Savepoint`] unless this says
+    /// otherwise. Tests need no change when it does.
+    pub fn isolation(mut self, isolation: Isolation) -> Self {
+        self.isolation = isolation;
+        self
+    }
+
+    /// Names the setup's version, for the template key: a template is then reused while the
+    /// migrations, fixtures and this version are unchanged, even across rebuilds of the test
+    /// binary. Without it the binary's identity stands in for the setup function (which cannot be
+    /// hashed), so each rebuild builds a new template. Change it whenever the setup function
+    /// changes.
+    pub fn version(mut self, version: impl Into<String>) -> Self {
+        self.version = Some(version.into());
+        self
+    }
+
+    /// Whether committed isolation also puts back the sequences of the tables a test wrote (on
+    /// by default): off, ids keep growing across tests, which is cheaper and catches tests that
+    /// assume particular ids.
+    pub fn restore_sequences(mut self, restore: bool) -> Self {
+        self.restore_sequences = restore;
+        self
+    }
+}
+
+impl<D: Databases, T> std::fmt::Debug for Suite<D, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Suite")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<D: Databases, T> std::fmt::Debug for Setup<D, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Setup")
+            .field("time_limit", &self.time_limit)
+            .field("isolation", &self.isolation)
+            .finish_non_exhaustive()
+    }
+}
+
+// A test that panics leaves the suite marked dirty, and the next test rewinds it first: no state is
+// ever observed half-updated across a panic.
+impl<D: Databases, T> std::panic::RefUnwindSafe for Suite<D, T> {}
+impl<D: Databases, T> std::panic::UnwindSafe for Suite<D, T> {}

@@ -1,0 +1,117 @@
+//! Committed isolation's reset: only the tables a test wrote go back to the baseline.
+
+use std::collections::BTreeSet;
+
+use sqlx::{Connection, Database};
+
+use crate::Backend;
+use crate::fixtures::Catalog;
+use crate::fixtures::order::order;
+
+/// Restores (in rounds: a user's trigger may write other tables while one is restored) the tables
+/// written since the last restore, and every table that references one of them (their rows go
+/// first, and come back after). Each round is one transaction.
+pub(crate) async fn restore<B: Backend>(
+    connection: &mut <B::Database as Database>::Connection,
+    catalog: &Catalog,
+    sequences: bool,
+) -> Result<(), String> {
+    for _ in 0..3 {
+        let written = B::written_tables(connection)
+            .await
+            .map_err(|err| format!("cannot read which tables were written: {err}"))?;
+        if written.is_empty() {
+            return Ok(());
+        }
+        let tables = with_referencing(&written, catalog);
+        if tables.is_empty() {
+            return Err(format!(
+                "tables written that the baseline does not know: {}",
+                written.join(", ")
+            ));
+        }
+        let order = order(&tables, catalog);
+        let children_first: Vec<String> = order.tables.iter().rev().cloned().collect();
+        let mut transaction = connection
+            .begin()
+            .await
+            .map_err(|err| format!("cannot begin: {err}"))?;
+        B::defer_foreign_keys(&mut transaction, &order.deferred)
+            .await
+            .map_err(|err| format!("cannot defer foreign keys: {err}"))?;
+        B::restore(&mut transaction, &children_first, sequences)
+            .await
+            .map_err(|err| format!("cannot restore {}: {err}", children_first.join(", ")))?;
+        if let Some(site) = B::check_foreign_keys(&mut transaction, &order.deferred)
+            .await
+            .map_err(|err| format!("cannot check foreign keys: {err}"))?
+        {
+            return Err(format!("the restored rows break a foreign key: {site:?}"));
+        }
+        transaction
+            .commit()
+            .await
+            .map_err(|err| format!("cannot commit: {err}"))?;
+    }
+    Err("tables are still being written after three restores".into())
+}
+
+/// The written tables the catalog knows, and every table that references one of them, directly
+/// or not: deleting a parent's rows needs its children's gone first.
+fn with_referencing(written: &[String], catalog: &Catalog) -> BTreeSet<String> {
+    let mut tables: BTreeSet<String> = written
+        .iter()
+        .filter(|table| catalog.tables.contains_key(*table))
+        .cloned()
+        .collect();
+    loop {
+        let before = tables.len();
+        for (table, info) in &catalog.tables {
+            if info
+                .foreign_keys
+                .iter()
+                .any(|key| tables.contains(&key.parent))
+            {
+                tables.insert(table.clone());
+            }
+        }
+        if tables.len() == before {
+            return tables;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_referencing;
+    use crate::fixtures::{Catalog, ForeignKey, TableInfo};
+
+    fn table(parents: &[&str]) -> TableInfo {
+        TableInfo {
+            foreign_keys: parents
+                .iter()
+                .map(|parent| ForeignKey {
+                    parent: (*parent).into(),
+                    ..ForeignKey::default()
+                })
+                .collect(),
+            ..TableInfo::default()
+        }
+    }
+
+    #[test]
+    fn a_parent_brings_its_descendants() {
+        let mut catalog = Catalog::default();
+        catalog.tables.insert("users".into(), table(&[]));
+        catalog.tables.insert("orders".into(), table(&["users"]));
+        catalog.tables.insert("lines".into(), table(&["orders"]));
+        catalog.tables.insert("tags".into(), table(&[]));
+        let leaf = with_referencing(&["lines".into()], &catalog);
+        assert_eq!(leaf.into_iter().collect::<Vec<_>>(), ["lines"]);
+        let root = with_referencing(&["users".into(), "gone".into()], &catalog);
+        assert_eq!(
+            root.into_iter().collect::<Vec<_>>(),
+            ["lines", "orders", "users"]
+        );
+    }
+}
