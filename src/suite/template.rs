@@ -95,6 +95,7 @@ fn binary() -> Binary {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::{Inputs, TemplateKey};
 
