@@ -332,6 +332,8 @@ impl<B: Backend> CommittedState<B> {
     /// Restores the baseline; if that fails, replaces the database with a new copy of the
     /// template, so the next test never sees what this one left.
     async fn restore(&mut self) -> Result<()> {
+        // A transaction the test left open is rolled back (an error just means none was).
+        let _ = B::execute_script(&mut self.connection, "ROLLBACK").await;
         let restored = restore::restore::<B>(&mut self.connection, &self.catalog, self.sequences)
             .await
             .map_err(|message| Error::Setup {
@@ -479,8 +481,6 @@ impl<B: Backend> Session<'_, B> {
                 }
             }
             Session::Committed(mut state) => {
-                // A transaction the test left open is rolled back (an error just means none was).
-                let _ = B::execute_script(&mut state.connection, "ROLLBACK").await;
                 let name = state.database.name().to_owned();
                 state.restore().await?;
                 Ok((Rewind::Clean, name))

@@ -290,10 +290,11 @@ impl<D: Databases, T: Clone + Send + Serialize + DeserializeOwned + 'static> Sui
                 data
             }
         };
-        drop(lock);
         let value = serde_json::from_str(&data)
             .map_err(|err| template_error(format!("cannot read the setup value: {err}")))?;
+        // Still locked: no newer build of this suite removes the template while it is copied.
         let live = D::open(&targets, &key, isolation, setup.restore_sequences).await?;
+        drop(lock);
         Ok((live, value))
     }
 }

@@ -33,7 +33,9 @@ impl TemplateKey {
     {
         let binary = binary();
         let mut group = DefaultHasher::new();
-        (inputs.suite, &binary.stem).hash(&mut group);
+        // Suites of one name in one binary replace each other's templates, unless one restores
+        // committed data and the other does not (their templates differ by design).
+        (inputs.suite, &binary.stem, inputs.committed).hash(&mut group);
 
         let mut hasher = DefaultHasher::new();
         "testdb template v1".hash(&mut hasher);

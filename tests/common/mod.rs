@@ -47,6 +47,8 @@ pub trait Harness: Backend + Sized {
         conn: &mut <Self::Database as sqlx::Database>::Connection,
         sql: &'static str,
     ) -> impl Future<Output = i64> + Send;
+    /// The templates whose stored setup value contains `text`.
+    fn templates(text: &str) -> impl Future<Output = Vec<String>> + Send;
 }
 
 /// Generates the tests `<scenario>::sqlite` and `<scenario>::postgres` from each generic
@@ -175,6 +177,25 @@ impl Harness for Sqlite {
     async fn scalar_on(conn: &mut sqlx::SqliteConnection, sql: &'static str) -> i64 {
         sqlx::query_scalar(sql).fetch_one(conn).await.expect(sql)
     }
+
+    async fn templates(text: &str) -> Vec<String> {
+        let dir = Sqlite::new().root().join("templates");
+        let mut found: Vec<String> = std::fs::read_dir(dir)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .filter_map(|entry| {
+                        let name = entry.file_name().to_string_lossy().into_owned();
+                        let stem = name.strip_suffix(".json")?.to_owned();
+                        let data = std::fs::read_to_string(entry.path()).ok()?;
+                        data.contains(text).then_some(stem)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        found.sort();
+        found
+    }
 }
 
 impl Harness for Postgres {
@@ -231,6 +252,19 @@ impl Harness for Postgres {
 
     async fn scalar_on(conn: &mut sqlx::PgConnection, sql: &'static str) -> i64 {
         sqlx::query_scalar(sql).fetch_one(conn).await.expect(sql)
+    }
+
+    async fn templates(text: &str) -> Vec<String> {
+        let mut admin = admin().await;
+        sqlx::query_scalar(
+            "SELECT datname::text FROM pg_database WHERE datistemplate \
+             AND starts_with(datname, 'testdb_tpl_') \
+             AND strpos(shobj_description(oid, 'pg_database'), $1) > 0 ORDER BY 1",
+        )
+        .bind(text)
+        .fetch_all(&mut admin)
+        .await
+        .expect("list templates")
     }
 }
 

@@ -79,9 +79,24 @@ async fn promote_on(
 ) -> sqlx::Result<()> {
     // An incomplete template of that name (its builder died between these steps) goes first.
     drop_template(conn, name).await?;
-    // Renamed first: from here on the sweep of dead owners' databases passes it by.
+    // Renamed first: from here on the sweep of dead owners' databases passes it by. The sessions
+    // of the pool that built it may take a moment to end on the server after it closed them.
+    let rename = format!("ALTER DATABASE {} RENAME TO {}", ident(built), ident(name));
+    let mut attempts = 0;
+    loop {
+        match sqlx::query(sqlx::AssertSqlSafe(rename.clone()))
+            .execute(&mut *conn)
+            .await
+        {
+            Ok(_) => break,
+            Err(err) if is_in_use(&err) && attempts < 100 => {
+                attempts += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            Err(err) => return Err(err),
+        }
+    }
     for statement in [
-        format!("ALTER DATABASE {} RENAME TO {}", ident(built), ident(name)),
         format!(
             "COMMENT ON DATABASE {} IS {}",
             ident(name),
@@ -159,6 +174,13 @@ async fn drop_template(conn: &mut PgConnection, name: &str) -> sqlx::Result<()> 
     .execute(&mut *conn)
     .await?;
     owner::drop_database(conn, name).await
+}
+
+/// "database is being accessed by other users".
+fn is_in_use(err: &sqlx::Error) -> bool {
+    err.as_database_error()
+        .and_then(|db| db.code())
+        .is_some_and(|code| code == "55006")
 }
 
 fn failed(name: &str, step: &str, source: sqlx::Error) -> Error {
