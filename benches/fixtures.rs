@@ -15,7 +15,6 @@
 )]
 
 use std::fmt::Write as _;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
@@ -24,66 +23,9 @@ use testdb::{Backend, Fixtures, TestDatabase, load_fixtures};
 use testdb_postgres::Postgres;
 use testdb_sqlite::Sqlite;
 
-const TABLES: usize = 10;
-const ROWS_PER_TABLE: usize = 1_000;
-const ROWS: usize = TABLES * ROWS_PER_TABLE;
+mod reference;
 
-/// Ten tables; each after the first references the one before it.
-fn schema(dir: &Path) {
-    let mut sql = String::new();
-    for t in 0..TABLES {
-        let parent = if t == 0 {
-            String::new()
-        } else {
-            format!(", parent_id INTEGER NOT NULL REFERENCES t{} (id)", t - 1)
-        };
-        let _ = writeln!(
-            sql,
-            "CREATE TABLE t{t} (id INTEGER PRIMARY KEY, name TEXT NOT NULL, amount REAL, \
-             created DATE, flag BOOLEAN NOT NULL{parent});"
-        );
-    }
-    std::fs::write(dir.join("0001_reference.sql"), sql).unwrap();
-}
-
-/// A reference row: (table, id, parent, name, amount, created, flag).
-type Reference = (usize, i64, Option<i64>, String, f64, String, bool);
-
-/// The reference rows.
-fn rows() -> Vec<Reference> {
-    let mut rows = Vec::with_capacity(ROWS);
-    for t in 0..TABLES {
-        for i in 0..ROWS_PER_TABLE {
-            let id = i64::try_from(i).unwrap() + 1;
-            let parent = (t > 0).then_some(id);
-            let name = format!("row {i} of table {t}, with some text");
-            let created = format!("2024-{:02}-{:02}", i % 12 + 1, i % 28 + 1);
-            rows.push((t, id, parent, name, id as f64 * 1.25, created, i % 2 == 0));
-        }
-    }
-    rows
-}
-
-fn fixture_file(dir: &Path) -> String {
-    let mut document = serde_json::Map::new();
-    for t in 0..TABLES {
-        document.insert(format!("t{t}"), serde_json::Value::Array(Vec::new()));
-    }
-    for (t, id, parent, name, amount, created, flag) in rows() {
-        let mut row = serde_json::json!({
-            "id": id, "name": name, "amount": amount, "created": created, "flag": flag
-        });
-        if let Some(parent) = parent {
-            row["parent_id"] = parent.into();
-        }
-        if let Some(serde_json::Value::Array(list)) = document.get_mut(&format!("t{t}")) {
-            list.push(row);
-        }
-    }
-    let file = dir.join("reference.json");
-    std::fs::write(&file, serde_json::to_vec(&document).unwrap()).unwrap();
-    file.display().to_string()
-}
+use reference::{ROWS, Reference, TABLES, fixture_file, rows, schema};
 
 /// What a hand-written loader does first: read the JSON file into rows.
 fn parse_by_hand(file: &str) -> Vec<Reference> {

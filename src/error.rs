@@ -222,6 +222,13 @@ pub enum Error {
         message: String,
     },
 
+    /// A batch of concurrent calls could not be run as given.
+    #[error("concurrent calls: {reason}")]
+    Concurrency {
+        /// What was wrong.
+        reason: String,
+    },
+
     /// testdb's own runtime could not run the work.
     #[error("testdb runtime: {reason}")]
     Runtime {

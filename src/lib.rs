@@ -12,6 +12,7 @@
 
 mod backend;
 mod cleanup;
+mod concurrent;
 mod database;
 mod error;
 mod fixtures;
@@ -24,6 +25,9 @@ mod runtime;
 mod suite;
 
 pub use backend::{Backend, ConnectOptions, OwnedDatabase, Rewind, TEST_SAVEPOINT};
+pub use concurrent::{
+    Caller, Calls, Outcome, Outcomes, run_concurrent, serve_callers, spawn_concurrent,
+};
 pub use database::{Builder, TestDatabase};
 pub use error::{Error, Result};
 pub use fixtures::{

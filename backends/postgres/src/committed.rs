@@ -4,6 +4,13 @@
 //! left it, the values of their sequences, and the names of the tables written since the last
 //! restore, which a statement trigger on each table records (statement triggers cost one insert
 //! per statement, whatever the rows). Restoring is one call of `testdb_baseline.restore`.
+//!
+//! A restore touches only the rows that differ from the baseline, by primary key: missing rows
+//! inserted (parents first), changed rows updated, extra rows deleted (children first). Emptying
+//! and refilling whole tables leaves every row dead: `DELETE` then grows slower with each test
+//! until a vacuum (120 ms for a 1,000-row table after a few hundred tests, against 9 ms for
+//! `TRUNCATE` and about 2 ms row by row). Where that fails (no primary key, a unique value
+//! moved between rows, …), the tables are truncated together and refilled.
 
 use sqlx::Row;
 use sqlx::postgres::PgConnection;
@@ -13,7 +20,9 @@ use crate::sql::{ident, literal};
 const SETUP: &str = r#"
 CREATE SCHEMA testdb_baseline;
 CREATE TABLE testdb_baseline.written (name text PRIMARY KEY);
-CREATE TABLE testdb_baseline.tables (name text PRIMARY KEY, insert text NOT NULL);
+CREATE TABLE testdb_baseline.tables (
+    name text PRIMARY KEY, refill text NOT NULL, missing text, changed text, extra text
+);
 CREATE TABLE testdb_baseline.sequences (
     name text NOT NULL, sequence text NOT NULL, last_value bigint NOT NULL, is_called boolean NOT NULL
 );
@@ -25,21 +34,41 @@ END $$;
 CREATE FUNCTION testdb_baseline.restore(tables text[], sequences boolean)
 RETURNS void LANGUAGE plpgsql AS $$
 DECLARE
+    n int := coalesce(array_length(tables, 1), 0);
     i int;
-    statement text;
+    s testdb_baseline.tables;
 BEGIN
-    FOR i IN 1 .. coalesce(array_length(tables, 1), 0) LOOP
-        EXECUTE format('DELETE FROM %I', tables[i]);
-    END LOOP;
-    FOR i IN REVERSE coalesce(array_length(tables, 1), 0) .. 1 LOOP
-        SELECT t.insert INTO statement FROM testdb_baseline.tables t WHERE t.name = tables[i];
-        IF statement IS NOT NULL THEN
-            EXECUTE statement;
+    -- Tables come children first.
+    BEGIN
+        IF EXISTS (SELECT 1 FROM testdb_baseline.tables t
+                   WHERE t.name = ANY (tables) AND t.missing IS NULL) THEN
+            RAISE EXCEPTION 'a table without a primary key';
         END IF;
-    END LOOP;
+        FOR i IN REVERSE n .. 1 LOOP
+            SELECT * INTO s FROM testdb_baseline.tables t WHERE t.name = tables[i];
+            EXECUTE s.missing;
+        END LOOP;
+        FOR i IN REVERSE n .. 1 LOOP
+            SELECT * INTO s FROM testdb_baseline.tables t WHERE t.name = tables[i];
+            IF s.changed IS NOT NULL THEN
+                EXECUTE s.changed;
+            END IF;
+        END LOOP;
+        FOR i IN 1 .. n LOOP
+            SELECT * INTO s FROM testdb_baseline.tables t WHERE t.name = tables[i];
+            EXECUTE s.extra;
+        END LOOP;
+    EXCEPTION WHEN others THEN
+        -- Whole tables instead (this block's changes are already undone).
+        EXECUTE 'TRUNCATE ' || (SELECT string_agg(format('%I', x), ', ') FROM unnest(tables) x);
+        FOR i IN REVERSE n .. 1 LOOP
+            SELECT * INTO s FROM testdb_baseline.tables t WHERE t.name = tables[i];
+            EXECUTE s.refill;
+        END LOOP;
+    END;
     IF sequences THEN
-        PERFORM setval(s.sequence::regclass, s.last_value, s.is_called)
-        FROM testdb_baseline.sequences s WHERE s.name = ANY (tables);
+        PERFORM setval(q.sequence::regclass, q.last_value, q.is_called)
+        FROM testdb_baseline.sequences q WHERE q.name = ANY (tables);
     END IF;
     -- Only the restored tables: what a user's trigger wrote elsewhere meanwhile stays recorded.
     DELETE FROM testdb_baseline.written WHERE name = ANY (tables);
@@ -51,7 +80,10 @@ pub(crate) async fn track_writes(conn: &mut PgConnection, tables: &[String]) -> 
     // Generated columns cannot be inserted into; identity columns need OVERRIDING SYSTEM VALUE.
     let columns = sqlx::query(
         "SELECT c.relname::text, \
-                string_agg(quote_ident(a.attname), ', ' ORDER BY a.attnum) \
+                array_agg(a.attname::text ORDER BY a.attnum), \
+                array_agg(a.attname::text ORDER BY a.attnum) FILTER (WHERE EXISTS ( \
+                    SELECT 1 FROM pg_index i \
+                    WHERE i.indrelid = c.oid AND i.indisprimary AND a.attnum = ANY (i.indkey))) \
          FROM pg_class c \
          JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped \
          WHERE c.relnamespace = current_schema()::regnamespace AND c.relname = ANY ($1) \
@@ -63,20 +95,22 @@ pub(crate) async fn track_writes(conn: &mut PgConnection, tables: &[String]) -> 
     .await?;
     let mut script = String::new();
     for row in &columns {
-        let (table, columns): (String, String) = (row.get(0), row.get(1));
-        let insert = format!(
-            "INSERT INTO {t} ({columns}) OVERRIDING SYSTEM VALUE \
-             SELECT {columns} FROM testdb_baseline.{t}",
-            t = ident(&table)
-        );
+        let (table, columns, key): (String, Vec<String>, Option<Vec<String>>) =
+            (row.get(0), row.get(1), row.get(2));
+        let statements = Statements::new(&table, &columns, key.as_deref().unwrap_or_default());
+        let optional = |statement: Option<String>| statement.map_or("NULL".into(), |s| literal(&s));
         script.push_str(&format!(
             "CREATE TABLE testdb_baseline.{t} AS TABLE {t};\n\
-             INSERT INTO testdb_baseline.tables VALUES ({name}, {insert});\n\
+             INSERT INTO testdb_baseline.tables VALUES ({name}, {refill}, {missing}, {changed}, \
+             {extra});\n\
              CREATE TRIGGER testdb_written AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON {t} \
              FOR EACH STATEMENT EXECUTE FUNCTION testdb_baseline.written({name});\n",
             t = ident(&table),
             name = literal(&table),
-            insert = literal(&insert),
+            refill = literal(&statements.refill),
+            missing = optional(statements.missing),
+            changed = optional(statements.changed),
+            extra = optional(statements.extra),
         ));
     }
     sqlx::raw_sql(sqlx::AssertSqlSafe(script))
@@ -125,4 +159,81 @@ pub(crate) async fn restore(
         .execute(&mut *conn)
         .await
         .map(drop)
+}
+
+/// The statements that put one table back.
+struct Statements {
+    /// Every baseline row, into the emptied table.
+    refill: String,
+    /// The baseline rows the table lacks (by primary key; none without one).
+    missing: Option<String>,
+    /// The rows whose other columns differ from the baseline's, set back.
+    changed: Option<String>,
+    /// The rows the baseline lacks, deleted.
+    extra: Option<String>,
+}
+
+impl Statements {
+    fn new(table: &str, columns: &[String], key: &[String]) -> Self {
+        let t = ident(table);
+        let list = |prefix: &str, names: &[String]| {
+            names
+                .iter()
+                .map(|name| format!("{prefix}{}", ident(name)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let all = list("", columns);
+        let refill = format!(
+            "INSERT INTO {t} ({all}) OVERRIDING SYSTEM VALUE SELECT {all} FROM testdb_baseline.{t}"
+        );
+        if key.is_empty() {
+            return Statements {
+                refill,
+                missing: None,
+                changed: None,
+                extra: None,
+            };
+        }
+        let same_key = |left: &str, right: &str| {
+            key.iter()
+                .map(|column| format!("{left}.{c} = {right}.{c}", c = ident(column)))
+                .collect::<Vec<_>>()
+                .join(" AND ")
+        };
+        let missing = format!(
+            "INSERT INTO {t} ({all}) OVERRIDING SYSTEM VALUE SELECT {b_all} \
+             FROM testdb_baseline.{t} AS b \
+             WHERE NOT EXISTS (SELECT 1 FROM {t} AS x WHERE {join})",
+            b_all = list("b.", columns),
+            join = same_key("x", "b"),
+        );
+        let others: Vec<String> = columns
+            .iter()
+            .filter(|column| !key.contains(column))
+            .cloned()
+            .collect();
+        // Compared as text: every type has a text form, not every type has equality.
+        let changed = (!others.is_empty()).then(|| {
+            format!(
+                "UPDATE {t} AS x SET ({set}) = ROW({values}) FROM testdb_baseline.{t} AS b \
+                 WHERE {join} AND ROW({x_others})::text IS DISTINCT FROM ROW({values})::text",
+                set = list("", &others),
+                values = list("b.", &others),
+                x_others = list("x.", &others),
+                join = same_key("x", "b"),
+            )
+        });
+        let extra = format!(
+            "DELETE FROM {t} AS x \
+             WHERE NOT EXISTS (SELECT 1 FROM testdb_baseline.{t} AS b WHERE {join})",
+            join = same_key("b", "x"),
+        );
+        Statements {
+            refill,
+            missing: Some(missing),
+            changed,
+            extra: Some(extra),
+        }
+    }
 }

@@ -1,0 +1,11 @@
+CREATE TABLE seats (
+    id INTEGER PRIMARY KEY,
+    taken INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE bookings (
+    seat INTEGER NOT NULL,
+    who INTEGER NOT NULL
+);
+CREATE TABLE gauge (
+    running INTEGER NOT NULL
+);
