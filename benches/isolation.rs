@@ -336,29 +336,39 @@ where
         });
     });
 
-    // One copy of the baseline by hand, connected; its removal untimed.
+    // One copy of the baseline by hand, connected; its removal untimed, then timed too.
     let source = rt
         .block_on(reference_builder(backend.clone()).create())
         .unwrap();
     rt.block_on(source.pool().close());
     let mut copies = 0;
-    group.bench_function("copy the template + connect", |b| {
-        b.iter_custom(|iters| {
-            rt.block_on(async {
-                let mut took = Duration::ZERO;
-                for _ in 0..iters {
-                    copies += 1;
-                    let started = Instant::now();
-                    let (mut conn, name) = backend.copy(&source, copies).await;
-                    reference_test(&mut conn).await.unwrap();
-                    took += started.elapsed();
-                    let _ = conn.close().await;
-                    backend.remove_copy(name).await;
-                }
-                took
-            })
+    for (name, time_removal) in [
+        ("copy the template + connect", false),
+        ("copy the template + connect + remove the copy", true),
+    ] {
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                rt.block_on(async {
+                    let mut took = Duration::ZERO;
+                    for _ in 0..iters {
+                        copies += 1;
+                        let started = Instant::now();
+                        let (mut conn, name) = backend.copy(&source, copies).await;
+                        reference_test(&mut conn).await.unwrap();
+                        if !time_removal {
+                            took += started.elapsed();
+                        }
+                        let _ = conn.close().await;
+                        backend.remove_copy(name).await;
+                        if time_removal {
+                            took += started.elapsed();
+                        }
+                    }
+                    took
+                })
+            });
         });
-    });
+    }
     group.finish();
     drop(loaded);
     drop(source);

@@ -9,7 +9,8 @@ use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, Once};
+use std::sync::{Condvar, Mutex, MutexGuard, Once};
+use std::time::Duration;
 
 use crate::runtime;
 use crate::{Backend, Result};
@@ -45,8 +46,43 @@ pub(crate) fn unregister(id: u64) -> Option<Remover> {
     live().as_mut().and_then(|map| map.remove(&id))
 }
 
+/// Removals started by [`remove_in_background`] and not finished yet.
+static PENDING: Mutex<usize> = Mutex::new(0);
+static PENDING_DONE: Condvar = Condvar::new();
+/// How long the exit hook waits for removals still running in the background.
+const PENDING_GRACE: Duration = Duration::from_secs(30);
+
+fn pending() -> MutexGuard<'static, usize> {
+    PENDING
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Removes a database on testdb's runtime without waiting for it; the exit hook waits for it.
+pub(crate) fn remove_in_background(id: u64) {
+    let Some(remove) = unregister(id) else {
+        return;
+    };
+    *pending() += 1;
+    let finished = || {
+        let mut count = pending();
+        *count = count.saturating_sub(1);
+        PENDING_DONE.notify_all();
+    };
+    let started = runtime::spawn(async move {
+        remove().await;
+        finished();
+    });
+    if started.is_err() {
+        // No runtime to remove it on: the next run's sweep removes it.
+        finished();
+    }
+}
+
 extern "C" fn remove_all_at_exit() {
     let _ = std::panic::catch_unwind(|| {
+        let count = pending();
+        let _ = PENDING_DONE.wait_timeout_while(count, PENDING_GRACE, |count| *count > 0);
         let removers: Vec<Remover> = live()
             .take()
             .map(|map| map.into_values().collect())

@@ -277,12 +277,10 @@ impl<B: Backend> TestDatabase<B> {
         crate::fixtures::dump_fixtures::<B>(&mut conn, tables, file).await
     }
 
-    /// Removes the database in the background: dropping it would wait.
+    /// Removes the database in the background (dropping it would wait); the process waits for
+    /// that at exit.
     pub(crate) fn remove_later(self) {
-        if let Some(remove) = cleanup::unregister(self.registration) {
-            // Without a runtime to remove it on, the next run's sweep removes it.
-            let _ = runtime::spawn(remove());
-        }
+        cleanup::remove_in_background(self.registration);
     }
 
     /// Leaves the database in place (a failed test's, for inspection): not removed at drop or

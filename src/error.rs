@@ -154,9 +154,9 @@ pub enum Error {
     /// A test ended the suite transaction (`COMMIT`, `ROLLBACK`, or an implicit commit). The suite
     /// rebuilds its databases before the next test.
     #[error(
-        "suite {suite}, database {database}: the test ended the suite transaction ({message}); \
-         use `begin()` for nested transactions instead of COMMIT/ROLLBACK statements, or a \
-         committed isolation for code that must commit"
+        "suite {suite}, database {database}: the test ended the transaction testdb runs it in \
+         ({message}); use `begin()` for nested transactions instead of COMMIT/ROLLBACK \
+         statements, or Isolation::Committed for code that must commit"
     )]
     Escaped {
         /// The suite.

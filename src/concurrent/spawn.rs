@@ -119,13 +119,8 @@ async fn run_wave(
             .try_clone()
             .map_err(|source| io("share a pipe with", source))?;
         let child = Command::new(exe)
-            .args([
-                ENTRY,
-                "--exact",
-                "--ignored",
-                "--nocapture",
-                "--test-threads=1",
-            ])
+            // A filter, not `--exact`: the entry point may sit in any module.
+            .args([ENTRY, "--ignored", "--nocapture", "--test-threads=1"])
             .env(SOCKET, socket)
             .env(CALLER, requests[index].name)
             .env(INDEX, index.to_string())
