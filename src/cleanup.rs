@@ -46,10 +46,11 @@ pub(crate) fn unregister(id: u64) -> Option<Remover> {
     live().as_mut().and_then(|map| map.remove(&id))
 }
 
-/// Removals started by [`remove_in_background`] and not finished yet.
+/// Background work the exit hook waits for: removals, and databases being created (a database
+/// whose creation is cut short by the exit would be left unmarked, out of any sweep's reach).
 static PENDING: Mutex<usize> = Mutex::new(0);
 static PENDING_DONE: Condvar = Condvar::new();
-/// How long the exit hook waits for removals still running in the background.
+/// How long the exit hook waits for background work.
 const PENDING_GRACE: Duration = Duration::from_secs(30);
 
 fn pending() -> MutexGuard<'static, usize> {
@@ -58,24 +59,42 @@ fn pending() -> MutexGuard<'static, usize> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// Removes a database on testdb's runtime without waiting for it; the exit hook waits for it.
-pub(crate) fn remove_in_background(id: u64) {
-    let Some(remove) = unregister(id) else {
-        return;
-    };
-    *pending() += 1;
-    let finished = || {
+/// Background work in progress, until dropped.
+pub(crate) struct Pending(());
+
+impl Pending {
+    pub(crate) fn start() -> Self {
+        *pending() += 1;
+        Pending(())
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
         let mut count = pending();
         *count = count.saturating_sub(1);
         PENDING_DONE.notify_all();
-    };
-    let started = runtime::spawn(async move {
-        remove().await;
-        finished();
-    });
-    if started.is_err() {
-        // No runtime to remove it on: the next run's sweep removes it.
-        finished();
+    }
+}
+
+/// Starts `future` on testdb's runtime; the process waits for it at exit.
+pub(crate) fn spawn_awaited<F>(future: F) -> Result<tokio::task::JoinHandle<F::Output>>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let pending = Pending::start();
+    runtime::spawn(async move {
+        let _pending = pending;
+        future.await
+    })
+}
+
+/// Removes a database on testdb's runtime without waiting for it; the exit hook waits for it.
+pub(crate) fn remove_in_background(id: u64) {
+    if let Some(remove) = unregister(id) {
+        // Without a runtime to remove it on, the next run's sweep removes it.
+        let _ = spawn_awaited(remove());
     }
 }
 

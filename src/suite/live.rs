@@ -375,7 +375,8 @@ impl<B: Backend> FreshState<B> {
     fn prepare_next(&self) {
         let target = self.target.clone();
         let template = self.template.clone();
-        let task = runtime::spawn(async move { target.clone_from(&template, false).await });
+        let task =
+            crate::cleanup::spawn_awaited(async move { target.clone_from(&template, false).await });
         if let Ok(task) = task {
             *self.spare.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
         }
