@@ -150,6 +150,16 @@ async fn postgres_sweep_spares_what_is_not_a_dead_owners() {
     let elsewhere = format!("testdb_elsewhere_{suffix}");
     let live = format!("testdb_live_{suffix}");
     let dead = format!("testdb_dead_{suffix}");
+    // Unmarked, as if their creators died between CREATE and COMMENT: the name names the owner.
+    let named = |key: i32| {
+        format!(
+            "testdb_{:08x}_{:08x}_{:08x}",
+            fnv("postgres"),
+            key as u32,
+            rand_suffix()
+        )
+    };
+    let (named_live, named_dead) = (named(live_key), named(dead_key));
     let marker = |key: i32, maintenance: &str| {
         format!("testdb v1; owner={key}; pid=1; created=0; maintenance={maintenance}")
     };
@@ -158,6 +168,8 @@ async fn postgres_sweep_spares_what_is_not_a_dead_owners() {
         (elsewhere.clone(), Some(marker(dead_key, "some_other_db"))),
         (live.clone(), Some(marker(live_key, "postgres"))),
         (dead.clone(), Some(marker(dead_key, "postgres"))),
+        (named_live.clone(), None),
+        (named_dead.clone(), None),
     ];
     for (name, comment) in &setup {
         exec(&mut admin, format!("CREATE DATABASE \"{name}\"")).await;
@@ -184,14 +196,17 @@ async fn postgres_sweep_spares_what_is_not_a_dead_owners() {
         exists(elsewhere.clone()).await,
         exists(live.clone()).await,
         exists(dead.clone()).await,
+        exists(named_live.clone()).await,
+        exists(named_dead.clone()).await,
     );
     for (name, _) in &setup {
         exec(&mut admin, format!("DROP DATABASE IF EXISTS \"{name}\"")).await;
     }
     assert_eq!(
         kept,
-        (true, true, true, false),
-        "only the dead owner's database is dropped (unmarked, elsewhere, live, dead)"
+        (true, true, true, false, true, false),
+        "only the dead owner's databases are dropped \
+         (unmarked, elsewhere, live, dead, named live, named dead)"
     );
 }
 
@@ -205,4 +220,11 @@ async fn exec(conn: &mut sqlx::PgConnection, sql: String) {
 fn rand_suffix() -> u32 {
     use std::hash::{BuildHasher, RandomState};
     RandomState::new().hash_one(std::time::SystemTime::now()) as u32
+}
+
+/// testdb's name hash (32-bit FNV-1a).
+fn fnv(text: &str) -> u32 {
+    text.bytes().fold(0x811c_9dc5, |hash, byte| {
+        (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193)
+    })
 }

@@ -1,7 +1,7 @@
 use sqlx::postgres::PgConnectOptions;
 use testdb::{Backend, Error, OwnedDatabase, Result};
 
-use crate::owner::{self, PREFIX};
+use crate::owner;
 use crate::server::{self, NAME};
 use crate::sql::{self, ident};
 use crate::{Postgres, committed, fixtures, template};
@@ -134,8 +134,20 @@ impl Postgres {
     /// Creates a database that testdb owns: empty, or a copy of `template`.
     pub(crate) async fn create_database(&self, template: Option<&str>) -> Result<PostgresDatabase> {
         let owner = owner::owner(self).await?;
-        let name = format!("{PREFIX}{:016x}", owner::random_u64());
         let mut conn = self.connect_maintenance().await?;
+        let maintenance: String = match sqlx::query_scalar("SELECT current_database()")
+            .fetch_one(&mut conn)
+            .await
+        {
+            Ok(maintenance) => maintenance,
+            Err(source) => {
+                server::close(conn).await;
+                return Err(self.connect_error(source));
+            }
+        };
+        // The name carries its owner too: a process killed between the CREATE and the COMMENT
+        // leaves a database that the sweep still recognises.
+        let name = owner::database_name(owner.key, &maintenance);
         let created = sqlx::query(sql::create_database(&name, template))
             .execute(&mut conn)
             .await;
@@ -143,19 +155,13 @@ impl Postgres {
             server::close(conn).await;
             return Err(self.create_error(&name, source));
         }
-        let maintenance: sqlx::Result<String> = sqlx::query_scalar("SELECT current_database()")
-            .fetch_one(&mut conn)
-            .await;
-        let marked = match maintenance {
-            Ok(maintenance) => sqlx::query(sql::comment_on_database(
-                &name,
-                &owner::marker(owner.key, &maintenance),
-            ))
-            .execute(&mut conn)
-            .await
-            .map(drop),
-            Err(err) => Err(err),
-        };
+        let marked = sqlx::query(sql::comment_on_database(
+            &name,
+            &owner::marker(owner.key, &maintenance),
+        ))
+        .execute(&mut conn)
+        .await
+        .map(drop);
         if let Err(source) = marked {
             // Unmarked, no sweep would ever remove it: drop it now.
             let _ = owner::drop_database(&mut conn, &name).await;

@@ -86,6 +86,36 @@ pub(crate) fn marker(key: i32, maintenance: &str) -> String {
     )
 }
 
+/// A new database's name: `testdb_<maintenance database's hash>_<owner key>_<random>`, all hex.
+pub(crate) fn database_name(key: i32, maintenance: &str) -> String {
+    format!(
+        "{PREFIX}{:08x}_{:08x}_{:08x}",
+        fnv(maintenance),
+        key as u32,
+        random_u64() as u32
+    )
+}
+
+/// The owner key in a database's name, if the name is testdb's and its owner's lock lives in
+/// `maintenance`.
+fn owner_in_name(name: &str, maintenance: &str) -> Option<i32> {
+    let mut parts = name.strip_prefix(PREFIX)?.split('_');
+    let (hash, key, random) = (parts.next()?, parts.next()?, parts.next()?);
+    let parsed = |part: &str| (part.len() == 8).then(|| u32::from_str_radix(part, 16).ok())?;
+    parsed(random)?;
+    if parts.next().is_some() || parsed(hash)? != fnv(maintenance) {
+        return None;
+    }
+    Some(parsed(key)? as i32)
+}
+
+/// 32-bit FNV-1a: a hash that is the same in every process and every build.
+fn fnv(text: &str) -> u32 {
+    text.bytes().fold(0x811c_9dc5, |hash, byte| {
+        (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193)
+    })
+}
+
 /// The owner key and maintenance database in a marker, if it is testdb's.
 fn parse_marker(comment: &str) -> Option<(i32, &str)> {
     let rest = comment.strip_prefix(MARKER)?.strip_prefix("; owner=")?;
@@ -126,9 +156,12 @@ async fn sweep_on(server: &Postgres, conn: &mut PgConnection) -> Result<usize> {
         let name: String = row.get(0);
         let comment: Option<String> = row.get(1);
         let current: String = row.get(2);
-        if let Some((key, maintenance)) = comment.as_deref().and_then(parse_marker)
-            && maintenance == current
-        {
+        let owner = match comment.as_deref().and_then(parse_marker) {
+            Some((key, maintenance)) => (maintenance == current).then_some(key),
+            // No marker: its creator died before writing it; the name says who that was.
+            None => owner_in_name(&name, &current),
+        };
+        if let Some(key) = owner {
             by_owner.entry(key).or_default().push(name);
         }
     }
@@ -199,7 +232,18 @@ pub(crate) fn random_u64() -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use super::{marker, parse_marker};
+    use super::{database_name, marker, owner_in_name, parse_marker};
+
+    #[test]
+    fn names_carry_their_owner() {
+        let name = database_name(-42, "postgres");
+        assert!(name.len() <= 63);
+        assert_eq!(owner_in_name(&name, "postgres"), Some(-42));
+        // Its owner's lock lives in another maintenance database: not ours to judge.
+        assert_eq!(owner_in_name(&name, "template1"), None);
+        assert_eq!(owner_in_name("testdb_0123456789abcdef", "postgres"), None);
+        assert_eq!(owner_in_name("testdb_tpl_1_2_3", "postgres"), None);
+    }
 
     #[test]
     fn markers_round_trip() {
