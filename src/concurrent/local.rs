@@ -46,20 +46,23 @@ async fn run_wave<C: sqlx::Connection + 'static>(
     per_call: Option<Duration>,
     deadline: Option<Instant>,
 ) -> (Vec<Outcome<Json>>, Vec<Instant>) {
-    // Every connection opens first: the calls start together, as the children do.
-    let mut connections = Vec::with_capacity(wave.len());
-    for _ in &wave {
-        connections.push(C::connect(url).await);
-    }
-    let mut results: Vec<Option<Ended>> = wave.iter().map(|_| None).collect();
-    let mut pending: Vec<Option<LocalFuture<'_, Ended>>> = wave
+    // Every connection opens first (all at once): the calls start together, as the children do.
+    let connecting: Vec<LocalFuture<'_, _>> = wave
+        .iter()
+        .map(|_| Box::pin(C::connect(url)) as LocalFuture<'_, _>)
+        .collect();
+    let connections = join_all(connecting, None).await;
+    let calls: Vec<LocalFuture<'_, Ended>> = wave
         .into_iter()
         .zip(connections)
         .map(|(call, connection)| {
-            let future: LocalFuture<'_, _> = Box::pin(async move {
+            let future: LocalFuture<'_, Ended> = Box::pin(async move {
                 let mut connection = match connection {
-                    Ok(connection) => connection,
-                    Err(err) => return (Outcome::Error(format!("cannot connect: {err}")), None),
+                    Some(Ok(connection)) => connection,
+                    Some(Err(err)) => {
+                        return (Outcome::Error(format!("cannot connect: {err}")), None);
+                    }
+                    None => return (Outcome::Timeout, None),
                 };
                 let started = Instant::now();
                 let reply = call.local.call(&mut connection, call.args);
@@ -77,9 +80,29 @@ async fn run_wave<C: sqlx::Connection + 'static>(
                 };
                 (outcome, Some(started))
             });
-            Some(future)
+            future
         })
         .collect();
+    let results = join_all(calls, deadline).await;
+    // What the batch's time limit cut short was dropped (its connection closed): timed out.
+    let mut outcomes = Vec::with_capacity(results.len());
+    let mut starts = Vec::new();
+    for result in results {
+        let (outcome, started) = result.unwrap_or((Outcome::Timeout, None));
+        outcomes.push(outcome);
+        starts.extend(started);
+    }
+    (outcomes, starts)
+}
+
+/// Polls every future together until all are done or `deadline` passes; `None` for those cut
+/// short (dropped).
+async fn join_all<T>(
+    futures: Vec<LocalFuture<'_, T>>,
+    deadline: Option<Instant>,
+) -> Vec<Option<T>> {
+    let mut results: Vec<Option<T>> = futures.iter().map(|_| None).collect();
+    let mut pending: Vec<Option<LocalFuture<'_, T>>> = futures.into_iter().map(Some).collect();
     {
         let joined = std::future::poll_fn(|cx| {
             let mut done = true;
@@ -103,14 +126,5 @@ async fn run_wave<C: sqlx::Connection + 'static>(
             None => joined.await,
         }
     }
-    // What the batch's time limit cut short is dropped (its connection closed) and timed out.
-    drop(pending);
-    let mut outcomes = Vec::with_capacity(results.len());
-    let mut starts = Vec::new();
-    for result in results {
-        let (outcome, started) = result.unwrap_or((Outcome::Timeout, None));
-        outcomes.push(outcome);
-        starts.extend(started);
-    }
-    (outcomes, starts)
+    results
 }

@@ -29,14 +29,17 @@ pub trait Databases: Sized + Send + 'static {
     type Session<'a>;
 
     #[doc(hidden)]
-    fn targets(builders: &Self::Builders) -> Self::Targets;
+    fn targets(suite: &'static str, builders: &Self::Builders) -> Self::Targets;
     #[doc(hidden)]
     fn fingerprint(
         builders: &Self::Builders,
         hasher: &mut DefaultHasher,
     ) -> impl Future<Output = Result<()>>;
     #[doc(hidden)]
-    fn begin(builders: Self::Builders) -> impl Future<Output = Result<Self::Building>>;
+    fn begin(
+        suite: &'static str,
+        builders: Self::Builders,
+    ) -> impl Future<Output = Result<Self::Building>>;
     #[doc(hidden)]
     fn building_connections(building: &mut Self::Building) -> Self::Connections<'_>;
     #[doc(hidden)]
@@ -91,16 +94,16 @@ impl<B: Backend> Databases for B {
     type Live = Live<B>;
     type Session<'a> = Session<'a, B>;
 
-    fn targets(builder: &Builder<B>) -> Target<B> {
-        Target::of(builder)
+    fn targets(suite: &'static str, builder: &Builder<B>) -> Target<B> {
+        Target::of(suite, builder)
     }
 
     async fn fingerprint(builder: &Builder<B>, hasher: &mut DefaultHasher) -> Result<()> {
         builder.fingerprint(hasher).await
     }
 
-    async fn begin(builder: Builder<B>) -> Result<Building<B>> {
-        Building::begin(builder).await
+    async fn begin(suite: &'static str, builder: Builder<B>) -> Result<Building<B>> {
+        Building::begin(suite, builder).await
     }
 
     fn building_connections(building: &mut Building<B>) -> Self::Connections<'_> {
@@ -180,8 +183,8 @@ impl<B1: Backend, B2: Backend> Databases for (B1, B2) {
     type Live = (Live<B1>, Live<B2>);
     type Session<'a> = (Session<'a, B1>, Session<'a, B2>);
 
-    fn targets((first, second): &Self::Builders) -> Self::Targets {
-        (Target::of(first), Target::of(second))
+    fn targets(suite: &'static str, (first, second): &Self::Builders) -> Self::Targets {
+        (Target::of(suite, first), Target::of(suite, second))
     }
 
     async fn fingerprint(
@@ -192,9 +195,9 @@ impl<B1: Backend, B2: Backend> Databases for (B1, B2) {
         second.fingerprint(hasher).await
     }
 
-    async fn begin((first, second): Self::Builders) -> Result<Self::Building> {
-        let first = Building::begin(first).await?;
-        let second = Building::begin(second).await?;
+    async fn begin(suite: &'static str, (first, second): Self::Builders) -> Result<Self::Building> {
+        let first = Building::begin(suite, first).await?;
+        let second = Building::begin(suite, second).await?;
         Ok((first, second))
     }
 

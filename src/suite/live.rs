@@ -17,13 +17,15 @@ use crate::{Backend, Builder, Error, Isolation, Result, Rewind, TestDatabase, ru
 /// Where a database of a suite lives, and how its pools are opened: enough to clone it from a
 /// template again.
 pub struct Target<B: Backend> {
+    suite: &'static str,
     backend: B,
     pool_options: Option<PoolOptions<B::Database>>,
 }
 
 impl<B: Backend> Target<B> {
-    pub(crate) fn of(builder: &Builder<B>) -> Self {
+    pub(crate) fn of(suite: &'static str, builder: &Builder<B>) -> Self {
         Target {
+            suite,
             backend: builder.backend().clone(),
             pool_options: builder.configured_pool(),
         }
@@ -61,6 +63,7 @@ impl<B: Backend> Target<B> {
 impl<B: Backend> Clone for Target<B> {
     fn clone(&self) -> Self {
         Target {
+            suite: self.suite,
             backend: self.backend.clone(),
             pool_options: self.pool_options.clone(),
         }
@@ -80,10 +83,11 @@ pub struct Building<B: Backend> {
     // Declared first, so dropped (rolled back) before the database is removed.
     transaction: Transaction<'static, B::Database>,
     database: TestDatabase<B>,
+    suite: &'static str,
 }
 
 impl<B: Backend> Building<B> {
-    pub(crate) async fn begin(builder: Builder<B>) -> Result<Self> {
+    pub(crate) async fn begin(suite: &'static str, builder: Builder<B>) -> Result<Self> {
         let database = builder.create().await?;
         let pool = database.pool().clone();
         let transaction = runtime::run(async move { pool.begin().await })
@@ -92,6 +96,7 @@ impl<B: Backend> Building<B> {
         Ok(Building {
             transaction,
             database,
+            suite,
         })
     }
 
@@ -105,7 +110,7 @@ impl<B: Backend> Building<B> {
             Ok(Ok(check)) => check,
             Ok(Err(message)) => {
                 return Err(Error::DeferredConstraint {
-                    suite: "setup",
+                    suite: self.suite,
                     database: self.database.name().to_owned(),
                     message,
                 });
@@ -119,6 +124,7 @@ impl<B: Backend> Building<B> {
             check_each_test,
             dirty: false,
             database: self.database,
+            suite: self.suite,
         })))
     }
 
@@ -143,6 +149,7 @@ impl<B: Backend> Building<B> {
         let Building {
             transaction,
             database,
+            suite,
         } = self;
         transaction
             .commit()
@@ -151,7 +158,7 @@ impl<B: Backend> Building<B> {
         let built = database.name().to_owned();
         let Some(owned) = database.into_owned().await else {
             return Err(Error::Setup {
-                suite: "template",
+                suite,
                 message: format!("{built} was removed before it became a template"),
             });
         };
@@ -174,7 +181,7 @@ pub enum Live<B: Backend> {
     /// The suite transaction, used by one test at a time.
     Savepoint(Mutex<SavepointState<B>>),
     /// A committed copy of the baseline; each test opens a transaction of its own on it.
-    Transaction(TestDatabase<B>),
+    Transaction(TestDatabase<B>, &'static str),
     /// A committed copy of the baseline, used by one test at a time and restored after each.
     Committed(Mutex<CommittedState<B>>),
     /// The template each test's own copy comes from, and the next copy, made ahead.
@@ -188,6 +195,7 @@ pub struct SavepointState<B: Backend> {
     // A test started and did not get to rewind (it panicked, or its future was dropped).
     dirty: bool,
     database: TestDatabase<B>,
+    suite: &'static str,
 }
 
 /// The database of a committed suite, and what restoring it needs.
@@ -241,7 +249,7 @@ impl<B: Backend> Live<B> {
                 fresh.prepare_next();
                 Live::FreshDatabase(fresh)
             }
-            _ => Live::Transaction(target.clone_from(&template, true).await?),
+            _ => Live::Transaction(target.clone_from(&template, true).await?, target.suite),
         })
     }
 
@@ -262,7 +270,7 @@ impl<B: Backend> Live<B> {
                 let mut state = state.lock().await;
                 !state.dirty || state.restore().await.is_ok()
             }
-            Live::Transaction(_) | Live::FreshDatabase(_) => true,
+            Live::Transaction(..) | Live::FreshDatabase(_) => true,
         }
     }
 
@@ -276,7 +284,7 @@ impl<B: Backend> Live<B> {
                     let rewound = B::rewind(&mut state.transaction, false).await;
                     if !matches!(rewound, Ok(Rewind::Clean | Rewind::Violated(_))) {
                         return Err(Error::Setup {
-                            suite: "savepoint",
+                            suite: state.suite,
                             message: "an earlier test left the suite transaction unusable".into(),
                         });
                     }
@@ -284,7 +292,7 @@ impl<B: Backend> Live<B> {
                 state.dirty = true;
                 Session::Savepoint(state)
             }
-            Live::Transaction(database) => {
+            Live::Transaction(database, suite) => {
                 let pool = database.pool().clone();
                 let mut transaction = runtime::run(async move { pool.begin_with(B::BEGIN).await })
                     .await?
@@ -293,7 +301,7 @@ impl<B: Backend> Live<B> {
                     Ok(Ok(check)) => check,
                     Ok(Err(message)) => {
                         return Err(Error::DeferredConstraint {
-                            suite: "baseline",
+                            suite,
                             database: database.name().to_owned(),
                             message,
                         });
@@ -337,7 +345,7 @@ impl<B: Backend> CommittedState<B> {
         let restored = restore::restore::<B>(&mut self.connection, &self.catalog, self.sequences)
             .await
             .map_err(|message| Error::Setup {
-                suite: "committed",
+                suite: self.target.suite,
                 message: format!("restoring {}: {message}", self.database.name()),
             });
         if restored.is_err() {

@@ -225,7 +225,7 @@ impl<D: Databases, T: Clone + Send + Serialize + DeserializeOwned + 'static> Sui
         let time_limit = setup.time_limit;
         let (live, data) = match setup.isolation {
             Isolation::Savepoint => {
-                let mut building = D::begin(setup.databases).await?;
+                let mut building = D::begin(self.name, setup.databases).await?;
                 let data =
                     (setup.data)(&mut building)
                         .await
@@ -251,7 +251,7 @@ impl<D: Databases, T: Clone + Send + Serialize + DeserializeOwned + 'static> Sui
         setup: Setup<D, T>,
         isolation: Isolation,
     ) -> Result<(D::Live, T)> {
-        let targets = D::targets(&setup.databases);
+        let targets = D::targets(self.name, &setup.databases);
         let committed = isolation == Isolation::Committed;
         let inputs = Inputs {
             suite: self.name,
@@ -274,7 +274,7 @@ impl<D: Databases, T: Clone + Send + Serialize + DeserializeOwned + 'static> Sui
         let data = match D::find(&targets, &key).await? {
             Some(data) => data,
             None => {
-                let mut building = D::begin(setup.databases).await?;
+                let mut building = D::begin(self.name, setup.databases).await?;
                 let value =
                     (setup.data)(&mut building)
                         .await
