@@ -110,7 +110,7 @@ pub struct Caller {
     pub(crate) serve: Box<dyn Fn(String, Json) -> LocalFuture<'static, Served> + Send + Sync>,
 }
 
-/// What a child did: its reply, and when it was released (none if it never connected).
+/// What a child did: its caller's reply, or why it could not call (no connection, no release).
 pub(crate) struct Served {
     pub(crate) reply: Result<Reply, String>,
 }
