@@ -133,6 +133,11 @@ pub trait Backend: Clone + fmt::Debug + Send + Sync + 'static {
     /// Waits for, then takes, the lock on template `name`: held while it is built or removed.
     fn lock_template(&self, name: &str) -> impl Future<Output = Result<Self::TemplateLock>> + Send;
 
+    /// Waits for, then takes, a shared lock on template `name`: held while it is in use, so that
+    /// no process removes it meanwhile (removal takes the lock exclusively, or gives up).
+    fn share_template(&self, name: &str)
+    -> impl Future<Output = Result<Self::TemplateLock>> + Send;
+
     /// The setup value stored with template `name`, if that template exists and is complete.
     fn find_template(&self, name: &str) -> impl Future<Output = Result<Option<String>>> + Send;
 
@@ -169,9 +174,10 @@ pub trait Backend: Clone + fmt::Debug + Send + Sync + 'static {
         conn: &mut Self::Connection,
     ) -> impl Future<Output = sqlx::Result<Vec<String>>> + Send;
 
-    /// Puts `tables` back as they were in the baseline: deletes their rows in this order
-    /// (children first), inserts the baseline rows in the reverse order, restores their
-    /// sequences if asked, and forgets that they were written.
+    /// Puts `tables` (possibly none) back as they were in the baseline: deletes their rows in
+    /// this order (children first), inserts the baseline rows in the reverse order, restores the
+    /// sequences that moved if asked, undoes what the test changed in the session, and forgets
+    /// that they were written.
     fn restore(
         conn: &mut Self::Connection,
         tables: &[String],

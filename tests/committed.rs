@@ -15,7 +15,6 @@ mod common;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use common::{Harness, child_backend};
@@ -60,8 +59,6 @@ trait Shops: Harness {
             .join(Self::KEY)
     }
     fn suite(which: Which) -> &'static Suite<Self, Shop>;
-    /// Three suites of the same name and setup, as three processes (or runs) would see them.
-    fn fixture_suite(index: usize) -> &'static Suite<Self, Shop>;
 }
 
 impl Shops for Sqlite {
@@ -71,14 +68,6 @@ impl Shops for Sqlite {
     fn suite(which: Which) -> &'static Suite<Self, Shop> {
         suites!(Sqlite, which)
     }
-    fn fixture_suite(index: usize) -> &'static Suite<Self, Shop> {
-        static SUITES: [Suite<Sqlite, Shop>; 3] = [
-            Suite::new("fixtures", from_fixtures::<Sqlite>),
-            Suite::new("fixtures", from_fixtures::<Sqlite>),
-            Suite::new("fixtures", from_fixtures::<Sqlite>),
-        ];
-        &SUITES[index]
-    }
 }
 
 impl Shops for Postgres {
@@ -87,14 +76,6 @@ impl Shops for Postgres {
         "SELECT string_agg(xmin::text, ',' ORDER BY id) FROM notes";
     fn suite(which: Which) -> &'static Suite<Self, Shop> {
         suites!(Postgres, which)
-    }
-    fn fixture_suite(index: usize) -> &'static Suite<Self, Shop> {
-        static SUITES: [Suite<Postgres, Shop>; 3] = [
-            Suite::new("fixtures", from_fixtures::<Postgres>),
-            Suite::new("fixtures", from_fixtures::<Postgres>),
-            Suite::new("fixtures", from_fixtures::<Postgres>),
-        ];
-        &SUITES[index]
     }
 }
 
@@ -361,9 +342,56 @@ async fn committed_restores_sequences_unless_told_not_to<H: Shops>(_: H) {
     };
     assert_eq!(next_id(Which::Committed).await, 3);
     assert_eq!(next_id(Which::Committed).await, 3, "sequences restored");
+    // A failed insert moves a PostgreSQL sequence without writing anything.
+    H::suite(Which::Committed)
+        .run(async |conn: &mut Conn<H>, _| {
+            let duplicate = H::try_exec_on(conn, "INSERT INTO customers (name) VALUES ('ada')");
+            assert!(duplicate.await.is_err());
+            Ok::<_, BoxError>(())
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        next_id(Which::Committed).await,
+        3,
+        "sequences moved without a write are restored too"
+    );
     let first = next_id(Which::CommittedKeepingSequences).await;
     let second = next_id(Which::CommittedKeepingSequences).await;
     assert_eq!(second, first + 1, "sequences left to grow");
+}
+
+on_both!(committed_tests_do_not_inherit_session_settings);
+
+async fn committed_tests_do_not_inherit_session_settings<H: Shops>(_: H) {
+    if H::KEY != "postgres" {
+        return; // SQLite has no session settings to leak (PRAGMAs aside).
+    }
+    let suite = H::suite(Which::Committed);
+    suite
+        .run(async |conn: &mut Conn<H>, _| {
+            H::try_exec_on(conn, "SET TIME ZONE 'Asia/Tokyo'").await?;
+            H::try_exec_on(conn, "CREATE TEMPORARY TABLE scratch (id int)").await
+        })
+        .await
+        .unwrap();
+    let leaked = suite
+        .run(async |conn: &mut Conn<H>, _| {
+            Ok::<_, BoxError>(
+                H::scalar_on(
+                    conn,
+                    "SELECT (current_setting('TimeZone') = 'Asia/Tokyo')::int::int8 \
+                     + (to_regclass('pg_temp.scratch') IS NOT NULL)::int::int8",
+                )
+                .await,
+            )
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        leaked, 0,
+        "the time zone and temporary table were left behind"
+    );
 }
 
 // Failure modes: whatever ends a test, the next one starts from the baseline.
@@ -667,77 +695,130 @@ fn child_uses_the_template() {
     }
 }
 
-on_both!(templates_follow_their_fixtures);
+on_both_sync!(templates_follow_their_fixtures);
 
-/// Fixture files of the `fixtures` suites, rewritten by the test.
-fn fixture_dir() -> &'static Path {
-    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
-    DIR.get_or_init(|| tempfile::tempdir().unwrap()).path()
-}
-
-/// How many times each backend's `fixtures` template was built, in this process.
-static FIXTURE_BUILDS: [AtomicUsize; 2] = [AtomicUsize::new(0), AtomicUsize::new(0)];
-
-fn fixture_builds<H: Harness>() -> &'static AtomicUsize {
-    &FIXTURE_BUILDS[usize::from(H::KEY == "postgres")]
-}
-
+/// The `fixtures` suite of `child_runs_the_fixtures_suite`: its fixture directory, version and
+/// build log come from its parent.
 fn from_fixtures<H: Shops>() -> testdb::Result<Setup<H, Shop>> {
     let backend = H::backend().ok_or_else(|| Error::NotConfigured {
         backend: H::NAME,
         hint: "no server".into(),
     })?;
-    let fixtures = Fixtures::files([fixture_dir()
-        .join(format!("{}.json", H::KEY))
-        .display()
-        .to_string()]);
+    let dir = PathBuf::from(std::env::var("TESTDB_TEST_FIXTURES").unwrap_or_default());
+    let fixtures = Fixtures::files([dir.join("notes.json").display().to_string()]);
+    let version = std::env::var("TESTDB_TEST_VERSION").unwrap_or_default();
     Ok(Setup::new(
         TestDatabase::builder(backend)
             .migrations(H::schema())
             .fixtures(fixtures),
     )
     .isolation(Isolation::Committed)
-    .version(token())
-    .data(async |_: &mut Conn<H>| {
-        fixture_builds::<H>().fetch_add(1, Ordering::SeqCst);
+    .version(version.clone())
+    .data(async move |_: &mut Conn<H>| {
+        log_build();
         Ok::<_, sqlx::Error>(Shop {
             ada: 1,
             orders: 0,
-            token: format!("fixtures-{}", token()),
+            token: format!("fixtures-{version}"),
         })
     }))
 }
 
-async fn templates_follow_their_fixtures<H: Shops>(_: H) {
-    let file = fixture_dir().join(format!("{}.json", H::KEY));
-    let notes = async |index: usize| -> i64 {
-        H::fixture_suite(index)
-            .run(async |conn: &mut Conn<H>, _| {
-                Ok::<_, BoxError>(H::scalar_on(conn, "SELECT count(*) FROM notes").await)
+/// Notes that a template was built, in the parent's log.
+fn log_build() {
+    if let Ok(log) = std::env::var("TESTDB_TEST_LOG") {
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap();
+        writeln!(file, "built by {}", std::process::id()).unwrap();
+    }
+}
+
+/// Child of `templates_follow_their_fixtures`: one test of the `fixtures` suite, as one run of
+/// a test binary would; prints how many notes it saw.
+#[test]
+#[ignore = "run by templates_follow_their_fixtures"]
+fn child_runs_the_fixtures_suite() {
+    fn run<H: Shops>() {
+        static SQLITE: Suite<Sqlite, Shop> = Suite::new("fixtures", from_fixtures::<Sqlite>);
+        static POSTGRES: Suite<Postgres, Shop> = Suite::new("fixtures", from_fixtures::<Postgres>);
+        let notes = if H::KEY == "sqlite" {
+            SQLITE.run_blocking(async |conn: &mut sqlx::SqliteConnection, _| {
+                Ok::<_, BoxError>(Sqlite::scalar_on(conn, "SELECT count(*) FROM notes").await)
             })
-            .await
+        } else {
+            POSTGRES.run_blocking(async |conn: &mut sqlx::PgConnection, _| {
+                Ok::<_, BoxError>(Postgres::scalar_on(conn, "SELECT count(*) FROM notes").await)
+            })
+        };
+        println!("NOTES {}", notes.unwrap());
+    }
+    match child_backend().as_str() {
+        "sqlite" => run::<Sqlite>(),
+        _ => run::<Postgres>(),
+    }
+}
+
+fn templates_follow_their_fixtures<H: Shops>() {
+    if H::backend().is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("builds.log");
+    let version = format!("{}-fixtures-{}", token(), H::KEY);
+    // One run of the suite, in a process of its own: the notes it saw.
+    let run = || -> i64 {
+        let output = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "child_runs_the_fixtures_suite",
+                "--ignored",
+                "--nocapture",
+            ])
+            .env(common::CHILD_BACKEND, H::KEY)
+            .env("TESTDB_TEST_FIXTURES", dir.path())
+            .env("TESTDB_TEST_VERSION", &version)
+            .env("TESTDB_TEST_LOG", &log)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(output.status.success(), "the child failed: {output:?}");
+        stdout
+            .split_once("NOTES ")
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .and_then(|count| count.parse().ok())
             .unwrap()
     };
-    let builds = || fixture_builds::<H>().load(Ordering::SeqCst);
-    let start = builds();
+    let builds = || {
+        std::fs::read_to_string(&log)
+            .map(|text| text.lines().count())
+            .unwrap_or(0)
+    };
+    let templates = || {
+        let text = format!("fixtures-{version}");
+        testdb::block_on(async move { H::templates(&text).await }).unwrap()
+    };
+    let file = dir.path().join("notes.json");
 
     std::fs::write(&file, r#"{"notes": [{"id": 1, "body": "one"}]}"#).unwrap();
-    assert_eq!(notes(0).await, 1);
-    assert_eq!(builds(), start + 1, "built");
-    let first = H::templates(&format!("fixtures-{}", token())).await;
+    assert_eq!(run(), 1);
+    assert_eq!(builds(), 1, "built");
+    let first = templates();
     assert_eq!(first.len(), 1, "{first:?}");
 
-    assert_eq!(notes(1).await, 1);
-    assert_eq!(builds(), start + 1, "reused while its key holds");
+    assert_eq!(run(), 1);
+    assert_eq!(builds(), 1, "reused by the next run while its key holds");
 
     std::fs::write(
         &file,
         r#"{"notes": [{"id": 1, "body": "one"}, {"id": 2, "body": "two"}]}"#,
     )
     .unwrap();
-    assert_eq!(notes(2).await, 2, "a stale template is never used");
-    assert_eq!(builds(), start + 2, "rebuilt");
-    let second = H::templates(&format!("fixtures-{}", token())).await;
+    assert_eq!(run(), 2, "a stale template is never used");
+    assert_eq!(builds(), 2, "rebuilt");
+    let second = templates();
     assert_eq!(
         second.len(),
         1,

@@ -51,7 +51,7 @@ async fn run_wave<C: sqlx::Connection + 'static>(
         .iter()
         .map(|_| Box::pin(C::connect(url)) as LocalFuture<'_, _>)
         .collect();
-    let connections = join_all(connecting, None).await;
+    let connections = join_all(connecting, deadline).await;
     let calls: Vec<LocalFuture<'_, Ended>> = wave
         .into_iter()
         .zip(connections)

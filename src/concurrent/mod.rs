@@ -233,7 +233,12 @@ pub async fn spawn_concurrent<B: Backend, R: DeserializeOwned>(
         .collect();
     let url = database.url().to_owned();
     let limits = calls.limits;
-    let (outcomes, skew) = runtime::run(spawn::spawn(url, requests, limits)).await??;
+    let task = runtime::spawn(spawn::spawn(url, requests, limits))?;
+    // If this future is dropped (the test ran out of time, or was cancelled), the batch stops
+    // and its children are killed, rather than writing into the next test's data.
+    let abort = AbortOnDrop(task.abort_handle());
+    let (outcomes, skew) = runtime::join(task).await??;
+    drop(abort);
     Ok(typed(outcomes, skew))
 }
 
@@ -248,6 +253,15 @@ pub async fn run_concurrent<B: Backend, R: DeserializeOwned>(
     calls.check()?;
     let (outcomes, skew) = local::run(database.url(), calls.calls, calls.limits).await;
     Ok(typed(outcomes, skew))
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 fn typed<R: DeserializeOwned>(

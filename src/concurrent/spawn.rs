@@ -19,6 +19,8 @@ use super::child::{CALLER, ENTRY, INDEX, SOCKET};
 use super::{Limits, Outcome};
 use crate::{Error, Result};
 
+/// How long a connected child has to say which call it is.
+const HELLO_LIMIT: Duration = Duration::from_secs(5);
 /// How much of a crashed child's standard error is kept.
 const STDERR_TAIL: usize = 4096;
 
@@ -49,7 +51,7 @@ pub(crate) async fn spawn(
     })?;
     let deadline = limits
         .batch
-        .map_or_else(far_future, |batch| Instant::now() + batch);
+        .map_or_else(far_future, |batch| after(Instant::now(), batch));
     let mut outcomes: Vec<Option<Outcome<Json>>> = requests.iter().map(|_| None).collect();
     let mut released = Vec::new();
     let indices: Vec<usize> = (0..requests.len()).collect();
@@ -158,7 +160,9 @@ async fn run_wave(
                     let (read, write) = stream.into_split();
                     let mut read = BufReader::new(read);
                     let mut hello = String::new();
-                    if read.read_line(&mut hello).await.is_ok()
+                    // A child says who it is at once; anything else that connects is dropped.
+                    let said = tokio::time::timeout(HELLO_LIMIT, read.read_line(&mut hello)).await;
+                    if matches!(said, Ok(Ok(_)))
                         && let Some(slot) = serde_json::from_str::<Json>(&hello)
                             .ok()
                             .and_then(|hello| hello["hello"].as_str()?.parse::<usize>().ok())
@@ -266,7 +270,7 @@ async fn child_task(mut task: Task) -> Finished {
     };
     let limit = task
         .per_call
-        .map_or(task.deadline, |per_call| released_at + per_call)
+        .map_or(task.deadline, |per_call| after(released_at, per_call))
         .min(task.deadline);
     let mut line = String::new();
     match timeout_at(limit, read.read_line(&mut line)).await {
@@ -397,5 +401,13 @@ fn socket_path() -> PathBuf {
 }
 
 fn far_future() -> Instant {
-    Instant::now() + Duration::from_secs(86_400 * 365)
+    after(Instant::now(), Duration::from_secs(86_400 * 365))
+}
+
+/// `start + limit`, or as far as an instant goes.
+pub(crate) fn after(start: Instant, limit: Duration) -> Instant {
+    start
+        .checked_add(limit)
+        .or_else(|| start.checked_add(Duration::from_secs(86_400 * 365)))
+        .unwrap_or(start)
 }

@@ -44,8 +44,13 @@ pub trait Databases: Sized + Send + 'static {
     fn building_connections(building: &mut Self::Building) -> Self::Connections<'_>;
     #[doc(hidden)]
     fn into_savepoint(building: Self::Building) -> impl Future<Output = Result<Self::Live>>;
+    /// Locks the templates: exclusively to build them, shared to use them.
     #[doc(hidden)]
-    fn lock(targets: &Self::Targets, key: &TemplateKey) -> impl Future<Output = Result<Lock>>;
+    fn lock(
+        targets: &Self::Targets,
+        key: &TemplateKey,
+        shared: bool,
+    ) -> impl Future<Output = Result<Lock>>;
     /// The setup value stored with the templates, if every one of them exists.
     #[doc(hidden)]
     fn find(
@@ -114,8 +119,8 @@ impl<B: Backend> Databases for B {
         building.into_savepoint().await
     }
 
-    async fn lock(target: &Target<B>, key: &TemplateKey) -> Result<Lock> {
-        Ok(Box::new(target.lock(&key.name(0)).await?))
+    async fn lock(target: &Target<B>, key: &TemplateKey, shared: bool) -> Result<Lock> {
+        Ok(Box::new(target.lock(&key.name(0), shared).await?))
     }
 
     async fn find(target: &Target<B>, key: &TemplateKey) -> Result<Option<String>> {
@@ -211,9 +216,15 @@ impl<B1: Backend, B2: Backend> Databases for (B1, B2) {
         Ok((first, second))
     }
 
-    async fn lock((first, _): &Self::Targets, key: &TemplateKey) -> Result<Lock> {
-        // One lock for the pair: the first template's.
-        Ok(Box::new(first.lock(&key.name(0)).await?))
+    async fn lock(
+        (first, second): &Self::Targets,
+        key: &TemplateKey,
+        shared: bool,
+    ) -> Result<Lock> {
+        // Each template's, in order (every process takes them in the same order).
+        let first = first.lock(&key.name(0), shared).await?;
+        let second = second.lock(&key.name(1), shared).await?;
+        Ok(Box::new((first, second)))
     }
 
     async fn find((first, second): &Self::Targets, key: &TemplateKey) -> Result<Option<String>> {

@@ -31,9 +31,13 @@ impl<B: Backend> Target<B> {
         }
     }
 
-    pub(crate) async fn lock(&self, name: &str) -> Result<B::TemplateLock> {
+    pub(crate) async fn lock(&self, name: &str, shared: bool) -> Result<B::TemplateLock> {
         crate::cleanup::sweep_once(&self.backend).await?;
-        self.backend.lock_template(name).await
+        if shared {
+            self.backend.share_template(name).await
+        } else {
+            self.backend.lock_template(name).await
+        }
     }
 
     pub(crate) async fn find(&self, name: &str) -> Result<Option<String>> {
@@ -379,14 +383,19 @@ async fn committed_copy<B: Backend>(
 }
 
 impl<B: Backend> FreshState<B> {
-    /// Starts copying the template for the next test, in the background.
+    /// Starts copying the template for the next test, in the background, unless a copy is
+    /// already on its way.
     fn prepare_next(&self) {
+        let mut spare = self.spare.lock().unwrap_or_else(|p| p.into_inner());
+        if spare.is_some() {
+            return;
+        }
         let target = self.target.clone();
         let template = self.template.clone();
         let task =
             crate::cleanup::spawn_awaited(async move { target.clone_from(&template, false).await });
         if let Ok(task) = task {
-            *self.spare.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
+            *spare = Some(task);
         }
     }
 

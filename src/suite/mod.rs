@@ -75,7 +75,13 @@ struct Ready<D: Databases, T> {
     live: D::Live,
     data: std::sync::Mutex<T>,
     time_limit: Duration,
+    // Held while the suite copies its templates (and dropped after `live`); in a mutex only to
+    // be `Sync`.
+    _templates: Option<std::sync::Mutex<TemplatesInUse>>,
 }
+
+/// Shared locks on a suite's templates.
+type TemplatesInUse = Box<dyn Any + Send>;
 
 impl<D: Databases, T: Clone + Send + Serialize + DeserializeOwned + 'static> Suite<D, T> {
     /// A suite named `name` (for messages and template names) whose databases and setup `setup`
@@ -223,7 +229,7 @@ impl<D: Databases, T: Clone + Send + Serialize + DeserializeOwned + 'static> Sui
     async fn build(&self) -> Result<Ready<D, T>> {
         let setup = (self.setup)()?;
         let time_limit = setup.time_limit;
-        let (live, data) = match setup.isolation {
+        let (live, data, templates) = match setup.isolation {
             Isolation::Savepoint => {
                 let mut building = D::begin(self.name, setup.databases).await?;
                 let data =
@@ -233,14 +239,18 @@ impl<D: Databases, T: Clone + Send + Serialize + DeserializeOwned + 'static> Sui
                             suite: self.name,
                             source,
                         })?;
-                (D::into_savepoint(building).await?, data)
+                (D::into_savepoint(building).await?, data, None)
             }
-            isolation => self.copy_template(setup, isolation).await?,
+            isolation => {
+                let (live, data, in_use) = self.copy_template(setup, isolation).await?;
+                (live, data, Some(in_use))
+            }
         };
         Ok(Ready {
             live,
             data: std::sync::Mutex::new(data),
             time_limit,
+            _templates: templates.map(std::sync::Mutex::new),
         })
     }
 
@@ -250,7 +260,7 @@ impl<D: Databases, T: Clone + Send + Serialize + DeserializeOwned + 'static> Sui
         &self,
         setup: Setup<D, T>,
         isolation: Isolation,
-    ) -> Result<(D::Live, T)> {
+    ) -> Result<(D::Live, T, TemplatesInUse)> {
         let targets = D::targets(self.name, &setup.databases);
         let committed = isolation == Isolation::Committed;
         let inputs = Inputs {
@@ -269,33 +279,41 @@ impl<D: Databases, T: Clone + Send + Serialize + DeserializeOwned + 'static> Sui
             template: key.name(0),
             message,
         };
-        // Processes that need the same template wait here while one of them builds it.
-        let lock = D::lock(&targets, &key).await?;
+        // A shared lock while the template is in use: no newer build of this suite removes it.
+        let mut in_use = D::lock(&targets, &key, true).await?;
         let data = match D::find(&targets, &key).await? {
             Some(data) => data,
             None => {
-                let mut building = D::begin(self.name, setup.databases).await?;
-                let value =
-                    (setup.data)(&mut building)
-                        .await
-                        .map_err(|source| Error::SetupFunction {
-                            suite: self.name,
-                            source,
+                drop(in_use);
+                // Processes that need the same template wait here while one of them builds it.
+                let building_lock = D::lock(&targets, &key, false).await?;
+                let data = match D::find(&targets, &key).await? {
+                    Some(data) => data,
+                    None => {
+                        let mut building = D::begin(self.name, setup.databases).await?;
+                        let value = (setup.data)(&mut building).await.map_err(|source| {
+                            Error::SetupFunction {
+                                suite: self.name,
+                                source,
+                            }
                         })?;
-                let data = serde_json::to_string(&value).map_err(|err| {
-                    template_error(format!("cannot store the setup value: {err}"))
-                })?;
-                D::into_templates(building, &targets, &key, &data, committed).await?;
-                D::remove_superseded(&targets, &key).await;
+                        let data = serde_json::to_string(&value).map_err(|err| {
+                            template_error(format!("cannot store the setup value: {err}"))
+                        })?;
+                        D::into_templates(building, &targets, &key, &data, committed).await?;
+                        D::remove_superseded(&targets, &key).await;
+                        data
+                    }
+                };
+                drop(building_lock);
+                in_use = D::lock(&targets, &key, true).await?;
                 data
             }
         };
         let value = serde_json::from_str(&data)
             .map_err(|err| template_error(format!("cannot read the setup value: {err}")))?;
-        // Still locked: no newer build of this suite removes the template while it is copied.
         let live = D::open(&targets, &key, isolation, setup.restore_sequences).await?;
-        drop(lock);
-        Ok((live, value))
+        Ok((live, value, in_use))
     }
 }
 
@@ -366,9 +384,10 @@ impl<D: Databases, T> Setup<D, T> {
         self
     }
 
-    /// Whether committed isolation also puts back the sequences of the tables a test wrote (on
-    /// by default): off, ids keep growing across tests, which is cheaper and catches tests that
-    /// assume particular ids.
+    /// Whether committed isolation also puts back the sequences a test moved (on by default):
+    /// off, PostgreSQL sequences and SQLite AUTOINCREMENT counters keep growing across tests,
+    /// which catches tests that assume particular ids (a SQLite table without AUTOINCREMENT
+    /// takes the largest id + 1 either way).
     pub fn restore_sequences(mut self, restore: bool) -> Self {
         self.restore_sequences = restore;
         self

@@ -19,16 +19,21 @@ use crate::sql::{ident, literal};
 
 const SETUP: &str = r#"
 CREATE SCHEMA testdb_baseline;
-CREATE TABLE testdb_baseline.written (name text PRIMARY KEY);
+-- No unique index: concurrent writers of one table must not wait for each other here.
+CREATE TABLE testdb_baseline.written (name text NOT NULL);
 CREATE TABLE testdb_baseline.tables (
     name text PRIMARY KEY, refill text NOT NULL, missing text, changed text, extra text
 );
 CREATE TABLE testdb_baseline.sequences (
     name text NOT NULL, sequence text NOT NULL, last_value bigint NOT NULL, is_called boolean NOT NULL
 );
-CREATE FUNCTION testdb_baseline.written() RETURNS trigger LANGUAGE plpgsql AS $$
+-- As its owner: a test that switches to a role without rights here still writes.
+CREATE FUNCTION testdb_baseline.written() RETURNS trigger LANGUAGE plpgsql
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    INSERT INTO testdb_baseline.written VALUES (TG_ARGV[0]) ON CONFLICT DO NOTHING;
+    INSERT INTO testdb_baseline.written
+    SELECT TG_ARGV[0]
+    WHERE NOT EXISTS (SELECT 1 FROM testdb_baseline.written w WHERE w.name = TG_ARGV[0]);
     RETURN NULL;
 END $$;
 CREATE FUNCTION testdb_baseline.restore(tables text[], sequences boolean)
@@ -66,9 +71,13 @@ BEGIN
             EXECUTE s.refill;
         END LOOP;
     END;
+    -- Every sequence that moved, written table or not: a failed or rolled-back insert moves
+    -- its sequence without leaving a trace in `written`.
     IF sequences THEN
         PERFORM setval(q.sequence::regclass, q.last_value, q.is_called)
-        FROM testdb_baseline.sequences q WHERE q.name = ANY (tables);
+        FROM testdb_baseline.sequences q
+        WHERE pg_sequence_last_value(q.sequence::regclass)
+              IS DISTINCT FROM CASE WHEN q.is_called THEN q.last_value END;
     END IF;
     -- Only the restored tables: what a user's trigger wrote elsewhere meanwhile stays recorded.
     DELETE FROM testdb_baseline.written WHERE name = ANY (tables);
@@ -143,7 +152,7 @@ pub(crate) async fn track_writes(conn: &mut PgConnection, tables: &[String]) -> 
 }
 
 pub(crate) async fn written_tables(conn: &mut PgConnection) -> sqlx::Result<Vec<String>> {
-    sqlx::query_scalar("SELECT name FROM testdb_baseline.written ORDER BY name")
+    sqlx::query_scalar("SELECT DISTINCT name FROM testdb_baseline.written ORDER BY name")
         .fetch_all(&mut *conn)
         .await
 }
@@ -153,6 +162,10 @@ pub(crate) async fn restore(
     tables: &[String],
     sequences: bool,
 ) -> sqlx::Result<()> {
+    // What the test changed in the session goes too: settings, role, temporary tables.
+    sqlx::raw_sql("RESET ALL; RESET ROLE; DISCARD TEMP")
+        .execute(&mut *conn)
+        .await?;
     sqlx::query("SELECT testdb_baseline.restore($1, $2)")
         .bind(tables)
         .bind(sequences)

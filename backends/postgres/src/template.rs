@@ -27,9 +27,14 @@ pub struct TemplateLock {
     _session: PgConnection,
 }
 
-pub(crate) async fn lock(server: &Postgres, name: &str) -> Result<TemplateLock> {
+pub(crate) async fn lock(server: &Postgres, name: &str, shared: bool) -> Result<TemplateLock> {
     let mut session = server.connect_maintenance().await?;
-    sqlx::query("SELECT pg_advisory_lock($1, hashtext($2))")
+    let statement = if shared {
+        "SELECT pg_advisory_lock_shared($1, hashtext($2))"
+    } else {
+        "SELECT pg_advisory_lock($1, hashtext($2))"
+    };
+    sqlx::query(statement)
         .bind(LOCK_CLASS)
         .bind(name)
         .execute(&mut session)

@@ -170,7 +170,11 @@ impl Backend for Sqlite {
     type TemplateLock = template::TemplateLock;
 
     async fn lock_template(&self, name: &str) -> Result<template::TemplateLock> {
-        template::lock(self, name).await
+        template::lock(self, name, false).await
+    }
+
+    async fn share_template(&self, name: &str) -> Result<template::TemplateLock> {
+        template::lock(self, name, true).await
     }
 
     async fn find_template(&self, name: &str) -> Result<Option<String>> {

@@ -61,14 +61,26 @@ pub(crate) async fn restore(
     tables: &[String],
     sequences: bool,
 ) -> sqlx::Result<()> {
+    if tables.is_empty() {
+        // Nothing written; and SQLite's counters only move with committed inserts.
+        return Ok(());
+    }
     // Checked at commit, once every table is back (tables that reference each other).
     let mut script = String::from("PRAGMA defer_foreign_keys = ON;\n");
     for table in tables {
         script.push_str(&format!("DELETE FROM {};\n", ident(table)));
     }
     for table in tables.iter().rev() {
+        // Generated columns cannot be inserted into: name the others.
+        let columns: Vec<String> =
+            sqlx::query_scalar("SELECT name FROM pragma_table_xinfo(?) WHERE hidden = 0")
+                .bind(table)
+                .fetch_all(&mut *conn)
+                .await?;
+        let columns: Vec<String> = columns.iter().map(|column| ident(column)).collect();
+        let columns = columns.join(", ");
         script.push_str(&format!(
-            "INSERT INTO {t} SELECT * FROM {copy};\n",
+            "INSERT INTO {t} ({columns}) SELECT {columns} FROM {copy};\n",
             t = ident(table),
             copy = baseline(table)
         ));

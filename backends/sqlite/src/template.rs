@@ -35,7 +35,7 @@ pub(crate) fn database_file(server: &Sqlite, name: &str) -> PathBuf {
     path(server, name, "sqlite3")
 }
 
-pub(crate) async fn lock(server: &Sqlite, name: &str) -> Result<TemplateLock> {
+pub(crate) async fn lock(server: &Sqlite, name: &str, shared: bool) -> Result<TemplateLock> {
     let dir = directory(server);
     std::fs::create_dir_all(&dir).map_err(|source| io("create directory", &dir, source))?;
     let lock = path(server, name, "lock");
@@ -46,7 +46,15 @@ pub(crate) async fn lock(server: &Sqlite, name: &str) -> Result<TemplateLock> {
         .open(&lock)
         .map_err(|source| io("open lock file", &lock, source))?;
     // Waiting for another process's lock blocks: wait on a thread of its own.
-    let locked = tokio::task::spawn_blocking(move || file.lock().map(|()| file)).await;
+    let locked = tokio::task::spawn_blocking(move || {
+        let locked = if shared {
+            file.lock_shared()
+        } else {
+            file.lock()
+        };
+        locked.map(|()| file)
+    })
+    .await;
     match locked {
         Ok(Ok(file)) => Ok(TemplateLock { _file: file }),
         Ok(Err(source)) => Err(io("lock", &lock, source)),
@@ -141,10 +149,11 @@ pub(crate) async fn remove(server: &Sqlite, prefix: &str, keep: &str) -> Result<
         if lock.try_lock().is_err() {
             continue; // Being built or removed by another process.
         }
+        // The lock file stays: removed, a process that opened it before could lock a file that
+        // no longer has the name, while another locks a new one.
         for extension in ["sqlite3", "json"] {
             let _ = std::fs::remove_file(path(server, name, extension));
         }
-        let _ = std::fs::remove_file(entry.path());
         removed += 1;
     }
     Ok(removed)
