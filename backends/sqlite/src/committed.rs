@@ -1,8 +1,9 @@
 //! Committed isolation: which tables a test wrote, and putting them back.
 //!
 //! Built into the template: a copy of each table as the setup left it (`testdb_baseline_<table>`),
-//! a copy of `sqlite_sequence` (AUTOINCREMENT counters), and triggers that record in
-//! `testdb_written` each table a statement writes.
+//! the statement that refills each table from its copy (`testdb_baseline_refill`), a copy of
+//! `sqlite_sequence` (AUTOINCREMENT counters), and triggers that record in `testdb_written` each
+//! table a statement writes.
 
 use sqlx::sqlite::SqliteConnection;
 use sqlx::{AssertSqlSafe, Executor};
@@ -11,6 +12,7 @@ use testdb::quote_identifier as ident;
 
 const WRITTEN: &str = "testdb_written";
 const SEQUENCES: &str = "testdb_baseline_sqlite_sequence";
+const REFILLS: &str = "testdb_baseline_refill";
 
 fn baseline(table: &str) -> String {
     ident(&format!("testdb_baseline_{table}"))
@@ -20,8 +22,29 @@ pub(crate) async fn track_writes(
     conn: &mut SqliteConnection,
     tables: &[String],
 ) -> sqlx::Result<()> {
-    let mut script = format!("CREATE TABLE {WRITTEN} (name TEXT PRIMARY KEY) WITHOUT ROWID;\n");
+    let mut script = format!(
+        "CREATE TABLE {WRITTEN} (name TEXT PRIMARY KEY) WITHOUT ROWID;\n\
+         CREATE TABLE {REFILLS} (name TEXT PRIMARY KEY, statement TEXT NOT NULL) WITHOUT ROWID;\n"
+    );
     for table in tables {
+        // Generated columns cannot be inserted into: name the others.
+        let columns: Vec<String> =
+            sqlx::query_scalar("SELECT name FROM pragma_table_xinfo(?) WHERE hidden = 0")
+                .bind(table)
+                .fetch_all(&mut *conn)
+                .await?;
+        let columns: Vec<String> = columns.iter().map(|column| ident(column)).collect();
+        let columns = columns.join(", ");
+        let refill = format!(
+            "INSERT INTO {t} ({columns}) SELECT {columns} FROM {copy}",
+            t = ident(table),
+            copy = baseline(table)
+        );
+        script.push_str(&format!(
+            "INSERT INTO {REFILLS} VALUES ({}, {});\n",
+            literal(table),
+            literal(&refill)
+        ));
         script.push_str(&format!(
             "CREATE TABLE {copy} AS SELECT * FROM {t};\n",
             copy = baseline(table),
@@ -70,23 +93,19 @@ pub(crate) async fn restore(
     for table in tables {
         script.push_str(&format!("DELETE FROM {};\n", ident(table)));
     }
-    for table in tables.iter().rev() {
-        // Generated columns cannot be inserted into: name the others.
-        let columns: Vec<String> =
-            sqlx::query_scalar("SELECT name FROM pragma_table_xinfo(?) WHERE hidden = 0")
-                .bind(table)
-                .fetch_all(&mut *conn)
-                .await?;
-        let columns: Vec<String> = columns.iter().map(|column| ident(column)).collect();
-        let columns = columns.join(", ");
-        script.push_str(&format!(
-            "INSERT INTO {t} ({columns}) SELECT {columns} FROM {copy};\n",
-            t = ident(table),
-            copy = baseline(table)
-        ));
-    }
     let names: Vec<String> = tables.iter().map(|table| literal(table)).collect();
     let names = names.join(", ");
+    let refills: Vec<(String, String)> = sqlx::query_as(AssertSqlSafe(format!(
+        "SELECT name, statement FROM {REFILLS} WHERE name IN ({names})"
+    )))
+    .fetch_all(&mut *conn)
+    .await?;
+    for table in tables.iter().rev() {
+        if let Some((_, refill)) = refills.iter().find(|(name, _)| name == table) {
+            script.push_str(refill);
+            script.push_str(";\n");
+        }
+    }
     if sequences {
         let has_copy: bool = sqlx::query_scalar(
             "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE name = 'testdb_baseline_sqlite_sequence')",
