@@ -300,6 +300,35 @@ async fn committed_restores_only_the_tables_a_test_wrote<H: Shops>(_: H) {
     assert_eq!(restored, 1, "a table the test wrote is restored");
 }
 
+on_both!(committed_restores_tables_with_generated_columns_in_place);
+
+async fn committed_restores_tables_with_generated_columns_in_place<H: Shops>(_: H) {
+    let suite = H::suite(Which::Committed);
+    let (before, total) = suite
+        .run(async |conn: &mut Conn<H>, _| {
+            H::try_exec_on(conn, "INSERT INTO totals (id, qty, price) VALUES (1, 2, 3)").await?;
+            Ok::<_, BoxError>((
+                H::name_on(conn).await,
+                H::scalar_on(conn, "SELECT CAST(total AS BIGINT) FROM totals").await,
+            ))
+        })
+        .await
+        .unwrap();
+    let (after, rows) = suite
+        .run(async |conn: &mut Conn<H>, _| {
+            Ok::<_, BoxError>((
+                H::name_on(conn).await,
+                H::scalar_on(conn, "SELECT count(*) FROM totals").await,
+            ))
+        })
+        .await
+        .unwrap();
+    assert_eq!(total, 6);
+    assert_eq!(rows, 0);
+    // Restored where it is: a failed restore would have replaced the database.
+    assert_eq!(before, after);
+}
+
 on_both!(committed_restores_a_parent_with_its_children);
 
 async fn committed_restores_a_parent_with_its_children<H: Shops>(_: H) {
