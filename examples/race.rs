@@ -95,10 +95,17 @@ macro_rules! race {
             .iter()
             .filter(|outcome| matches!(outcome, Outcome::Error(_)))
             .count();
+        let others = outcomes.len() - errors - outcomes.iter().filter(|o| o.is_value()).count();
         println!(
             "{:<34} seat sold {sold} time(s); {errors} caller(s) got an error; release skew {:?}",
             $label, outcomes.release_skew
         );
+        if others > 0 {
+            println!(
+                "{:<34} {others} caller(s) crashed or timed out: {outcomes:?}",
+                ""
+            );
+        }
         if let Some(Outcome::Error(message)) = outcomes
             .iter()
             .find(|outcome| matches!(outcome, Outcome::Error(_)))

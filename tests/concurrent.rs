@@ -474,3 +474,51 @@ async fn a_transaction_alone_fixes_nothing_on_postgres_and_fails_callers_on_sqli
         }
     }
 }
+
+/// `examples/race.rs`, built by `cargo test` alongside the tests, run as a user would: its
+/// children are runs of a binary whose `main` is `#[tokio::main]`.
+#[test]
+fn the_race_example_catches_the_race() {
+    let example = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .and_then(Path::parent)
+        .unwrap()
+        .join("examples/race");
+    if !example.exists() {
+        // nextest builds no examples; `cargo test` (CI) does.
+        common::say(&format!(
+            "SKIPPED: {} is not built (run `cargo test`, which builds examples)",
+            example.display()
+        ));
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must build and run the example"
+        );
+        return;
+    }
+    let output = std::process::Command::new(&example).output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    let sold = |label: &str| -> usize {
+        let line = stdout
+            .lines()
+            .find(|line| {
+                line.strip_prefix(label)
+                    .is_some_and(|rest| rest.trim_start().starts_with("seat sold"))
+            })
+            .unwrap_or_else(|| panic!("no line for {label} in:\n{stdout}"));
+        line.split_once("seat sold ")
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .and_then(|count| count.parse().ok())
+            .unwrap()
+    };
+    assert!(sold("SQLite, naive") > 1, "{stdout}");
+    assert_eq!(sold("SQLite, naive in a transaction"), 1, "{stdout}");
+    assert_eq!(sold("SQLite, fixed"), 1, "{stdout}");
+    if common::postgres().is_some() {
+        assert!(sold("PostgreSQL, naive") > 1, "{stdout}");
+        assert!(sold("PostgreSQL, naive in a transaction") > 1, "{stdout}");
+        assert_eq!(sold("PostgreSQL, fixed"), 1, "{stdout}");
+    }
+}

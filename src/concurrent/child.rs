@@ -49,8 +49,19 @@ pub fn serve_callers(callers: &[Caller]) {
         .unwrap_or_else(|err| fail(&format!("cannot read the call: {err}")));
     let url = request["url"].as_str().unwrap_or_default().to_owned();
     let args = request["args"].clone();
-    CHANNEL.with(|channel| *channel.borrow_mut() = stream.try_clone().ok());
+    // On a thread of its own: `main` may already be inside a runtime (`#[tokio::main]`), where
+    // another could not be started.
+    let served =
+        std::thread::scope(|scope| scope.spawn(|| serve_one(caller, &stream, url, args)).join());
+    if served.is_err() {
+        fail("the caller's thread panicked");
+    }
+    std::process::exit(0);
+}
 
+/// Runs the call on this thread's own runtime and sends the reply.
+fn serve_one(caller: &Caller, stream: &UnixStream, url: String, args: Json) {
+    CHANNEL.with(|channel| *channel.borrow_mut() = stream.try_clone().ok());
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -65,11 +76,9 @@ pub fn serve_callers(callers: &[Caller]) {
     if let Some(released) = RELEASED.with(Cell::get) {
         message["released_ns"] = json!(released.to_string());
     }
-    if send(&stream, &message).is_err() {
+    if send(stream, &message).is_err() {
         fail("cannot send the result to the parent");
     }
-    drop(runtime);
-    std::process::exit(0);
 }
 
 /// Called once connected: tells the parent, then waits until it releases every child at once.
