@@ -199,6 +199,12 @@ pub trait OwnedDatabase: fmt::Debug + Send + Sync + 'static {
     /// A connection string another process can use.
     fn url(&self) -> &str;
 
+    /// [`url`](OwnedDatabase::url) with any password replaced by `***`, fit to print. The URL
+    /// itself unless the backend's URLs can hold one.
+    fn redacted_url(&self) -> String {
+        self.url().to_owned()
+    }
+
     /// Options to connect to the database.
     fn connect_options(&self) -> ConnectOptions<Self::Database>;
 

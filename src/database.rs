@@ -25,6 +25,7 @@ const DEFAULT_MAX_CONNECTIONS: u32 = 5;
 pub struct TestDatabase<B: Backend> {
     name: String,
     url: String,
+    redacted_url: String,
     pool: Pool<B::Database>,
     connect_options: ConnectOptions<B::Database>,
     registration: u64,
@@ -156,6 +157,7 @@ impl<B: Backend> TestDatabase<B> {
     ) -> Result<TestDatabase<B>> {
         let name = owned.name().to_owned();
         let url = owned.url().to_owned();
+        let redacted_url = owned.redacted_url();
         let connect_options = owned.connect_options();
         let slot = Arc::new(Mutex::new(Some(owned)));
 
@@ -172,6 +174,7 @@ impl<B: Backend> TestDatabase<B> {
         let database = TestDatabase {
             name,
             url,
+            redacted_url,
             pool,
             connect_options,
             registration,
@@ -231,6 +234,11 @@ impl<B: Backend> TestDatabase<B> {
     /// It contains the server's password if the configured URL has one: do not print it.
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// [`url`](TestDatabase::url) with any password replaced by `***`: the one to print.
+    pub fn redacted_url(&self) -> &str {
+        &self.redacted_url
     }
 
     /// The database's pool.

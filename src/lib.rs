@@ -20,7 +20,6 @@ mod handle;
 mod isolation;
 mod migrations;
 mod quote;
-mod redact;
 mod runtime;
 mod suite;
 
@@ -37,7 +36,7 @@ pub use fixtures::{
 pub use handle::{Handle, current};
 pub use isolation::Isolation;
 pub use migrations::Migrations;
-pub use quote::quote_identifier;
+pub use quote::{quote_identifier, quote_literal};
 pub use runtime::block_on;
 pub use suite::{Databases, Setup, Suite};
 // Named by `Databases`' hidden methods; not part of the API.

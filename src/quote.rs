@@ -3,3 +3,10 @@
 pub fn quote_identifier(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
+
+/// `text` as a quoted SQL string literal: `'text'`, with embedded quotes doubled. The same in
+/// SQLite and PostgreSQL (with `standard_conforming_strings`, on since PostgreSQL 9.1), for the
+/// statements that cannot take parameters.
+pub fn quote_literal(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}

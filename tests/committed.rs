@@ -151,6 +151,13 @@ fn shop<H: Shops>(isolation: Isolation) -> testdb::Result<Setup<H, Shop>> {
     )
 }
 
+/// One test of `suite` that reads one number.
+async fn scalar_in<H: Shops>(suite: &Suite<H, Shop>, sql: &'static str) -> testdb::Result<i64> {
+    suite
+        .run(async |conn: &mut Conn<H>, _| Ok::<_, BoxError>(H::scalar_on(conn, sql).await))
+        .await
+}
+
 // Every isolation, one test body: the writes are seen by the test and gone for the next.
 
 on_both!(one_declaration_serves_every_isolation);
@@ -291,10 +298,7 @@ async fn committed_restores_only_the_tables_a_test_wrote<H: Shops>(_: H) {
         })
         .await
         .unwrap();
-    let restored = suite
-        .run(async |conn: &mut Conn<H>, _| {
-            Ok::<_, BoxError>(H::scalar_on(conn, "SELECT count(*) FROM notes WHERE id = 1").await)
-        })
+    let restored = scalar_in(suite, "SELECT count(*) FROM notes WHERE id = 1")
         .await
         .unwrap();
     assert_eq!(restored, 1, "a table the test wrote is restored");
@@ -479,10 +483,7 @@ async fn a_cancelled_test_leaves_nothing_behind<H: Shops>(_: H) {
                 .await
                 .is_err()
         );
-        let orders = H::suite(which)
-            .run(async |conn: &mut Conn<H>, _| {
-                Ok::<_, BoxError>(H::scalar_on(conn, "SELECT count(*) FROM orders").await)
-            })
+        let orders = scalar_in(H::suite(which), "SELECT count(*) FROM orders")
             .await
             .unwrap_or_else(|err| panic!("{isolation}: {err:?}"));
         assert_eq!(orders, 3, "{isolation}");
@@ -532,10 +533,7 @@ async fn a_commit_in_transaction_isolation_is_reported_and_undone<H: Shops>(_: H
         .await
         .unwrap_err();
     assert!(matches!(err, Error::Escaped { .. }), "{err:?}");
-    let orders = suite
-        .run(async |conn: &mut Conn<H>, _| {
-            Ok::<_, BoxError>(H::scalar_on(conn, "SELECT count(*) FROM orders").await)
-        })
+    let orders = scalar_in(suite, "SELECT count(*) FROM orders")
         .await
         .unwrap();
     assert_eq!(orders, 3, "the suite was rebuilt from its template");

@@ -103,16 +103,16 @@ pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
+/// What a child's call came to: the caller's reply, or why it could not call.
+pub(crate) type Served = Result<Reply, String>;
+
 /// A caller a test binary offers its `spawn_concurrent` children, made by
 /// [`callers!`](crate::callers): found in the child by its name.
 pub struct Caller {
     pub(crate) name: &'static str,
+    /// Connects to the URL, waits for the release, calls: the caller's reply, or why it could
+    /// not call.
     pub(crate) serve: Box<dyn Fn(String, Json) -> LocalFuture<'static, Served> + Send + Sync>,
-}
-
-/// What a child did: its caller's reply, or why it could not call (no connection, no release).
-pub(crate) struct Served {
-    pub(crate) reply: Result<Reply, String>,
 }
 
 impl Caller {
@@ -134,14 +134,11 @@ impl Caller {
             serve: Box::new(move |url, args| {
                 let erased = erased.clone();
                 Box::pin(async move {
-                    let reply = match C::connect(&url).await {
-                        Ok(mut connection) => match super::child::wait_for_release() {
-                            Ok(()) => Ok(erased.call(&mut connection, args).await),
-                            Err(err) => Err(err),
-                        },
-                        Err(err) => Err(format!("cannot connect: {err}")),
-                    };
-                    Served { reply }
+                    let mut connection = C::connect(&url)
+                        .await
+                        .map_err(|err| format!("cannot connect: {err}"))?;
+                    super::child::wait_for_release()?;
+                    Ok(erased.call(&mut connection, args).await)
                 })
             }),
         }

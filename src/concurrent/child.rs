@@ -66,8 +66,7 @@ fn serve_one(caller: &Caller, stream: &UnixStream, url: String, args: Json) {
         .enable_all()
         .build()
         .unwrap_or_else(|err| fail(&format!("cannot start a runtime: {err}")));
-    let served = runtime.block_on((caller.serve)(url, args));
-    let mut message = match served.reply {
+    let mut message = match runtime.block_on((caller.serve)(url, args)) {
         Ok(Reply::Value(value)) => json!({ "value": value }),
         Ok(Reply::Error(error)) => json!({ "error": error }),
         Ok(Reply::Panic(message)) => json!({ "panic": message }),

@@ -97,6 +97,14 @@ pub(crate) struct Limits {
     max_running: Option<usize>,
 }
 
+/// `start + limit`, or as far as an instant goes (a limit may be `Duration::MAX`).
+pub(crate) fn after(start: tokio::time::Instant, limit: Duration) -> tokio::time::Instant {
+    start
+        .checked_add(limit)
+        .or_else(|| start.checked_add(Duration::from_secs(86_400 * 365)))
+        .unwrap_or(start)
+}
+
 /// How long a call may run unless [`Calls::timeout`] says otherwise.
 const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(60);
 

@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{Instant, sleep_until, timeout_at};
 
 use super::child::{CALLER, ENTRY, INDEX, SOCKET};
-use super::{Limits, Outcome};
+use super::{Limits, Outcome, after};
 use crate::{Error, Result};
 
 /// How long a connected child has to say which call it is.
@@ -250,10 +250,10 @@ async fn child_task(mut task: Task) -> Finished {
                     reap(&mut task.child).await;
                     Outcome::Error(message)
                 }
-                Early::Ended(status) => crash(status, tail, Some(task.name)).await,
+                Early::Ended(status) => crash(Some(status), tail, Some(task.name)).await,
                 Early::Lost => {
                     let status = reap(&mut task.child).await;
-                    crash_or_unknown(status, tail).await
+                    crash(status, tail, None).await
                 }
             };
             return (index, outcome, None);
@@ -291,14 +291,14 @@ async fn child_task(mut task: Task) -> Finished {
             } else if let Some(message) = reply["panic"].as_str() {
                 Outcome::Panic(message.to_owned())
             } else {
-                crash_or_unknown(status, tail).await
+                crash(status, tail, None).await
             };
             (index, outcome, released)
         }
         Ok(_) => {
             // The channel closed without a result: the child died during the call.
             let status = reap(&mut task.child).await;
-            (index, crash_or_unknown(status, tail).await, None)
+            (index, crash(status, tail, None).await, None)
         }
     }
 }
@@ -348,25 +348,16 @@ async fn reap(child: &mut tokio::process::Child) -> Option<ExitStatus> {
     }
 }
 
-async fn crash_or_unknown(
+/// A child that died without replying: how it ended (none if it had to be killed), and the end
+/// of its standard error; `before_connecting` names its caller if it never connected.
+async fn crash(
     status: Option<ExitStatus>,
     tail: Option<tokio::task::JoinHandle<String>>,
-) -> Outcome<Json> {
-    let stderr = stderr_of(tail).await;
-    Outcome::Crash {
-        status: status.map_or_else(|| "killed: it would not exit".into(), |s| s.to_string()),
-        stderr,
-    }
-}
-
-async fn crash(
-    status: ExitStatus,
-    tail: Option<tokio::task::JoinHandle<String>>,
-    name: Option<&str>,
+    before_connecting: Option<&str>,
 ) -> Outcome<Json> {
     let mut stderr = stderr_of(tail).await;
-    if status.success()
-        && let Some(name) = name
+    if let (Some(status), Some(name)) = (status, before_connecting)
+        && status.success()
     {
         // libtest ran no entry point: the binary has no testdb::callers!.
         stderr.push_str(&format!(
@@ -375,7 +366,7 @@ async fn crash(
         ));
     }
     Outcome::Crash {
-        status: status.to_string(),
+        status: status.map_or_else(|| "killed: it would not exit".into(), |s| s.to_string()),
         stderr,
     }
 }
@@ -402,12 +393,4 @@ fn socket_path() -> PathBuf {
 
 fn far_future() -> Instant {
     after(Instant::now(), Duration::from_secs(86_400 * 365))
-}
-
-/// `start + limit`, or as far as an instant goes.
-pub(crate) fn after(start: Instant, limit: Duration) -> Instant {
-    start
-        .checked_add(limit)
-        .or_else(|| start.checked_add(Duration::from_secs(86_400 * 365)))
-        .unwrap_or(start)
 }

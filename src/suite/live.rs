@@ -261,15 +261,7 @@ impl<B: Backend> Live<B> {
     /// time, or was cancelled); returns false if that is impossible and the suite must be rebuilt.
     pub(crate) async fn recover(&self) -> bool {
         match self {
-            Live::Savepoint(state) => {
-                let mut state = state.lock().await;
-                if !state.dirty {
-                    return true;
-                }
-                let rewound = B::rewind(&mut state.transaction, false).await;
-                state.dirty = false;
-                matches!(rewound, Ok(Rewind::Clean | Rewind::Violated(_)))
-            }
+            Live::Savepoint(state) => state.lock().await.rewind_if_dirty().await,
             Live::Committed(state) => {
                 let mut state = state.lock().await;
                 !state.dirty || state.restore().await.is_ok()
@@ -283,15 +275,12 @@ impl<B: Backend> Live<B> {
         Ok(match self {
             Live::Savepoint(state) => {
                 let mut state = state.lock().await;
-                if state.dirty {
-                    // Another test failed to rewind since `recover`; do it now.
-                    let rewound = B::rewind(&mut state.transaction, false).await;
-                    if !matches!(rewound, Ok(Rewind::Clean | Rewind::Violated(_))) {
-                        return Err(Error::Setup {
-                            suite: state.suite,
-                            message: "an earlier test left the suite transaction unusable".into(),
-                        });
-                    }
+                // Another test may have failed to rewind since `recover`.
+                if !state.rewind_if_dirty().await {
+                    return Err(Error::Setup {
+                        suite: state.suite,
+                        message: "an earlier test left the suite transaction unusable".into(),
+                    });
                 }
                 state.dirty = true;
                 Session::Savepoint(state)
@@ -337,6 +326,18 @@ impl<B: Backend> Live<B> {
                 })
             }
         })
+    }
+}
+
+impl<B: Backend> SavepointState<B> {
+    /// Rolls back what a test that did not finish left; false if the suite transaction is gone.
+    async fn rewind_if_dirty(&mut self) -> bool {
+        if !self.dirty {
+            return true;
+        }
+        self.dirty = false;
+        let rewound = B::rewind(&mut self.transaction, false).await;
+        matches!(rewound, Ok(Rewind::Clean | Rewind::Violated(_)))
     }
 }
 
@@ -512,11 +513,7 @@ impl<B: Backend> Session<'_, B> {
                     .map(|database| database.name().to_owned())
                     .unwrap_or_default();
                 if let Some(database) = database {
-                    if failed && keep_failed() {
-                        keep(database);
-                    } else {
-                        database.remove_later();
-                    }
+                    dispose(database, failed);
                 }
                 Ok((Rewind::Clean, name))
             }
@@ -528,25 +525,27 @@ impl<B: Backend> Drop for FreshSession<B> {
     fn drop(&mut self) {
         // Reached with the database still here only when the test did not finish: it failed.
         if let Some(database) = self.database.take() {
-            if keep_failed() {
-                keep(database);
-            } else {
-                database.remove_later();
-            }
+            dispose(database, true);
         }
     }
 }
 
-fn keep_failed() -> bool {
-    std::env::var("TESTDB_KEEP").is_ok_and(|value| value == "1")
+/// Removes a test's own database (in the background), or keeps it if the test failed and
+/// `TESTDB_KEEP=1`.
+fn dispose<B: Backend>(database: TestDatabase<B>, failed: bool) {
+    if failed && std::env::var("TESTDB_KEEP").is_ok_and(|value| value == "1") {
+        keep(database);
+    } else {
+        database.remove_later();
+    }
 }
 
 fn keep<B: Backend>(database: TestDatabase<B>) {
-    let url = crate::redact::redact_url(database.url());
     eprintln!(
-        "testdb: kept {} database {} of a failed test (TESTDB_KEEP=1): {url}",
+        "testdb: kept {} database {} of a failed test (TESTDB_KEEP=1): {}",
         B::NAME,
-        database.name()
+        database.name(),
+        database.redacted_url()
     );
     database.keep();
 }

@@ -225,6 +225,10 @@ impl OwnedDatabase for PostgresDatabase {
         &self.url
     }
 
+    fn redacted_url(&self) -> String {
+        server::redact(&self.url)
+    }
+
     fn connect_options(&self) -> PgConnectOptions {
         self.options.clone()
     }

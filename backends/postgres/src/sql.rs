@@ -2,12 +2,7 @@
 //! identifier and literal quoted.
 
 use sqlx::AssertSqlSafe;
-pub(crate) use testdb::quote_identifier as ident;
-
-/// `'text'`, with embedded quotes doubled (standard_conforming_strings is on since 9.1).
-pub(crate) fn literal(text: &str) -> String {
-    format!("'{}'", text.replace('\'', "''"))
-}
+pub(crate) use testdb::{quote_identifier as ident, quote_literal as literal};
 
 pub(crate) fn create_database(name: &str, template: Option<&str>) -> AssertSqlSafe<String> {
     match template {

@@ -8,7 +8,7 @@
 use sqlx::sqlite::SqliteConnection;
 use sqlx::{AssertSqlSafe, Executor};
 
-use testdb::quote_identifier as ident;
+use testdb::{quote_identifier as ident, quote_literal as literal};
 
 const WRITTEN: &str = "testdb_written";
 const SEQUENCES: &str = "testdb_baseline_sqlite_sequence";
@@ -121,8 +121,4 @@ pub(crate) async fn restore(
     }
     script.push_str(&format!("DELETE FROM {WRITTEN} WHERE name IN ({names});\n"));
     conn.execute(AssertSqlSafe(script)).await.map(drop)
-}
-
-fn literal(text: &str) -> String {
-    format!("'{}'", text.replace('\'', "''"))
 }
