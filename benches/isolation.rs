@@ -9,6 +9,10 @@
 //!   of every table (Django's `TransactionTestCase`), and one `CREATE DATABASE … TEMPLATE` (a file
 //!   copy on SQLite) and a connection.
 //!
+//! - `deferred/<engine>`: a savepoint test on 15,600 rows in 11 tables whose foreign keys are all
+//!   deferred, side by side with the same test on the same schema holding 77 rows: the deferred-key
+//!   check at the end of each test should cost what the test wrote, not what the database holds.
+//!
 //! PostgreSQL runs when `TESTDB_POSTGRES_URL` (or `DATABASE_URL`) is set.
 
 // Tests, examples and benches may panic and print; the library may not (see Cargo.toml).
@@ -433,12 +437,112 @@ fn delete_or_truncate(c: &mut Criterion) {
     group.finish();
 }
 
+// A savepoint suite whose foreign keys are all deferred: the check at the end of each test.
+
+/// Rows of the small deferred database: 7 a table, enough for the test's writes.
+const FEW_DEFERRED_ROWS: usize = 7 * reference::DEFERRED_TABLES;
+
+/// The deferred schema and its fixture files (all the rows, a few), written once per process.
+fn deferred_files() -> &'static (PathBuf, [String; 2]) {
+    static FILES: OnceLock<(PathBuf, [String; 2])> = OnceLock::new();
+    FILES.get_or_init(|| {
+        let dir =
+            std::env::temp_dir().join(format!("testdb-bench-deferred-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        reference::deferred_schema(&dir);
+        let files = [
+            reference::deferred_fixture_file(&dir, reference::DEFERRED_ROWS),
+            reference::deferred_fixture_file(&dir, FEW_DEFERRED_ROWS),
+        ];
+        (dir, files)
+    })
+}
+
+/// A test of the deferred suites: two rows inserted into the last table, one updated.
+const DEFERRED_WRITES: [&str; 2] = [
+    "INSERT INTO d10 (id, name, parent_id) VALUES (90001, 'new', 1), (90002, 'new', 2)",
+    "UPDATE d10 SET name = 'changed' WHERE id = 7",
+];
+
+macro_rules! deferred_suites {
+    ($backend:ty, $make:expr) => {{
+        fn setup(file: usize) -> testdb::Result<Setup<$backend>> {
+            let (dir, files) = deferred_files();
+            Ok(Setup::new(
+                TestDatabase::builder($make?)
+                    .migrations(dir.as_path())
+                    .fixtures(Fixtures::files([files[file].clone()])),
+            ))
+        }
+        static SUITES: [Suite<$backend>; 2] = [
+            Suite::new("deferred-all", || setup(0)),
+            Suite::new("deferred-few", || setup(1)),
+        ];
+        &SUITES
+    }};
+}
+
+/// A savepoint test on a database of 15,600 rows whose keys are all deferred, and on the same
+/// schema with a few rows: checking deferred keys after each test should cost what the test wrote.
+fn deferred<B: Backend>(c: &mut Criterion, suites: &'static [Suite<B>; 2])
+where
+    for<'c> &'c mut Conn<B>: Executor<'c, Database = B::Database>,
+{
+    let rt = runtime();
+    let mut group = c.benchmark_group(format!("deferred/{}", B::NAME));
+    group.measurement_time(Duration::from_secs(5));
+    let names = [
+        format!(
+            "savepoint, {} rows, deferred keys",
+            reference::DEFERRED_ROWS
+        ),
+        format!("savepoint, {FEW_DEFERRED_ROWS} rows, deferred keys"),
+    ];
+    for (suite, name) in suites.iter().zip(names) {
+        let test = async |conn: &mut Conn<B>, ()| {
+            for statement in DEFERRED_WRITES {
+                (&mut *conn).execute(statement).await?;
+            }
+            Ok::<_, sqlx::Error>(())
+        };
+        rt.block_on(suite.run(test)).unwrap();
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                rt.block_on(async {
+                    let started = Instant::now();
+                    for _ in 0..iters {
+                        suite.run(test).await.unwrap();
+                    }
+                    started.elapsed()
+                })
+            });
+        });
+    }
+    group.finish();
+}
+
+fn deferred_sqlite(c: &mut Criterion) {
+    deferred(
+        c,
+        deferred_suites!(Sqlite, Ok::<_, testdb::Error>(Sqlite::new())),
+    );
+}
+
+fn deferred_postgres(c: &mut Criterion) {
+    match Postgres::from_env() {
+        Ok(_) => deferred(c, deferred_suites!(Postgres, Postgres::from_env())),
+        Err(_) => eprintln!("deferred/PostgreSQL skipped: set TESTDB_POSTGRES_URL to measure it"),
+    }
+}
+
 criterion_group!(
     benches,
     sqlite,
     postgres,
     reference_sqlite,
     reference_postgres,
-    delete_or_truncate
+    delete_or_truncate,
+    deferred_sqlite,
+    deferred_postgres
 );
 criterion_main!(benches);
