@@ -1,10 +1,13 @@
 use std::fmt;
 use std::future::Future;
+use std::sync::Arc;
 
 use sqlx::migrate::Migrate;
+use sqlx::pool::PoolOptions;
 use sqlx::{Connection, Database};
 
 use crate::Result;
+use crate::fence::{Fence, Fences};
 use crate::fixtures::{Catalog, ErrorSite, ForeignKey, TableInfo, Value};
 
 /// The connect options of a backend's sqlx driver.
@@ -43,6 +46,68 @@ pub trait Backend: Clone + fmt::Debug + Send + Sync + 'static {
     /// The statement that begins a test's transaction in transaction isolation; SQLite's takes the
     /// write lock at once, so that concurrent tests wait for each other instead of deadlocking.
     const BEGIN: &'static str = "BEGIN";
+
+    /// What testdb keeps of a connection it holds for a suite's tests (a savepoint suite's, a
+    /// committed suite's), to stop from another connection or thread what a test left running on
+    /// it.
+    type Watch: Send + Sync + 'static;
+
+    /// Installs hooks on a test database's pool, which `fences` tells which tests are running:
+    /// every connection the pool opens must be usable from any runtime, however long the one that
+    /// asked for it lives; and every connection a test takes must join that test's fences
+    /// ([`Fences::attribute`]), so that once a test ends nothing it started there commits. The
+    /// default installs none.
+    fn watch_pool(
+        options: PoolOptions<Self::Database>,
+        fences: Arc<Fences>,
+    ) -> PoolOptions<Self::Database> {
+        let _ = fences;
+        options
+    }
+
+    /// Prepares a connection testdb holds for a suite's tests, once.
+    fn watch(conn: &mut Self::Connection)
+    -> impl Future<Output = sqlx::Result<Self::Watch>> + Send;
+
+    /// Puts a watched connection inside the fence of the test that is starting on it.
+    fn enter(watch: &Self::Watch, fence: &Arc<Fence>) {
+        let _ = (watch, fence);
+    }
+
+    /// After a test that returned, on its own connection: ends the sessions it took
+    /// ([`Fence::taken`]) that are still running a statement or inside a transaction. The
+    /// default does nothing (where a closed fence stops them by itself).
+    fn end_taken(
+        conn: &mut Self::Connection,
+        fence: &Fence,
+    ) -> impl Future<Output = sqlx::Result<()>> + Send {
+        let _ = (conn, fence);
+        async { Ok(()) }
+    }
+
+    /// After a test that did not return (its fence closed), before its transaction is undone:
+    /// stops, from a connection of its own to the test's database (`options`), what still runs
+    /// on the test's own connection and on every session it took, so that none of it commits.
+    /// The default does nothing (where a closed fence stops them by itself).
+    fn interrupt(
+        options: &ConnectOptions<Self::Database>,
+        fence: &Fence,
+    ) -> impl Future<Output = Result<()>> + Send {
+        let _ = (options, fence);
+        async { Ok(()) }
+    }
+
+    /// After [`interrupt`](Backend::interrupt), on the test's own connection: waits until the
+    /// statement it stopped has ended, and takes the test's fence off the connection, so that
+    /// testdb's own statements run there again. `watch` is the connection's, if testdb watches
+    /// it (else it came from the pool for this test).
+    fn settle(
+        conn: &mut Self::Connection,
+        watch: Option<&Self::Watch>,
+    ) -> impl Future<Output = sqlx::Result<()>> + Send {
+        let _ = (conn, watch);
+        async { Ok(()) }
+    }
 
     /// Creates a new, empty database that testdb owns.
     fn create(&self) -> impl Future<Output = Result<Self::Owned>> + Send;

@@ -6,6 +6,7 @@ use sqlx::pool::{PoolConnection, PoolOptions};
 use sqlx::{Connection, Database, Pool};
 
 use crate::backend::ConnectOptions;
+use crate::fence::{self, Fence, Fences};
 use crate::fixtures::{Fixtures, Loaded};
 use crate::migrations::Migrations;
 use crate::{Backend, Error, OwnedDatabase, Result, cleanup, runtime};
@@ -30,6 +31,7 @@ pub struct TestDatabase<B: Backend> {
     connect_options: ConnectOptions<B::Database>,
     registration: u64,
     owned: Arc<Mutex<Option<B::Owned>>>,
+    fences: Arc<Fences>,
 }
 
 /// Configures and creates a [`TestDatabase`]; see [`TestDatabase::builder`].
@@ -169,7 +171,9 @@ impl<B: Backend> TestDatabase<B> {
                 .test_before_acquire(true)
                 .acquire_timeout(Duration::from_secs(30))
         });
-        let pool = pool_options.connect_lazy_with(connect_options.clone());
+        let fences = Fences::new();
+        let pool =
+            B::watch_pool(pool_options, fences.clone()).connect_lazy_with(connect_options.clone());
         let registration = cleanup::register(remover::<B>(slot.clone(), pool.clone()));
         let database = TestDatabase {
             name,
@@ -179,6 +183,7 @@ impl<B: Backend> TestDatabase<B> {
             connect_options,
             registration,
             owned: slot,
+            fences,
         };
         database.fill_pool(fill).await?;
         Ok(database)
@@ -257,9 +262,7 @@ impl<B: Backend> TestDatabase<B> {
     /// Acquires a connection from the pool, opening any new connection on testdb's runtime so that
     /// it outlives the caller's runtime.
     pub async fn acquire(&self) -> Result<PoolConnection<B::Database>> {
-        let pool = self.pool.clone();
-        let acquired = runtime::run(async move { pool.acquire().await }).await?;
-        acquired.map_err(|source| self.error("acquire a connection", source))
+        self.acquire_for(None).await
     }
 
     /// Opens a new connection, outside the pool, on testdb's runtime.
@@ -339,6 +342,26 @@ impl<B: Backend> TestDatabase<B> {
         // Dropped together: all return to the pool as idle connections.
         drop(opened);
         Ok(())
+    }
+
+    /// The fences of the tests running on this database, which its pool's hooks consult.
+    pub(crate) fn fences(&self) -> &Arc<Fences> {
+        &self.fences
+    }
+
+    /// A pooled connection acquired on testdb's runtime, for testdb's own use, or as the own
+    /// connection of the test that `fence` belongs to.
+    pub(crate) async fn acquire_for(
+        &self,
+        fence: Option<Arc<Fence>>,
+    ) -> Result<PoolConnection<B::Database>> {
+        let pool = self.pool.clone();
+        let acquired = runtime::run(fence::acquiring_for(
+            fence,
+            async move { pool.acquire().await },
+        ))
+        .await?;
+        acquired.map_err(|source| self.error("acquire a connection", source))
     }
 
     pub(crate) fn error(&self, step: &str, source: sqlx::Error) -> Error {

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use sqlx::Pool;
 
+use crate::fence::Fence;
 use crate::{Backend, Error, Isolation, Result, TestDatabase};
 
 /// A test database as other connections and processes reach it: its name, URL and pool, and the
@@ -99,15 +100,26 @@ impl<B: Backend> fmt::Debug for Handle<B> {
     }
 }
 
-pub(crate) type Handles = Arc<Vec<Arc<dyn Any + Send + Sync>>>;
-
-tokio::task_local! {
-    static CURRENT: Handles;
+/// The running test's databases, and its fences (which connections it takes join).
+pub(crate) struct Current {
+    pub(crate) handles: Vec<Arc<dyn Any + Send + Sync>>,
+    pub(crate) fences: Vec<Arc<Fence>>,
 }
 
-/// Runs `future` with `handles` as the current test's databases.
-pub(crate) async fn scope<F: Future>(handles: Handles, future: F) -> F::Output {
-    CURRENT.scope(handles, future).await
+tokio::task_local! {
+    static CURRENT: Arc<Current>;
+}
+
+/// Runs `future` as the test whose databases and fences `current` holds.
+pub(crate) async fn scope<F: Future>(current: Current, future: F) -> F::Output {
+    CURRENT.scope(Arc::new(current), future).await
+}
+
+/// The fences of the test running in this task, if any.
+pub(crate) fn current_fences() -> Vec<Arc<Fence>> {
+    CURRENT
+        .try_with(|current| current.fences.clone())
+        .unwrap_or_default()
 }
 
 /// The database (of backend `B`) of the suite test running in this task: the first of that
@@ -116,8 +128,9 @@ pub(crate) async fn scope<F: Future>(handles: Handles, future: F) -> F::Output {
 /// Fails outside a suite's test, or in a task the test spawned (the handle does not follow
 /// spawned tasks: clone it into them).
 pub fn current<B: Backend>() -> Result<Handle<B>> {
-    let found = CURRENT.try_with(|handles| {
-        handles
+    let found = CURRENT.try_with(|current| {
+        current
+            .handles
             .iter()
             .find_map(|handle| handle.downcast_ref::<Handle<B>>().cloned())
     });

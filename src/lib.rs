@@ -15,6 +15,7 @@ mod cleanup;
 mod concurrent;
 mod database;
 mod error;
+mod fence;
 mod fixtures;
 mod handle;
 mod isolation;
@@ -29,6 +30,7 @@ pub use concurrent::{
 };
 pub use database::{Builder, TestDatabase};
 pub use error::{Error, Result};
+pub use fence::{Fence, Fences};
 pub use fixtures::{
     Catalog, ErrorSite, Fixtures, ForeignKey, Loaded, TableInfo, Value, dump_fixtures,
     load_fixtures,
@@ -41,7 +43,7 @@ pub use runtime::block_on;
 pub use suite::{Databases, Setup, Suite};
 // Named by `Databases`' hidden methods; not part of the API.
 #[doc(hidden)]
-pub use suite::{Building, FreshSession, Live, Session, Target, TemplateKey};
+pub use suite::{Building, Ending, Live, Session, Target, TemplateKey};
 
 /// Removes the databases `backend` created in processes that have since died, and nothing else;
 /// returns how many it removed.

@@ -7,7 +7,10 @@ use std::sync::Arc;
 
 use sqlx::Database;
 
-use crate::suite::live::{Building, Live, Session, Target};
+use crate::fence::Fence;
+use crate::suite::building::Building;
+use crate::suite::live::{Ending, Live, Session};
+use crate::suite::target::Target;
 use crate::suite::template::TemplateKey;
 use crate::{Backend, Builder, Isolation, Result, Rewind};
 
@@ -26,7 +29,7 @@ pub trait Databases: Sized + Send + 'static {
     #[doc(hidden)]
     type Live: Send + Sync;
     #[doc(hidden)]
-    type Session<'a>;
+    type Session;
 
     #[doc(hidden)]
     fn targets(suite: &'static str, builders: &Self::Builders) -> Self::Targets;
@@ -75,19 +78,20 @@ pub trait Databases: Sized + Send + 'static {
         isolation: Isolation,
         sequences: bool,
     ) -> impl Future<Output = Result<Self::Live>>;
+    /// Hands every database to one test; none if the suite must be built again.
     #[doc(hidden)]
-    fn recover(live: &Self::Live) -> impl Future<Output = bool>;
+    fn session(live: &Self::Live) -> impl Future<Output = Result<Option<Self::Session>>>;
     #[doc(hidden)]
-    fn session(live: &Self::Live) -> impl Future<Output = Result<Self::Session<'_>>>;
+    fn connections(session: &mut Self::Session) -> Self::Connections<'_>;
     #[doc(hidden)]
-    fn connections<'c>(session: &'c mut Self::Session<'_>) -> Self::Connections<'c>;
+    fn handles(session: &Self::Session) -> Vec<Arc<dyn Any + Send + Sync>>;
     #[doc(hidden)]
-    fn handles(session: &Self::Session<'_>) -> Vec<Arc<dyn Any + Send + Sync>>;
+    fn fences(session: &Self::Session) -> Vec<Arc<Fence>>;
     /// Ends a test on every database, the last first; reports the first that was not clean.
     #[doc(hidden)]
-    fn finish<'a>(
-        session: Self::Session<'a>,
-        failed: bool,
+    fn finish(
+        session: Self::Session,
+        ending: Ending,
     ) -> impl Future<Output = Result<(Rewind, String)>>;
 }
 
@@ -97,7 +101,7 @@ impl<B: Backend> Databases for B {
     type Targets = Target<B>;
     type Building = Building<B>;
     type Live = Live<B>;
-    type Session<'a> = Session<'a, B>;
+    type Session = Session<B>;
 
     fn targets(suite: &'static str, builder: &Builder<B>) -> Target<B> {
         Target::of(suite, builder)
@@ -116,7 +120,7 @@ impl<B: Backend> Databases for B {
     }
 
     async fn into_savepoint(building: Building<B>) -> Result<Live<B>> {
-        building.into_savepoint().await
+        Ok(Live::Savepoint(building.into_savepoint().await?))
     }
 
     async fn lock(target: &Target<B>, key: &TemplateKey, shared: bool) -> Result<Lock> {
@@ -152,28 +156,24 @@ impl<B: Backend> Databases for B {
         Live::open(target, key, 0, isolation, sequences).await
     }
 
-    async fn recover(live: &Live<B>) -> bool {
-        live.recover().await
-    }
-
-    async fn session(live: &Live<B>) -> Result<Session<'_, B>> {
+    async fn session(live: &Live<B>) -> Result<Option<Session<B>>> {
         live.session().await
     }
 
-    fn connections<'c>(session: &'c mut Session<'_, B>) -> Self::Connections<'c> {
+    fn connections(session: &mut Session<B>) -> Self::Connections<'_> {
         session.connection()
     }
 
-    fn handles(session: &Session<'_, B>) -> Vec<Arc<dyn Any + Send + Sync>> {
+    fn handles(session: &Session<B>) -> Vec<Arc<dyn Any + Send + Sync>> {
         vec![session.handle()]
     }
 
-    #[allow(clippy::extra_unused_lifetimes)]
-    async fn finish<'a>(session: Session<'a, B>, failed: bool) -> Result<(Rewind, String)>
-    where
-        'a: 'a,
-    {
-        session.finish(failed).await
+    fn fences(session: &Session<B>) -> Vec<Arc<Fence>> {
+        session.fence().into_iter().collect()
+    }
+
+    async fn finish(session: Session<B>, ending: Ending) -> Result<(Rewind, String)> {
+        session.finish(ending).await
     }
 }
 
@@ -186,7 +186,7 @@ impl<B1: Backend, B2: Backend> Databases for (B1, B2) {
     type Targets = (Target<B1>, Target<B2>);
     type Building = (Building<B1>, Building<B2>);
     type Live = (Live<B1>, Live<B2>);
-    type Session<'a> = (Session<'a, B1>, Session<'a, B2>);
+    type Session = (Session<B1>, Session<B2>);
 
     fn targets(suite: &'static str, (first, second): &Self::Builders) -> Self::Targets {
         (Target::of(suite, first), Target::of(suite, second))
@@ -211,8 +211,8 @@ impl<B1: Backend, B2: Backend> Databases for (B1, B2) {
     }
 
     async fn into_savepoint((first, second): Self::Building) -> Result<Self::Live> {
-        let first = first.into_savepoint().await?;
-        let second = second.into_savepoint().await?;
+        let first = Live::Savepoint(first.into_savepoint().await?);
+        let second = Live::Savepoint(second.into_savepoint().await?);
         Ok((first, second))
     }
 
@@ -272,32 +272,30 @@ impl<B1: Backend, B2: Backend> Databases for (B1, B2) {
         Ok((first, second))
     }
 
-    async fn recover((first, second): &Self::Live) -> bool {
-        let second = second.recover().await;
-        first.recover().await && second
+    async fn session((first, second): &Self::Live) -> Result<Option<Self::Session>> {
+        // Both or neither (a session dropped unused ends at once).
+        let Some(first) = first.session().await? else {
+            return Ok(None);
+        };
+        Ok(second.session().await?.map(|second| (first, second)))
     }
 
-    async fn session((first, second): &Self::Live) -> Result<Self::Session<'_>> {
-        let first = first.session().await?;
-        let second = second.session().await?;
-        Ok((first, second))
-    }
-
-    fn connections<'c>((first, second): &'c mut Self::Session<'_>) -> Self::Connections<'c> {
+    fn connections((first, second): &mut Self::Session) -> Self::Connections<'_> {
         (first.connection(), second.connection())
     }
 
-    fn handles((first, second): &Self::Session<'_>) -> Vec<Arc<dyn Any + Send + Sync>> {
+    fn handles((first, second): &Self::Session) -> Vec<Arc<dyn Any + Send + Sync>> {
         vec![first.handle(), second.handle()]
     }
 
-    async fn finish<'a>(
-        (first, second): Self::Session<'a>,
-        failed: bool,
-    ) -> Result<(Rewind, String)> {
+    fn fences((first, second): &Self::Session) -> Vec<Arc<Fence>> {
+        first.fence().into_iter().chain(second.fence()).collect()
+    }
+
+    async fn finish((first, second): Self::Session, ending: Ending) -> Result<(Rewind, String)> {
         // Every database is ended, in reverse order, whatever the others report.
-        let last = second.finish(failed).await;
-        let earlier = first.finish(failed).await;
+        let last = second.finish(ending).await;
+        let earlier = first.finish(ending).await;
         worst([last, earlier])
     }
 }

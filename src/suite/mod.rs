@@ -1,10 +1,16 @@
 //! Suites: a setup run once, and tests isolated from each other by one of four
 //! [`Isolation`]s.
 
+mod building;
+mod committed;
 mod databases;
+mod fresh;
 mod live;
 mod restore;
+mod savepoint;
+mod target;
 mod template;
+mod transaction;
 
 use std::any::Any;
 use std::future::Future;
@@ -16,8 +22,10 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::Mutex;
 
+pub use building::Building;
 pub use databases::Databases;
-pub use live::{Building, FreshSession, Live, Session, Target};
+pub use live::{Ending, Live, Session};
+pub use target::Target;
 pub use template::TemplateKey;
 
 use crate::{Error, Isolation, Result, Rewind, handle};
@@ -111,50 +119,44 @@ impl<D: Databases, T: Clone + Send + Serialize + DeserializeOwned + 'static> Sui
         F: for<'c> AsyncFnOnce(D::Connections<'c>, T) -> std::result::Result<R, E>,
         E: Into<BoxError>,
     {
-        let mut ready = self.ready().await?;
-        if !D::recover(&ready.live).await {
-            // The previous test broke the suite beyond repair (e.g. ended the suite transaction).
-            self.invalidate(&ready).await;
-            ready = self.ready().await?;
-        }
-        let mut session = D::session(&ready.live).await?;
+        let (ready, mut session) = self.session().await?;
         let time_limit = ready.time_limit;
         let data = ready
             .data
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .clone();
-        let handles: Arc<Vec<Arc<dyn Any + Send + Sync>>> = Arc::new(D::handles(&session));
+        let current = handle::Current {
+            handles: D::handles(&session),
+            fences: D::fences(&session),
+        };
         let connections = D::connections(&mut session);
-        let test = handle::scope(handles, body(connections, data));
+        let test = handle::scope(current, body(connections, data));
+        // Dropped (the test cancelled, or panicking), `session` ends the test on testdb's runtime.
         let Ok(result) = tokio::time::timeout(time_limit, test).await else {
-            // Not finished: the next test recovers the suite first.
-            drop(session);
+            // Whatever the test left running is stopped before the next test begins.
+            let _ = D::finish(session, Ending::Abandoned).await;
             return Err(Error::TimeLimit {
                 suite: self.name,
                 limit: time_limit,
             });
         };
-        let finished = D::finish(session, result.is_err()).await;
-        let failure = match finished {
+        let ending = Ending::Returned {
+            failed: result.is_err(),
+        };
+        let failure = match D::finish(session, ending).await {
             Ok((Rewind::Clean, _)) => None,
             Ok((Rewind::Violated(message), database)) => Some(Error::DeferredConstraint {
                 suite: self.name,
                 database,
                 message,
             }),
-            Ok((Rewind::Escaped(message), database)) => {
-                self.invalidate(&ready).await;
-                Some(Error::Escaped {
-                    suite: self.name,
-                    database,
-                    message,
-                })
-            }
-            Err(err) => {
-                self.invalidate(&ready).await;
-                Some(err)
-            }
+            Ok((Rewind::Escaped(message), database)) => Some(Error::Escaped {
+                suite: self.name,
+                database,
+                message,
+            }),
+            Err(err) => Some(err),
         };
         match (result, failure) {
             // The test's own error comes first: it is why the test failed.
@@ -190,6 +192,24 @@ impl<D: Databases, T: Clone + Send + Serialize + DeserializeOwned + 'static> Sui
                 suite: self.name,
                 source,
             },
+        }
+    }
+
+    /// The suite, and a session on its databases for one test: building the suite first if
+    /// needed, and again if a test left it unusable.
+    async fn session(&self) -> Result<(Arc<Ready<D, T>>, D::Session)> {
+        let ready = self.ready().await?;
+        if let Some(session) = D::session(&ready.live).await? {
+            return Ok((ready, session));
+        }
+        self.invalidate(&ready).await;
+        let ready = self.ready().await?;
+        match D::session(&ready.live).await? {
+            Some(session) => Ok((ready, session)),
+            None => Err(Error::Setup {
+                suite: self.name,
+                message: "the suite was built again, and is already unusable".into(),
+            }),
         }
     }
 

@@ -26,6 +26,12 @@ impl Backend for Postgres {
         self.create_database(None).await
     }
 
+    type Watch = ();
+
+    async fn watch(_: &mut sqlx::PgConnection) -> sqlx::Result<()> {
+        Ok(())
+    }
+
     async fn checkpoint(
         conn: &mut sqlx::PgConnection,
     ) -> sqlx::Result<std::result::Result<bool, String>> {

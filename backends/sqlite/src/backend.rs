@@ -104,6 +104,12 @@ impl Backend for Sqlite {
         self.create_database(None).await
     }
 
+    type Watch = ();
+
+    async fn watch(_: &mut sqlx::SqliteConnection) -> sqlx::Result<()> {
+        Ok(())
+    }
+
     async fn checkpoint(
         conn: &mut sqlx::SqliteConnection,
     ) -> sqlx::Result<std::result::Result<bool, String>> {

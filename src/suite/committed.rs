@@ -1,0 +1,155 @@
+//! Committed isolation: tests commit for real in a copy of the template, one at a time; after each,
+//! the tables it wrote (and the sequences it moved) are put back as the baseline has them.
+
+use std::sync::Arc;
+
+use sqlx::Database;
+use tokio::sync::{Mutex, OwnedMutexGuard};
+
+use crate::fence::Opened;
+use crate::fixtures::Catalog;
+use crate::suite::live::{Ending, stop};
+use crate::suite::restore;
+use crate::suite::target::Target;
+use crate::{Backend, Error, Handle, Isolation, Result, Rewind, TestDatabase};
+
+/// A committed suite's database, used by one test at a time and restored after each.
+pub struct Committed<B: Backend> {
+    state: Arc<Mutex<State<B>>>,
+}
+
+struct State<B: Backend> {
+    copy: Copy<B>,
+    sequences: bool,
+    // A test began and its database has not been restored since.
+    dirty: bool,
+    target: Target<B>,
+    template: String,
+}
+
+/// One test's hold on the committed database.
+pub(crate) struct Test<B: Backend> {
+    state: OwnedMutexGuard<State<B>>,
+    opened: Opened,
+}
+
+impl<B: Backend> Committed<B> {
+    pub(crate) async fn new(target: &Target<B>, template: String, sequences: bool) -> Result<Self> {
+        let copy = Copy::new(target, &template).await?;
+        Ok(Committed {
+            state: Arc::new(Mutex::new(State {
+                copy,
+                sequences,
+                dirty: false,
+                target: target.clone(),
+                template,
+            })),
+        })
+    }
+
+    /// Waits for the previous test to end (restoring after it if its end was cut short), then
+    /// hands the database to the next.
+    pub(crate) async fn begin(&self) -> Result<Option<Test<B>>> {
+        let mut state = self.state.clone().lock_owned().await;
+        if state.dirty {
+            state.restore().await?;
+        }
+        state.dirty = true;
+        let opened = state.copy.database.fences().open();
+        B::enter(&state.copy.watch, opened.fence());
+        Ok(Some(Test { state, opened }))
+    }
+}
+
+impl<B: Backend> State<B> {
+    /// Restores the baseline; if that fails, replaces the database with a new copy of the
+    /// template, so the next test never sees what this one left.
+    async fn restore(&mut self) -> Result<()> {
+        let copy = &mut self.copy;
+        // A transaction the test left open is rolled back (an error just means none was).
+        let _ = B::execute_script(&mut copy.connection, "ROLLBACK").await;
+        let restored = restore::restore::<B>(&mut copy.connection, &copy.catalog, self.sequences)
+            .await
+            .map_err(|message| Error::Setup {
+                suite: self.target.suite,
+                message: format!("restoring {}: {message}", copy.database.name()),
+            });
+        if restored.is_err() {
+            self.replace().await?;
+        }
+        self.dirty = false;
+        Ok(())
+    }
+
+    /// A new copy of the template in place of the database.
+    async fn replace(&mut self) -> Result<()> {
+        self.copy = Copy::new(&self.target, &self.template).await?;
+        Ok(())
+    }
+}
+
+impl<B: Backend> Test<B> {
+    pub(crate) fn connection(&mut self) -> &mut <B::Database as Database>::Connection {
+        &mut self.state.copy.connection
+    }
+
+    pub(crate) fn handle(&self) -> Handle<B> {
+        Handle::new(&self.state.copy.database, Isolation::Committed)
+    }
+
+    pub(crate) fn opened(&self) -> &Opened {
+        &self.opened
+    }
+
+    /// Restores what the test wrote, once nothing it started is running.
+    pub(crate) async fn end(mut self, ending: Ending) -> Result<(Rewind, String)> {
+        let state = &mut *self.state;
+        let copy = &mut state.copy;
+        let name = copy.database.name().to_owned();
+        let stopped = stop::<B>(
+            &mut copy.connection,
+            Some(&copy.watch),
+            self.opened.fence(),
+            &copy.database,
+            ending,
+        )
+        .await;
+        if stopped.is_err() {
+            // Its connection is in a state nobody can vouch for: a new copy, then.
+            state.replace().await?;
+            state.dirty = false;
+        } else {
+            state.restore().await?;
+        }
+        Ok((Rewind::Clean, name))
+    }
+}
+
+/// A committed suite's database: a copy of the template, a connection of its own for the tests,
+/// watched, and its catalog (read once: tests do not change the schema).
+struct Copy<B: Backend> {
+    // Declared first, so closed before the database is removed.
+    connection: <B::Database as Database>::Connection,
+    watch: B::Watch,
+    database: TestDatabase<B>,
+    catalog: Catalog,
+}
+
+impl<B: Backend> Copy<B> {
+    async fn new(target: &Target<B>, template: &str) -> Result<Self> {
+        let database = target.clone_from(template, true).await?;
+        let mut connection = database.connect().await?;
+        let catalog = B::catalog(&mut connection)
+            .await
+            .map_err(|source| database.error("read the catalog", source))?;
+        let watch = B::watch(&mut connection)
+            .await
+            .map_err(|source| database.error("watch the suite's connection", source))?;
+        Ok(Copy {
+            connection,
+            watch,
+            database,
+            catalog,
+        })
+    }
+}

@@ -1,0 +1,140 @@
+//! Savepoint isolation: the setup stays uncommitted in the suite transaction; each test runs in
+//! the test savepoint and is rolled back to it. One test at a time.
+
+use std::sync::Arc;
+
+use sqlx::Database;
+use sqlx::pool::PoolConnection;
+use tokio::sync::{Mutex, OwnedMutexGuard};
+
+use crate::fence::Opened;
+use crate::suite::live::{Ending, stop};
+use crate::{Backend, Error, Handle, Isolation, Result, Rewind, TestDatabase};
+
+/// A savepoint suite's database and its suite transaction, used by one test at a time.
+pub struct Savepoint<B: Backend> {
+    state: Arc<Mutex<State<B>>>,
+}
+
+struct State<B: Backend> {
+    // Declared first, so returned before the database is removed.
+    connection: PoolConnection<B::Database>,
+    watch: B::Watch,
+    check_each_test: bool,
+    // A test began and has not been rolled back: its end was cut short.
+    dirty: bool,
+    // The suite transaction is gone (a test ended it): the suite must be built again.
+    broken: bool,
+    database: TestDatabase<B>,
+}
+
+/// One test's hold on the suite transaction.
+pub(crate) struct Test<B: Backend> {
+    state: OwnedMutexGuard<State<B>>,
+    opened: Opened,
+}
+
+impl<B: Backend> Savepoint<B> {
+    /// Checks the setup's deferred constraints, as a commit would, and establishes the test
+    /// savepoint on the suite's connection.
+    pub(crate) async fn new(
+        mut connection: PoolConnection<B::Database>,
+        database: TestDatabase<B>,
+        suite: &'static str,
+    ) -> Result<Self> {
+        let check_each_test = match B::checkpoint(&mut connection).await {
+            Ok(Ok(check)) => check,
+            Ok(Err(message)) => {
+                return Err(Error::DeferredConstraint {
+                    suite,
+                    database: database.name().to_owned(),
+                    message,
+                });
+            }
+            Err(source) => return Err(database.error("establish the test savepoint", source)),
+        };
+        let watch = B::watch(&mut connection)
+            .await
+            .map_err(|source| database.error("watch the suite's connection", source))?;
+        Ok(Savepoint {
+            state: Arc::new(Mutex::new(State {
+                connection,
+                watch,
+                check_each_test,
+                dirty: false,
+                broken: false,
+                database,
+            })),
+        })
+    }
+
+    /// Waits for the previous test to end, then hands the suite transaction to the next; none if
+    /// the suite must be built again.
+    pub(crate) async fn begin(&self) -> Result<Option<Test<B>>> {
+        let mut state = self.state.clone().lock_owned().await;
+        if state.broken || !state.rewind_if_dirty().await {
+            return Ok(None);
+        }
+        state.dirty = true;
+        let opened = state.database.fences().open();
+        B::enter(&state.watch, opened.fence());
+        Ok(Some(Test { state, opened }))
+    }
+}
+
+impl<B: Backend> State<B> {
+    /// Rolls back what a test whose end was cut short left; false if the suite transaction is
+    /// gone.
+    async fn rewind_if_dirty(&mut self) -> bool {
+        if !self.dirty {
+            return true;
+        }
+        let rewound = B::rewind(&mut self.connection, false).await;
+        self.dirty = false;
+        let clean = matches!(rewound, Ok(Rewind::Clean | Rewind::Violated(_)));
+        self.broken = !clean;
+        clean
+    }
+}
+
+impl<B: Backend> Test<B> {
+    pub(crate) fn connection(&mut self) -> &mut <B::Database as Database>::Connection {
+        &mut self.state.connection
+    }
+
+    pub(crate) fn handle(&self) -> Handle<B> {
+        Handle::new(&self.state.database, Isolation::Savepoint)
+    }
+
+    pub(crate) fn opened(&self) -> &Opened {
+        &self.opened
+    }
+
+    /// Rolls the test back to the savepoint (checking deferred constraints first if it
+    /// returned), once nothing it started is running.
+    pub(crate) async fn end(mut self, ending: Ending) -> Result<(Rewind, String)> {
+        let state = &mut *self.state;
+        let name = state.database.name().to_owned();
+        stop::<B>(
+            &mut state.connection,
+            Some(&state.watch),
+            self.opened.fence(),
+            &state.database,
+            ending,
+        )
+        .await?;
+        let check = state.check_each_test && matches!(ending, Ending::Returned { .. });
+        let rewound = B::rewind(&mut state.connection, check).await;
+        state.dirty = false;
+        match rewound {
+            Ok(rewind) => {
+                state.broken = matches!(rewind, Rewind::Escaped(_));
+                Ok((rewind, name))
+            }
+            Err(source) => {
+                state.broken = true;
+                Err(state.database.error("roll back the test", source))
+            }
+        }
+    }
+}

@@ -1,0 +1,152 @@
+//! Transaction isolation: the baseline is committed in a copy of the template; each test gets a
+//! pooled connection inside a transaction of its own, rolled back at its end. Tests run in
+//! parallel.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use sqlx::pool::PoolConnection;
+use sqlx::{Database, SqlSafeStr};
+use sqlx_core::transaction::TransactionManager;
+use tokio::sync::watch;
+
+use crate::fence::Opened;
+use crate::suite::live::{Ending, stop};
+use crate::{Backend, Error, Handle, Isolation, Result, Rewind, TestDatabase, runtime};
+
+type Manager<B> = <<B as Backend>::Database as Database>::TransactionManager;
+
+/// A transaction suite's database: a committed copy of the baseline.
+pub struct Transactions<B: Backend> {
+    shared: Arc<Shared<B>>,
+}
+
+struct Shared<B: Backend> {
+    database: TestDatabase<B>,
+    suite: &'static str,
+    // A test ended the transaction it was given: its commit is in the copy for good.
+    broken: AtomicBool,
+    // Tests being ended right now: a test waits for them before it begins, so that it does not
+    // start on a copy that one of them is about to find escaped.
+    ending: watch::Sender<usize>,
+}
+
+/// One test's connection, inside its transaction.
+pub(crate) struct Test<B: Backend> {
+    // Declared first, so closed or returned before anything else goes.
+    connection: PoolConnection<B::Database>,
+    shared: Arc<Shared<B>>,
+    check: bool,
+    opened: Opened,
+}
+
+impl<B: Backend> Transactions<B> {
+    pub(crate) fn new(database: TestDatabase<B>, suite: &'static str) -> Self {
+        Transactions {
+            shared: Arc::new(Shared {
+                database,
+                suite,
+                broken: AtomicBool::new(false),
+                ending: watch::Sender::new(0),
+            }),
+        }
+    }
+
+    /// A pooled connection inside a new transaction and the test savepoint; none if the copy
+    /// must be made again.
+    pub(crate) async fn begin(&self) -> Result<Option<Test<B>>> {
+        let shared = &self.shared;
+        let mut ending = shared.ending.subscribe();
+        let _ = ending.wait_for(|count| *count == 0).await;
+        if shared.broken.load(Ordering::Acquire) {
+            return Ok(None);
+        }
+        let database = &shared.database;
+        let opened = database.fences().open();
+        let mut connection = database.acquire_for(Some(opened.fence().clone())).await?;
+        Manager::<B>::begin(&mut connection, Some(B::BEGIN.into_sql_str()))
+            .await
+            .map_err(|source| database.error("begin the test's transaction", source))?;
+        let check = match B::checkpoint(&mut connection).await {
+            Ok(Ok(check)) => check,
+            Ok(Err(message)) => {
+                return Err(Error::DeferredConstraint {
+                    suite: shared.suite,
+                    database: database.name().to_owned(),
+                    message,
+                });
+            }
+            Err(source) => return Err(database.error("establish the test savepoint", source)),
+        };
+        Ok(Some(Test {
+            connection,
+            shared: shared.clone(),
+            check,
+            opened,
+        }))
+    }
+}
+
+impl<B: Backend> Test<B> {
+    pub(crate) fn connection(&mut self) -> &mut <B::Database as Database>::Connection {
+        &mut self.connection
+    }
+
+    pub(crate) fn handle(&self) -> Handle<B> {
+        Handle::new(&self.shared.database, Isolation::Transaction)
+    }
+
+    pub(crate) fn opened(&self) -> &Opened {
+        &self.opened
+    }
+
+    /// Rolls the test's transaction back (checking deferred constraints first if it returned),
+    /// once nothing it started is running. A connection whose transaction the test ended, or that
+    /// could not be rolled back, is closed rather than returned to the pool.
+    pub(crate) async fn end(self, ending: Ending) -> Result<(Rewind, String)> {
+        let Test {
+            mut connection,
+            shared,
+            check,
+            opened,
+        } = self;
+        shared.ending.send_modify(|count| *count += 1);
+        let ended = end_on(&mut connection, &shared, check, &opened, ending).await;
+        drop(opened);
+        if matches!(ended, Ok(Rewind::Clean | Rewind::Violated(_))) {
+            drop(connection);
+        } else {
+            // The test may have committed: the copy is not the baseline any more. And the
+            // connection's state is not what the pool expects: it is never handed out again.
+            shared.broken.store(true, Ordering::Release);
+            let _ = runtime::run(async move { connection.close().await }).await;
+        }
+        shared
+            .ending
+            .send_modify(|count| *count = count.saturating_sub(1));
+        let name = shared.database.name().to_owned();
+        ended.map(|rewind| (rewind, name))
+    }
+}
+
+async fn end_on<B: Backend>(
+    connection: &mut PoolConnection<B::Database>,
+    shared: &Shared<B>,
+    check: bool,
+    opened: &Opened,
+    ending: Ending,
+) -> Result<Rewind> {
+    let database = &shared.database;
+    stop::<B>(connection, None, opened.fence(), database, ending).await?;
+    let check = check && matches!(ending, Ending::Returned { .. });
+    let rewind = B::rewind(connection, check)
+        .await
+        .map_err(|source| database.error("roll back the test", source))?;
+    if let Rewind::Escaped(_) = rewind {
+        return Ok(rewind);
+    }
+    Manager::<B>::rollback(connection)
+        .await
+        .map_err(|source| database.error("roll back the test", source))?;
+    Ok(rewind)
+}
