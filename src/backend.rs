@@ -3,11 +3,10 @@ use std::future::Future;
 use std::sync::Arc;
 
 use sqlx::migrate::Migrate;
-use sqlx::pool::PoolOptions;
 use sqlx::{Connection, Database};
 
 use crate::Result;
-use crate::fence::{Fence, Fences};
+use crate::fence::{Attribution, Fence};
 use crate::fixtures::{Catalog, ErrorSite, ForeignKey, TableInfo, Value};
 
 /// The connect options of a backend's sqlx driver.
@@ -52,17 +51,18 @@ pub trait Backend: Clone + fmt::Debug + Send + Sync + 'static {
     /// it.
     type Watch: Send + Sync + 'static;
 
-    /// Installs hooks on a test database's pool, which `fences` tells which tests are running:
-    /// every connection the pool opens must be usable from any runtime, however long the one that
-    /// asked for it lives; and every connection a test takes must join that test's fences
-    /// ([`Fences::attribute`]), so that once a test ends nothing it started there commits. The
-    /// default installs none.
-    fn watch_pool(
-        options: PoolOptions<Self::Database>,
-        fences: Arc<Fences>,
-    ) -> PoolOptions<Self::Database> {
-        let _ = fences;
-        options
+    /// Puts a connection the pool is handing out (or has just opened) inside the fences of the
+    /// tests it belongs to, so that once they end nothing started on it commits: on a server, by
+    /// recording its session ([`Attribution::record`]) to end with them; in process, by hooks
+    /// that consult the fences. With no fences, takes off any it was in. Returns whether it
+    /// reached the connection (proving it alive, so that no ping is needed). The default does
+    /// nothing.
+    fn join(
+        conn: &mut Self::Connection,
+        attribution: &Attribution,
+    ) -> impl Future<Output = sqlx::Result<bool>> + Send {
+        let _ = (conn, attribution);
+        async { Ok(false) }
     }
 
     /// Prepares a connection testdb holds for a suite's tests, once.
@@ -74,14 +74,16 @@ pub trait Backend: Clone + fmt::Debug + Send + Sync + 'static {
         let _ = (watch, fence);
     }
 
-    /// After a test that returned, on its own connection: ends the sessions it took
-    /// ([`Fence::taken`]) that are still running a statement or inside a transaction. The
-    /// default does nothing (where a closed fence stops them by itself).
+    /// After a test that returned, before its transaction is undone: ends the sessions it took
+    /// ([`Fence::taken`]) that are still running a statement or inside a transaction, from its
+    /// own connection (or, if that cannot, one of its own to the test's database, `options`).
+    /// The default does nothing (where a closed fence stops them by itself).
     fn end_taken(
         conn: &mut Self::Connection,
+        options: &ConnectOptions<Self::Database>,
         fence: &Fence,
-    ) -> impl Future<Output = sqlx::Result<()>> + Send {
-        let _ = (conn, fence);
+    ) -> impl Future<Output = Result<()>> + Send {
+        let _ = (conn, options, fence);
         async { Ok(()) }
     }
 

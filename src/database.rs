@@ -172,8 +172,8 @@ impl<B: Backend> TestDatabase<B> {
                 .acquire_timeout(Duration::from_secs(30))
         });
         let fences = Fences::new();
-        let pool =
-            B::watch_pool(pool_options, fences.clone()).connect_lazy_with(connect_options.clone());
+        let pool = watched::<B>(pool_options, connect_options.clone(), fences.clone())
+            .connect_lazy_with(connect_options.clone());
         let registration = cleanup::register(remover::<B>(slot.clone(), pool.clone()));
         let database = TestDatabase {
             name,
@@ -199,6 +199,53 @@ impl<B: Backend> TestDatabase<B> {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .take()
     }
+}
+
+/// testdb's hooks on a test database's pool: every connection it opens lives on testdb's runtime
+/// (one opened on a test's runtime would die with it, perhaps while another test uses it), and
+/// every connection it hands out joins the fences of the tests it belongs to. They replace any
+/// hooks set in the options given to [`Builder::pool_options`].
+fn watched<B: Backend>(
+    options: PoolOptions<B::Database>,
+    connect: ConnectOptions<B::Database>,
+    fences: Arc<Fences>,
+) -> PoolOptions<B::Database> {
+    let ping = options.get_test_before_acquire();
+    let connected = fences.clone();
+    options
+        .test_before_acquire(false)
+        .after_connect(move |conn, _| {
+            let fences = connected.clone();
+            let connect = connect.clone();
+            Box::pin(async move {
+                if B::CONNECTIONS_NEED_A_RUNTIME && !runtime::is_current() {
+                    let reopened = runtime::run(async move {
+                        <<B::Database as Database>::Connection as Connection>::connect_with(
+                            &connect,
+                        )
+                        .await
+                    })
+                    .await
+                    .map_err(|err| sqlx::Error::Io(std::io::Error::other(err.to_string())))??;
+                    let opened_here = std::mem::replace(conn, reopened);
+                    let _ = opened_here.close().await;
+                }
+                if fences.in_use() {
+                    B::join(conn, &fences.attribute()).await?;
+                }
+                Ok(())
+            })
+        })
+        .before_acquire(move |conn, _| {
+            let fences = fences.clone();
+            Box::pin(async move {
+                let reached = fences.in_use() && B::join(conn, &fences.attribute()).await?;
+                if ping && !reached {
+                    conn.ping().await?;
+                }
+                Ok(true)
+            })
+        })
 }
 
 fn remover<B: Backend>(

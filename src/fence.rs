@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 pub struct Fence {
     registry: u64,
     closed: AtomicBool,
+    own: Mutex<Option<i64>>,
     taken: Mutex<Vec<i64>>,
 }
 
@@ -35,9 +36,19 @@ impl Fence {
         }
     }
 
-    /// The server sessions the test took, in the order it took them.
+    /// The server sessions the test took, in the order it took them (not its own connection's).
     pub fn taken(&self) -> Vec<i64> {
         lock(&self.taken).clone()
+    }
+
+    /// Records the server session of the test's own connection.
+    pub fn set_own(&self, session: i64) {
+        *lock(&self.own) = Some(session);
+    }
+
+    /// The server session of the test's own connection, where the backend records one.
+    pub fn own(&self) -> Option<i64> {
+        *lock(&self.own)
     }
 
     pub(crate) fn close(&self) {
@@ -79,17 +90,26 @@ impl Fences {
     /// named if it is acquiring a test's own connection; else the test whose task acquires it;
     /// else, from a task a test spawned, every test running on this database. Empty when the
     /// acquisition is testdb's own or no test is running.
-    pub fn attribute(&self) -> Vec<Arc<Fence>> {
+    pub fn attribute(&self) -> Attribution {
         if let Ok(named) = ACQUIRING_FOR.try_with(Clone::clone) {
-            return named.into_iter().collect();
+            return Attribution {
+                own: named.is_some(),
+                fences: named.into_iter().collect(),
+            };
         }
-        if let Some(own) = crate::handle::current_fences()
+        if let Some(current) = crate::handle::current_fences()
             .into_iter()
             .find(|fence| fence.registry == self.id)
         {
-            return vec![own];
+            return Attribution {
+                own: false,
+                fences: vec![current],
+            };
         }
-        lock(&self.running).clone()
+        Attribution {
+            own: false,
+            fences: lock(&self.running).clone(),
+        }
     }
 
     /// A fence for a test starting now; closed and forgotten when dropped as [`Opened`].
@@ -98,12 +118,44 @@ impl Fences {
         let fence = Arc::new(Fence {
             registry: self.id,
             closed: AtomicBool::new(false),
+            own: Mutex::new(None),
             taken: Mutex::new(Vec::new()),
         });
         lock(&self.running).push(fence.clone());
         Opened {
             fences: self.clone(),
             fence,
+        }
+    }
+}
+
+/// The fences a connection being handed out belongs to; see [`Fences::attribute`].
+#[derive(Debug)]
+pub struct Attribution {
+    own: bool,
+    fences: Vec<Arc<Fence>>,
+}
+
+impl Attribution {
+    /// Whether the connection belongs to no test.
+    pub fn is_empty(&self) -> bool {
+        self.fences.is_empty()
+    }
+
+    /// The fences, for hooks that consult them (nothing inside a closed one may commit).
+    pub fn fences(&self) -> &[Arc<Fence>] {
+        &self.fences
+    }
+
+    /// Records the connection's server session with its fences: as the test's own connection, or
+    /// as one the test took.
+    pub fn record(&self, session: i64) {
+        for fence in &self.fences {
+            if self.own {
+                fence.set_own(session);
+            } else {
+                fence.take(session);
+            }
         }
     }
 }
@@ -154,24 +206,29 @@ mod tests {
         let second = fences.open();
         assert!(fences.in_use());
         // From a task of no test (one a test spawned): every running test.
-        assert_eq!(fences.attribute().len(), 2);
+        let spawned = fences.attribute();
+        assert_eq!(spawned.fences().len(), 2);
+        spawned.record(7);
+        spawned.record(7);
+        assert_eq!(first.fence().taken(), [7]);
+        assert_eq!(second.fence().taken(), [7]);
         // testdb acquiring for one test, or for none.
         let named = acquiring_for(Some(first.fence().clone()), async { fences.attribute() }).await;
-        assert_eq!(named.len(), 1);
-        assert!(std::sync::Arc::ptr_eq(&named[0], first.fence()));
+        assert_eq!(named.fences().len(), 1);
+        assert!(std::sync::Arc::ptr_eq(&named.fences()[0], first.fence()));
+        named.record(8);
+        assert_eq!(first.fence().own(), Some(8), "the test's own connection");
+        assert_eq!(first.fence().taken(), [7]);
         assert!(
             acquiring_for(None, async { fences.attribute() })
                 .await
                 .is_empty()
         );
 
-        first.fence().take(7);
-        first.fence().take(7);
-        assert_eq!(first.fence().taken(), [7]);
         let closed = first.fence().clone();
         drop(first);
         assert!(closed.is_closed(), "a fence closes when its test ends");
         assert!(!second.fence().is_closed());
-        assert_eq!(fences.attribute().len(), 1);
+        assert_eq!(fences.attribute().fences().len(), 1);
     }
 }

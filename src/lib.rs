@@ -30,7 +30,7 @@ pub use concurrent::{
 };
 pub use database::{Builder, TestDatabase};
 pub use error::{Error, Result};
-pub use fence::{Fence, Fences};
+pub use fence::{Attribution, Fence, Fences};
 pub use fixtures::{
     Catalog, ErrorSite, Fixtures, ForeignKey, Loaded, TableInfo, Value, dump_fixtures,
     load_fixtures,

@@ -33,6 +33,15 @@ fn handle() -> Result<Handle, Error> {
     }
 }
 
+/// Whether the caller runs on testdb's runtime (and so may open connections that outlive any
+/// test).
+pub(crate) fn is_current() -> bool {
+    match (Handle::try_current(), handle()) {
+        (Ok(current), Ok(ours)) => current.id() == ours.id(),
+        _ => false,
+    }
+}
+
 /// Starts `future` on testdb's runtime without waiting for it.
 pub(crate) fn spawn<F>(future: F) -> Result<tokio::task::JoinHandle<F::Output>, Error>
 where

@@ -170,7 +170,10 @@ impl<B: Backend> Drop for Session<B> {
     fn drop(&mut self) {
         // Reached with the test still held only when it did not finish: it panicked, or its
         // future was dropped. Its end runs on testdb's runtime; the next test waits for it.
-        if let Some(held) = self.held.take() {
+        if let Some(mut held) = self.held.take() {
+            if let Held::Transaction(test) = &mut held {
+                test.mark_ending();
+            }
             let _ = crate::cleanup::spawn_awaited(async move {
                 let _ = held.end(Ending::Abandoned).await;
             });
@@ -195,9 +198,7 @@ pub(crate) async fn stop<B: Backend>(
             if fence.taken().is_empty() {
                 return Ok(());
             }
-            B::end_taken(connection, fence)
-                .await
-                .map_err(|source| database.error("end the connections the test took", source))
+            B::end_taken(connection, database.connect_options(), fence).await
         }
         Ending::Abandoned => {
             fence.close();

@@ -38,6 +38,8 @@ pub(crate) struct Test<B: Backend> {
     shared: Arc<Shared<B>>,
     check: bool,
     opened: Opened,
+    // Counted among the tests being ended.
+    ending: bool,
 }
 
 impl<B: Backend> Transactions<B> {
@@ -83,6 +85,7 @@ impl<B: Backend> Transactions<B> {
             shared: shared.clone(),
             check,
             opened,
+            ending: false,
         }))
     }
 }
@@ -100,17 +103,26 @@ impl<B: Backend> Test<B> {
         &self.opened
     }
 
+    /// Counts the test among those being ended, from now: tests that begin wait for it.
+    pub(crate) fn mark_ending(&mut self) {
+        if !self.ending {
+            self.ending = true;
+            self.shared.ending.send_modify(|count| *count += 1);
+        }
+    }
+
     /// Rolls the test's transaction back (checking deferred constraints first if it returned),
     /// once nothing it started is running. A connection whose transaction the test ended, or that
     /// could not be rolled back, is closed rather than returned to the pool.
-    pub(crate) async fn end(self, ending: Ending) -> Result<(Rewind, String)> {
+    pub(crate) async fn end(mut self, ending: Ending) -> Result<(Rewind, String)> {
+        self.mark_ending();
         let Test {
             mut connection,
             shared,
             check,
             opened,
+            ending: _,
         } = self;
-        shared.ending.send_modify(|count| *count += 1);
         let ended = end_on(&mut connection, &shared, check, &opened, ending).await;
         drop(opened);
         if matches!(ended, Ok(Rewind::Clean | Rewind::Violated(_))) {

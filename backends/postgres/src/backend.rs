@@ -26,10 +26,38 @@ impl Backend for Postgres {
         self.create_database(None).await
     }
 
-    type Watch = ();
+    /// The connection's server process.
+    type Watch = i32;
 
-    async fn watch(_: &mut sqlx::PgConnection) -> sqlx::Result<()> {
-        Ok(())
+    async fn watch(conn: &mut sqlx::PgConnection) -> sqlx::Result<i32> {
+        crate::isolation::backend_pid(conn).await
+    }
+
+    fn enter(pid: &i32, fence: &std::sync::Arc<testdb::Fence>) {
+        fence.set_own(i64::from(*pid));
+    }
+
+    async fn join(
+        conn: &mut sqlx::PgConnection,
+        attribution: &testdb::Attribution,
+    ) -> sqlx::Result<bool> {
+        crate::isolation::join(conn, attribution).await
+    }
+
+    async fn end_taken(
+        conn: &mut sqlx::PgConnection,
+        options: &PgConnectOptions,
+        fence: &testdb::Fence,
+    ) -> Result<()> {
+        crate::isolation::end_taken(conn, options, fence).await
+    }
+
+    async fn interrupt(options: &PgConnectOptions, fence: &testdb::Fence) -> Result<()> {
+        crate::isolation::interrupt(options, fence).await
+    }
+
+    async fn settle(conn: &mut sqlx::PgConnection, _: Option<&i32>) -> sqlx::Result<()> {
+        crate::isolation::settle(conn).await
     }
 
     async fn checkpoint(

@@ -104,10 +104,30 @@ impl Backend for Sqlite {
         self.create_database(None).await
     }
 
-    type Watch = ();
+    type Watch = std::sync::Arc<crate::isolation::Slot>;
 
-    async fn watch(_: &mut sqlx::SqliteConnection) -> sqlx::Result<()> {
-        Ok(())
+    async fn watch(
+        conn: &mut sqlx::SqliteConnection,
+    ) -> sqlx::Result<std::sync::Arc<crate::isolation::Slot>> {
+        crate::isolation::watch(conn).await
+    }
+
+    fn enter(slot: &std::sync::Arc<crate::isolation::Slot>, fence: &std::sync::Arc<testdb::Fence>) {
+        slot.set(Some(fence.clone()));
+    }
+
+    async fn join(
+        conn: &mut sqlx::SqliteConnection,
+        attribution: &testdb::Attribution,
+    ) -> sqlx::Result<bool> {
+        crate::isolation::join(conn, attribution).await
+    }
+
+    async fn settle(
+        conn: &mut sqlx::SqliteConnection,
+        slot: Option<&std::sync::Arc<crate::isolation::Slot>>,
+    ) -> sqlx::Result<()> {
+        crate::isolation::settle(conn, slot).await
     }
 
     async fn checkpoint(

@@ -1,0 +1,259 @@
+//! However a test ends — by its time limit, cancelled, panicking, or after ending its own
+//! transaction — nothing it started outlives it, and the next test of the suite starts at once on
+//! the baseline; on SQLite and PostgreSQL, in every isolation where it applies.
+
+// Tests, examples and benches may panic and print; the library may not (see Cargo.toml).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::print_stdout
+)]
+
+#[macro_use]
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::Harness;
+use sqlx::{Connection, Database, Pool};
+use testdb::{Error, Isolation, Setup, Suite, TestDatabase};
+use testdb_postgres::Postgres;
+use testdb_sqlite::Sqlite;
+
+type Conn<H> = <<H as testdb::Backend>::Database as Database>::Connection;
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// How long each test of these suites may run.
+const TIME_LIMIT: Duration = Duration::from_secs(1);
+/// How long a SQLite connection waits for another's write lock: longer than the time limit, so
+/// that a statement waiting on the test's lock is still waiting when the test is given up.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(2);
+/// How soon the next test must start after a test that did not return.
+const PROMPTLY: Duration = Duration::from_secs(1);
+
+const ISOLATIONS: [Isolation; 4] = [
+    Isolation::Savepoint,
+    Isolation::Transaction,
+    Isolation::Committed,
+    Isolation::FreshDatabase,
+];
+
+trait Endings: Harness {
+    /// A query that runs for many seconds unless stopped.
+    const LONG_QUERY: &'static str;
+    fn backend_for_suites() -> Option<Self>;
+    fn suite(isolation: Isolation) -> &'static Suite<Self>;
+    /// A connection of its own to `url`, inside a transaction that holds the write lock on row
+    /// 1000 (SQLite: on the database).
+    fn lock_row(url: &str) -> impl Future<Output = Conn<Self>> + Send;
+    /// Runs a statement through a pool, returning its error.
+    fn try_exec(
+        pool: &Pool<Self::Database>,
+        sql: &'static str,
+    ) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
+}
+
+macro_rules! suites {
+    ($backend:ty, $isolation:expr) => {{
+        static SAVEPOINT: Suite<$backend> =
+            Suite::new("endings", || items::<$backend>(Isolation::Savepoint));
+        static TRANSACTION: Suite<$backend> =
+            Suite::new("endings", || items::<$backend>(Isolation::Transaction));
+        static COMMITTED: Suite<$backend> =
+            Suite::new("endings", || items::<$backend>(Isolation::Committed));
+        static FRESH: Suite<$backend> =
+            Suite::new("endings", || items::<$backend>(Isolation::FreshDatabase));
+        match $isolation {
+            Isolation::Savepoint => &SAVEPOINT,
+            Isolation::Transaction => &TRANSACTION,
+            Isolation::Committed => &COMMITTED,
+            _ => &FRESH,
+        }
+    }};
+}
+
+impl Endings for Sqlite {
+    const LONG_QUERY: &'static str = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 \
+                                      FROM c WHERE x < 4000000000) SELECT count(*) FROM c";
+    fn backend_for_suites() -> Option<Self> {
+        Some(Sqlite::new().busy_timeout(BUSY_TIMEOUT))
+    }
+    fn suite(isolation: Isolation) -> &'static Suite<Self> {
+        suites!(Sqlite, isolation)
+    }
+    async fn lock_row(url: &str) -> sqlx::SqliteConnection {
+        let mut conn = sqlx::SqliteConnection::connect(url).await.unwrap();
+        sqlx::raw_sql("BEGIN IMMEDIATE; UPDATE items SET note = 'locker' WHERE id = 1000")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        conn
+    }
+    async fn try_exec(pool: &Pool<sqlx::Sqlite>, sql: &'static str) -> Result<(), sqlx::Error> {
+        sqlx::query(sql).execute(pool).await.map(drop)
+    }
+}
+
+impl Endings for Postgres {
+    const LONG_QUERY: &'static str = "SELECT pg_sleep(6)";
+    fn backend_for_suites() -> Option<Self> {
+        common::postgres()
+    }
+    fn suite(isolation: Isolation) -> &'static Suite<Self> {
+        suites!(Postgres, isolation)
+    }
+    async fn lock_row(url: &str) -> sqlx::PgConnection {
+        let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+        sqlx::raw_sql("BEGIN; UPDATE items SET note = 'locker' WHERE id = 1000")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        conn
+    }
+    async fn try_exec(pool: &Pool<sqlx::Postgres>, sql: &'static str) -> Result<(), sqlx::Error> {
+        sqlx::query(sql).execute(pool).await.map(drop)
+    }
+}
+
+fn schema() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/endings_schema")
+}
+
+/// One row, committed by a migration: `items` 1000, noted `baseline`.
+fn items<H: Endings>(isolation: Isolation) -> testdb::Result<Setup<H>> {
+    let backend = H::backend_for_suites().ok_or_else(|| Error::NotConfigured {
+        backend: H::NAME,
+        hint: "no server".into(),
+    })?;
+    Ok(
+        Setup::new(TestDatabase::builder(backend).migrations(schema()))
+            .isolation(isolation)
+            .time_limit(TIME_LIMIT),
+    )
+}
+
+/// The next test of `suite`: starts within [`PROMPTLY`] of `ended`, and sees row 1000 as the
+/// baseline has it, from its own connection and from the pool.
+async fn next_test_sees_the_baseline<H: Endings>(suite: &Suite<H>, ended: Instant, what: &str) {
+    let (waited, own, pooled) = suite
+        .run(async |conn: &mut Conn<H>, ()| {
+            let waited = ended.elapsed();
+            let own =
+                H::scalar_on(conn, "SELECT count(*) FROM items WHERE note = 'baseline'").await;
+            let db = testdb::current::<H>()?;
+            let pooled = H::scalar(
+                db.pool(),
+                "SELECT count(*) FROM items WHERE note <> 'baseline'",
+            )
+            .await;
+            Ok::<_, BoxError>((waited, own, pooled))
+        })
+        .await
+        .unwrap_or_else(|err| panic!("{what}: the next test failed: {err:?}"));
+    assert!(waited < PROMPTLY, "{what}: the next test waited {waited:?}");
+    assert_eq!(own, 1, "{what}: the next test sees the baseline row");
+    // The row is committed by a migration: every isolation's pool sees it as it is.
+    assert_eq!(pooled, 0, "{what}: nothing else was committed");
+}
+
+// 1. A statement blocked by the test's own lock, through the pool, never commits after the test.
+
+on_both!(a_statement_blocked_by_the_test_never_commits_after_it);
+
+async fn a_statement_blocked_by_the_test_never_commits_after_it<H: Endings>(_: H) {
+    for isolation in [
+        Isolation::Savepoint,
+        Isolation::Transaction,
+        Isolation::Committed,
+    ] {
+        let suite = H::suite(isolation);
+        let result = suite
+            .run(async |conn: &mut Conn<H>, ()| {
+                H::try_exec_on(conn, "BEGIN").await.ok();
+                H::try_exec_on(conn, "UPDATE items SET note = 'own' WHERE id = 1000").await?;
+                let db = testdb::current::<H>()?;
+                // Waits for the test's own lock: past the time limit.
+                H::try_exec(
+                    db.pool(),
+                    "UPDATE items SET note = 'leaked' WHERE id = 1000",
+                )
+                .await?;
+                Ok::<_, BoxError>(())
+            })
+            .await;
+        assert!(
+            matches!(result, Err(Error::TimeLimit { .. })),
+            "{isolation}: {result:?}"
+        );
+        let what = format!("{isolation}, blocked pool statement");
+        next_test_sees_the_baseline(suite, Instant::now(), &what).await;
+        // Long enough for a statement still waiting on the lock to have given up, or committed.
+        tokio::time::sleep(BUSY_TIMEOUT + Duration::from_millis(500)).await;
+        next_test_sees_the_baseline(suite, Instant::now(), &what).await;
+    }
+}
+
+// 2. A long query on the test's own connection is stopped: the next test starts at once.
+
+on_both!(a_long_query_ends_with_its_test);
+
+async fn a_long_query_ends_with_its_test<H: Endings>(_: H) {
+    for isolation in ISOLATIONS {
+        let suite = H::suite(isolation);
+        // By the time limit.
+        let result = suite
+            .run(async |conn: &mut Conn<H>, ()| {
+                H::try_exec_on(conn, H::LONG_QUERY).await?;
+                Ok::<_, BoxError>(())
+            })
+            .await;
+        assert!(
+            matches!(result, Err(Error::TimeLimit { .. })),
+            "{isolation}: {result:?}"
+        );
+        next_test_sees_the_baseline(suite, Instant::now(), &format!("{isolation}, time limit"))
+            .await;
+        // Cancelled: its future dropped.
+        let cancelled = tokio::time::timeout(
+            Duration::from_millis(300),
+            suite.run(async |conn: &mut Conn<H>, ()| {
+                H::try_exec_on(conn, H::LONG_QUERY).await?;
+                Ok::<_, BoxError>(())
+            }),
+        )
+        .await;
+        assert!(cancelled.is_err(), "{isolation}: the query was not long");
+        next_test_sees_the_baseline(suite, Instant::now(), &format!("{isolation}, cancelled"))
+            .await;
+    }
+}
+
+// 3. A write that a connection the test took still waits on when the test ends never commits.
+
+on_both!(a_waiting_write_on_a_taken_connection_never_commits_after_its_test);
+
+async fn a_waiting_write_on_a_taken_connection_never_commits_after_its_test<H: Endings>(_: H) {
+    for isolation in ISOLATIONS {
+        let suite = H::suite(isolation);
+        let result = suite
+            .run(async |_: &mut Conn<H>, ()| {
+                let db = testdb::current::<H>()?;
+                // A connection of the test's own holds the lock, and goes with the test.
+                let _locker = H::lock_row(db.url()).await;
+                H::try_exec(db.pool(), "UPDATE items SET note = 'late' WHERE id = 1000").await?;
+                Ok::<_, BoxError>(())
+            })
+            .await;
+        assert!(
+            matches!(result, Err(Error::TimeLimit { .. })),
+            "{isolation}: {result:?}"
+        );
+        let what = format!("{isolation}, waiting pool write");
+        next_test_sees_the_baseline(suite, Instant::now(), &what).await;
+        // Long enough for the write to have given up, or committed.
+        tokio::time::sleep(BUSY_TIMEOUT + Duration::from_millis(500)).await;
+        next_test_sees_the_baseline(suite, Instant::now(), &what).await;
+    }
+}
