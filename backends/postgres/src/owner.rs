@@ -279,8 +279,9 @@ async fn relock(server: &Postgres, key: i32, lost: Option<(i32, i64)>) -> Result
     let mut conn = server.connect_maintenance().await?;
     if let Some((pid, started)) = lost {
         // Lost to us but perhaps not yet to the server (a silently dropped socket): end it, or it
-        // keeps the lock from its successor until the server notices.
-        let ended = sqlx::query(
+        // keeps the lock from its successor until the server notices. Best effort: if it cannot
+        // be ended, the lock below waits for it instead.
+        let _ = sqlx::query(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
              WHERE pid = $1 AND (extract(epoch FROM backend_start) * 1e6)::int8 = $2",
         )
@@ -288,10 +289,6 @@ async fn relock(server: &Postgres, key: i32, lost: Option<(i32, i64)>) -> Result
         .bind(started)
         .execute(&mut conn)
         .await;
-        if let Err(source) = ended {
-            server::close(conn).await;
-            return Err(lock_error(server, source));
-        }
     }
     // Waits while another process's sweep holds the key: it holds it only while it drops this
     // process's databases that nobody is connected to.
