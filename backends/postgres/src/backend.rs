@@ -183,8 +183,8 @@ impl Postgres {
                 return Err(self.connect_error(source));
             }
         };
-        // The name carries its owner too: a process killed between the CREATE and the COMMENT
-        // leaves a database that the sweep still recognises.
+        // Only the COMMENT makes it sweepable: a process killed between the two leaves an
+        // unmarked database that no sweep drops (see owner.rs).
         let name = owner::database_name(owner.key, &maintenance);
         let created = sqlx::query(sql::create_database(&name, template))
             .execute(&mut conn)

@@ -82,10 +82,10 @@ pub(crate) fn sweep(root: &Path) -> Result<usize> {
         let swept = if !is_dir {
             false
         } else if name.starts_with(PREFIX) {
-            sweep_one(&entry.path())
+            sweep_one(&entry.path(), false)
         } else if name.starts_with(STAGING_PREFIX) {
             // Being created right now, unless it is old: then its creator died mid-way.
-            is_abandoned(&entry.path()) && sweep_one(&entry.path())
+            is_abandoned(&entry.path()) && sweep_one(&entry.path(), true)
         } else {
             false
         };
@@ -97,7 +97,11 @@ pub(crate) fn sweep(root: &Path) -> Result<usize> {
 }
 
 /// Removes one directory if its owner is gone. Errors mean "not now": a later sweep tries again.
-fn sweep_one(dir: &Path) -> bool {
+///
+/// The lock file is testdb's mark: a directory without one is never removed with its contents,
+/// whatever its name. Only an abandoned staging directory that is still empty goes (its creator
+/// died before making the lock file): removing it loses nothing.
+fn sweep_one(dir: &Path, staging: bool) -> bool {
     let lock = dir.join(LOCK_FILE);
     match OpenOptions::new().write(true).open(&lock) {
         Ok(file) => match file.try_lock() {
@@ -106,8 +110,9 @@ fn sweep_one(dir: &Path) -> bool {
             // Remove while holding the lock, so no other sweeper races us.
             Ok(()) => std::fs::remove_dir_all(dir).is_ok(),
         },
+        // `remove_dir` fails unless the directory is empty.
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
-            is_abandoned(dir) && std::fs::remove_dir_all(dir).is_ok()
+            staging && std::fs::remove_dir(dir).is_ok()
         }
         Err(_) => false,
     }

@@ -4,9 +4,13 @@
 //! Each template has a lock file (`….lock`), locked while the template is built or removed, and a
 //! data file (`….json`, the suite's setup value) written before the database file is renamed into
 //! place: a template exists once its database file does.
+//!
+//! A removed template's lock file goes too, last, removed while locked; whoever locks a lock file
+//! checks afterwards that it is still the file at that path, and starts again if not (it had
+//! opened a file that a remover has since unlinked).
 
 use std::fs::{File, OpenOptions};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use sqlx::{ConnectOptions, Connection};
 use testdb::{OwnedDatabase, Result};
@@ -39,12 +43,25 @@ pub(crate) async fn lock(server: &Sqlite, name: &str, shared: bool) -> Result<Te
     let dir = directory(server);
     std::fs::create_dir_all(&dir).map_err(|source| io("create directory", &dir, source))?;
     let lock = path(server, name, "lock");
+    loop {
+        let file = lock_file(&lock, shared).await?;
+        match is_at(&file, &lock) {
+            Ok(true) => return Ok(TemplateLock { _file: file }),
+            // Unlinked by a remover while we waited: a lock on nothing. Lock the one there now.
+            Ok(false) => continue,
+            Err(source) => return Err(io("look at", &lock, source)),
+        }
+    }
+}
+
+/// Opens (creating it if need be) and locks the lock file at `path`.
+async fn lock_file(path: &Path, shared: bool) -> Result<File> {
     let file = OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
-        .open(&lock)
-        .map_err(|source| io("open lock file", &lock, source))?;
+        .open(path)
+        .map_err(|source| io("open lock file", path, source))?;
     // Waiting for another process's lock blocks: wait on a thread of its own.
     let locked = tokio::task::spawn_blocking(move || {
         let locked = if shared {
@@ -56,14 +73,32 @@ pub(crate) async fn lock(server: &Sqlite, name: &str, shared: bool) -> Result<Te
     })
     .await;
     match locked {
-        Ok(Ok(file)) => Ok(TemplateLock { _file: file }),
-        Ok(Err(source)) => Err(io("lock", &lock, source)),
+        Ok(Ok(file)) => Ok(file),
+        Ok(Err(source)) => Err(io("lock", path, source)),
         Err(_) => Err(io(
             "lock",
-            &lock,
+            path,
             std::io::Error::other("the waiting thread was cancelled"),
         )),
     }
+}
+
+/// Whether `file` is the file at `path` now, not one unlinked since it was opened.
+#[cfg(unix)]
+fn is_at(file: &File, path: &Path) -> std::io::Result<bool> {
+    use std::os::unix::fs::MetadataExt;
+    let opened = file.metadata()?;
+    match std::fs::metadata(path) {
+        Ok(now) => Ok(now.dev() == opened.dev() && now.ino() == opened.ino()),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(err) => Err(err),
+    }
+}
+
+/// Elsewhere lock files are never removed (see [`remove`]), so the file opened is the one there.
+#[cfg(not(unix))]
+fn is_at(_: &File, _: &Path) -> std::io::Result<bool> {
+    Ok(true)
 }
 
 pub(crate) async fn find(server: &Sqlite, name: &str) -> Result<Option<String>> {
@@ -143,17 +178,24 @@ pub(crate) async fn remove(server: &Sqlite, prefix: &str, keep: &str) -> Result<
         if !name.starts_with(prefix) || name == keep {
             continue;
         }
-        let Ok(lock) = OpenOptions::new().write(true).open(entry.path()) else {
+        let lock_path = entry.path();
+        let Ok(lock) = OpenOptions::new().write(true).open(&lock_path) else {
             continue;
         };
         if lock.try_lock().is_err() {
             continue; // Being built or removed by another process.
         }
-        // The lock file stays: removed, a process that opened it before could lock a file that
-        // no longer has the name, while another locks a new one.
-        for extension in ["sqlite3", "json"] {
+        if !is_at(&lock, &lock_path).unwrap_or(false) {
+            continue; // Removed by another process since we listed it (and perhaps made anew).
+        }
+        for extension in ["sqlite3", "json", "sqlite3.new"] {
             let _ = std::fs::remove_file(path(server, name, extension));
         }
+        // Last, and while it is locked: whoever waits for it finds it gone once it has the lock,
+        // and locks a new one. Where a file's identity cannot be checked, it stays.
+        #[cfg(unix)]
+        let _ = std::fs::remove_file(&lock_path);
+        drop(lock);
         removed += 1;
     }
     Ok(removed)
