@@ -1,9 +1,13 @@
 //! The parent's side of `spawn_concurrent`: start the children, hand each its call over a socket
 //! of its own, wait until all are connected, release them together, collect what they report.
+//!
+//! Children die with their parent: on Linux the kernel kills them (`PR_SET_PDEATHSIG`), and
+//! everywhere they watch their socket and the release pipe, which close when the parent dies.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -15,7 +19,7 @@ use tokio::process::Command;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{Instant, sleep_until, timeout_at};
 
-use super::child::{CALLER, ENTRY, INDEX, SOCKET};
+use super::child::{CALLER, ENTRY, INDEX, PARENT, RELEASE, SOCKET};
 use super::{Limits, Outcome, after};
 use crate::{Error, Result};
 
@@ -110,7 +114,8 @@ async fn run_wave(
         path: exe.to_path_buf(),
         source,
     };
-    // Every child's standard input is this pipe; closing its writing end releases them all.
+    // Every child's standard input is this pipe; one byte each, written at once, releases them
+    // all. A pipe that closes without a byte (this process died) is no release.
     let (reader, writer) = std::io::pipe().map_err(|source| io("create a pipe for", source))?;
     let (ready_tx, mut ready_rx) = mpsc::channel::<()>(wave.len());
     let (release_tx, release_rx) = watch::channel::<Option<Instant>>(None);
@@ -120,18 +125,20 @@ async fn run_wave(
         let stdin = reader
             .try_clone()
             .map_err(|source| io("share a pipe with", source))?;
-        let child = Command::new(exe)
+        let mut command = Command::new(exe);
+        command
             // A filter, not `--exact`: the entry point may sit in any module.
             .args([ENTRY, "--ignored", "--nocapture", "--test-threads=1"])
             .env(SOCKET, socket)
             .env(CALLER, requests[index].name)
             .env(INDEX, index.to_string())
+            .env(PARENT, std::process::id().to_string())
             .stdin(Stdio::from(stdin))
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|source| io("start", source))?;
+            .kill_on_drop(true);
+        die_with_parent(&mut command);
+        let child = start(command).await.map_err(|source| io("start", source))?;
         let (slot, channel) = oneshot::channel();
         slots.insert(index, slot);
         let request = json!({ "url": url, "args": requests[index].args }).to_string() + "\n";
@@ -179,7 +186,11 @@ async fn run_wave(
             () = sleep_until(deadline) => break,
         }
     }
-    drop(writer.take());
+    if let Some(mut writer) = writer.take() {
+        // A few bytes into an empty pipe: this never blocks. A child that died early leaves its
+        // byte unread, which harms nobody.
+        let _ = std::io::Write::write_all(&mut writer, &vec![RELEASE; wave.len()]);
+    }
     let _ = release_tx.send(Some(Instant::now()));
     drop(slots);
 
@@ -381,6 +392,80 @@ async fn stderr_of(tail: Option<tokio::task::JoinHandle<String>>) -> String {
         None => String::new(),
     }
 }
+
+/// Starts `command` on a thread that lasts as long as the process.
+///
+/// Linux sends a child its parent-death signal when the *thread* that forked it ends, not the
+/// process; testdb's runtime may retire a worker thread (after `block_in_place`) while the child
+/// runs, which would kill the child early.
+async fn start(command: Command) -> std::io::Result<tokio::process::Child> {
+    // The child is registered with testdb's runtime (for `wait` and `kill_on_drop`), as if it were
+    // started on one of its threads.
+    let runtime = tokio::runtime::Handle::try_current().map_err(std::io::Error::other)?;
+    let (reply, started) = oneshot::channel();
+    let job: Job = Box::new(move || {
+        let _entered = runtime.enter();
+        let mut command = command;
+        let _ = reply.send(command.spawn());
+    });
+    spawner()?
+        .send(job)
+        .map_err(|_| std::io::Error::other("testdb's spawner thread is gone"))?;
+    started
+        .await
+        .map_err(|_| std::io::Error::other("testdb's spawner thread dropped the child"))?
+}
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// The thread that forks every child; it never ends (its sender is never dropped).
+fn spawner() -> std::io::Result<&'static std::sync::mpsc::Sender<Job>> {
+    static SPAWNER: OnceLock<std::result::Result<std::sync::mpsc::Sender<Job>, String>> =
+        OnceLock::new();
+    SPAWNER
+        .get_or_init(|| {
+            let (sender, jobs) = std::sync::mpsc::channel::<Job>();
+            std::thread::Builder::new()
+                .name("testdb-spawner".into())
+                .spawn(move || {
+                    for job in jobs {
+                        // A panic must not end this thread: its children would die with it.
+                        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+                    }
+                })
+                .map(|_| sender)
+                .map_err(|err| format!("cannot start testdb's spawner thread: {err}"))
+        })
+        .as_ref()
+        .map_err(|reason| std::io::Error::other(reason.clone()))
+}
+
+/// Asks the kernel to kill the child when this process dies (Linux).
+#[cfg(target_os = "linux")]
+fn die_with_parent(command: &mut Command) {
+    let parent = std::process::id();
+    // SAFETY: the closure runs in the child between fork and exec, where only async-signal-safe
+    // calls are allowed: it makes two system calls (prctl, getppid) and allocates nothing (an
+    // error from a raw OS code is not boxed). prctl(PR_SET_PDEATHSIG) reads only its integer
+    // arguments.
+    #[allow(unsafe_code)]
+    unsafe {
+        command.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The parent may have died before the signal was asked for: then nobody would send it.
+            if std::os::unix::process::parent_id() != parent {
+                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Elsewhere the child notices by itself, from its socket and its release pipe.
+#[cfg(not(target_os = "linux"))]
+fn die_with_parent(_: &mut Command) {}
 
 fn socket_path() -> PathBuf {
     static COUNT: AtomicU64 = AtomicU64::new(0);
