@@ -5,6 +5,13 @@
 //! restore, which a statement trigger on each table records (statement triggers cost one insert
 //! per statement, whatever the rows). Restoring is one call of `testdb_baseline.restore`.
 //!
+//! A user's table may have any name, so the copies are named by testdb (`copy_1`, `copy_2`, …;
+//! `testdb_baseline.tables` says whose is whose), never like the user's tables, and cannot collide
+//! with the schema's own tables (`written`, `tables`, `sequences`); the recording trigger on a
+//! table takes another name than `testdb_written` if a user's trigger there has it. The catalog
+//! reads only the user's schema: nothing in `testdb_baseline` is taken for a user's table, and no
+//! user's table, whatever its name, is taken for testdb's.
+//!
 //! A restore touches only the rows that differ from the baseline, by primary key: missing rows
 //! inserted (parents first), changed rows updated, extra rows deleted (children first). Emptying
 //! and refilling whole tables leaves every row dead: `DELETE` then grows slower with each test
@@ -22,7 +29,8 @@ CREATE SCHEMA testdb_baseline;
 -- No unique index: concurrent writers of one table must not wait for each other here.
 CREATE TABLE testdb_baseline.written (name text NOT NULL);
 CREATE TABLE testdb_baseline.tables (
-    name text PRIMARY KEY, refill text NOT NULL, missing text, changed text, extra text
+    name text PRIMARY KEY, copy text NOT NULL, refill text NOT NULL, missing text, changed text,
+    extra text
 );
 CREATE TABLE testdb_baseline.sequences (
     name text NOT NULL, sequence text NOT NULL, last_value bigint NOT NULL, is_called boolean NOT NULL
@@ -102,20 +110,50 @@ pub(crate) async fn track_writes(conn: &mut PgConnection, tables: &[String]) -> 
     .bind(tables)
     .fetch_all(&mut *conn)
     .await?;
+    // The triggers the user's tables already have: the recording trigger takes another name than
+    // a user's.
+    let triggers: Vec<(String, Vec<String>)> = sqlx::query_as(
+        "SELECT c.relname::text, array_agg(t.tgname::text) FROM pg_trigger t \
+         JOIN pg_class c ON c.oid = t.tgrelid \
+         WHERE c.relnamespace = current_schema()::regnamespace AND c.relname = ANY ($1) \
+         GROUP BY c.relname",
+    )
+    .bind(tables)
+    .fetch_all(&mut *conn)
+    .await?;
     let mut script = String::new();
-    for row in &columns {
+    for (index, row) in columns.iter().enumerate() {
         let (table, columns, key): (String, Vec<String>, Option<Vec<String>>) =
             (row.get(0), row.get(1), row.get(2));
-        let statements = Statements::new(&table, &columns, key.as_deref().unwrap_or_default());
+        let copy = format!("copy_{}", index + 1);
+        let statements = Statements::new(
+            &table,
+            &format!("testdb_baseline.{}", ident(&copy)),
+            &columns,
+            key.as_deref().unwrap_or_default(),
+        );
+        let taken = triggers
+            .iter()
+            .find(|(name, _)| *name == table)
+            .map_or(&[][..], |(_, names)| names.as_slice());
+        let mut trigger = "testdb_written".to_string();
+        let mut n = 1;
+        while taken.contains(&trigger) {
+            n += 1;
+            trigger = format!("testdb_written_{n}");
+        }
         let optional = |statement: Option<String>| statement.map_or("NULL".into(), |s| literal(&s));
         script.push_str(&format!(
-            "CREATE TABLE testdb_baseline.{t} AS TABLE {t};\n\
-             INSERT INTO testdb_baseline.tables VALUES ({name}, {refill}, {missing}, {changed}, \
-             {extra});\n\
-             CREATE TRIGGER testdb_written AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON {t} \
+            "CREATE TABLE testdb_baseline.{c} AS TABLE {t};\n\
+             INSERT INTO testdb_baseline.tables VALUES ({name}, {copy}, {refill}, {missing}, \
+             {changed}, {extra});\n\
+             CREATE TRIGGER {trigger} AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON {t} \
              FOR EACH STATEMENT EXECUTE FUNCTION testdb_baseline.written({name});\n",
+            c = ident(&copy),
             t = ident(&table),
             name = literal(&table),
+            copy = literal(&copy),
+            trigger = ident(&trigger),
             refill = literal(&statements.refill),
             missing = optional(statements.missing),
             changed = optional(statements.changed),
@@ -187,7 +225,8 @@ struct Statements {
 }
 
 impl Statements {
-    fn new(table: &str, columns: &[String], key: &[String]) -> Self {
+    /// For `table`, whose baseline is in `copy` (qualified and quoted).
+    fn new(table: &str, copy: &str, columns: &[String], key: &[String]) -> Self {
         let t = ident(table);
         let list = |prefix: &str, names: &[String]| {
             names
@@ -197,9 +236,8 @@ impl Statements {
                 .join(", ")
         };
         let all = list("", columns);
-        let refill = format!(
-            "INSERT INTO {t} ({all}) OVERRIDING SYSTEM VALUE SELECT {all} FROM testdb_baseline.{t}"
-        );
+        let refill =
+            format!("INSERT INTO {t} ({all}) OVERRIDING SYSTEM VALUE SELECT {all} FROM {copy}");
         if key.is_empty() {
             return Statements {
                 refill,
@@ -216,7 +254,7 @@ impl Statements {
         };
         let missing = format!(
             "INSERT INTO {t} ({all}) OVERRIDING SYSTEM VALUE SELECT {b_all} \
-             FROM testdb_baseline.{t} AS b \
+             FROM {copy} AS b \
              WHERE NOT EXISTS (SELECT 1 FROM {t} AS x WHERE {join})",
             b_all = list("b.", columns),
             join = same_key("x", "b"),
@@ -229,7 +267,7 @@ impl Statements {
         // Compared as text: every type has a text form, not every type has equality.
         let changed = (!others.is_empty()).then(|| {
             format!(
-                "UPDATE {t} AS x SET ({set}) = ROW({values}) FROM testdb_baseline.{t} AS b \
+                "UPDATE {t} AS x SET ({set}) = ROW({values}) FROM {copy} AS b \
                  WHERE {join} AND ROW({x_others})::text IS DISTINCT FROM ROW({values})::text",
                 set = list("", &others),
                 values = list("b.", &others),
@@ -239,7 +277,7 @@ impl Statements {
         });
         let extra = format!(
             "DELETE FROM {t} AS x \
-             WHERE NOT EXISTS (SELECT 1 FROM testdb_baseline.{t} AS b WHERE {join})",
+             WHERE NOT EXISTS (SELECT 1 FROM {copy} AS b WHERE {join})",
             join = same_key("b", "x"),
         );
         Statements {
