@@ -38,7 +38,7 @@ impl TemplateKey {
         (inputs.suite, &binary.stem, inputs.committed).hash(&mut group);
 
         let mut hasher = DefaultHasher::new();
-        "testdb template v1".hash(&mut hasher);
+        "testdb template v2".hash(&mut hasher);
         (inputs.suite, inputs.committed, inputs.data_type).hash(&mut hasher);
         match inputs.version {
             // Pinned: the user vouches that the setup function is the same.
