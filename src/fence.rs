@@ -51,8 +51,9 @@ impl Fence {
         *lock(&self.own)
     }
 
-    pub(crate) fn close(&self) {
-        self.closed.store(true, Ordering::Release);
+    /// Closes the fence; returns whether it was open.
+    pub(crate) fn close(&self) -> bool {
+        !self.closed.swap(true, Ordering::AcqRel)
     }
 }
 

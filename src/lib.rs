@@ -43,7 +43,7 @@ pub use runtime::block_on;
 pub use suite::{Databases, Setup, Suite};
 // Named by `Databases`' hidden methods; not part of the API.
 #[doc(hidden)]
-pub use suite::{Building, Ending, Live, Session, Target, TemplateKey};
+pub use suite::{Building, Ending, Live, Session, Stopper, Target, TemplateKey};
 
 /// Removes the databases `backend` created in processes that have since died, and nothing else;
 /// returns how many it removed.

@@ -97,6 +97,10 @@ impl<B: Backend> Test<B> {
         Handle::new(&self.state.copy.database, Isolation::Committed)
     }
 
+    pub(crate) fn database(&self) -> &TestDatabase<B> {
+        &self.state.copy.database
+    }
+
     pub(crate) fn opened(&self) -> &Opened {
         &self.opened
     }

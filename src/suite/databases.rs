@@ -9,7 +9,7 @@ use sqlx::Database;
 
 use crate::fence::Fence;
 use crate::suite::building::Building;
-use crate::suite::live::{Ending, Live, Session};
+use crate::suite::live::{Ending, Live, Session, Stopper};
 use crate::suite::target::Target;
 use crate::suite::template::TemplateKey;
 use crate::{Backend, Builder, Isolation, Result, Rewind};
@@ -87,6 +87,8 @@ pub trait Databases: Sized + Send + 'static {
     fn handles(session: &Self::Session) -> Vec<Arc<dyn Any + Send + Sync>>;
     #[doc(hidden)]
     fn fences(session: &Self::Session) -> Vec<Arc<Fence>>;
+    #[doc(hidden)]
+    fn stoppers(session: &Self::Session) -> Vec<Stopper>;
     /// Ends a test on every database, the last first; reports the first that was not clean.
     #[doc(hidden)]
     fn finish(
@@ -170,6 +172,10 @@ impl<B: Backend> Databases for B {
 
     fn fences(session: &Session<B>) -> Vec<Arc<Fence>> {
         session.fence().into_iter().collect()
+    }
+
+    fn stoppers(session: &Session<B>) -> Vec<Stopper> {
+        session.stopper().into_iter().collect()
     }
 
     async fn finish(session: Session<B>, ending: Ending) -> Result<(Rewind, String)> {
@@ -290,6 +296,15 @@ impl<B1: Backend, B2: Backend> Databases for (B1, B2) {
 
     fn fences((first, second): &Self::Session) -> Vec<Arc<Fence>> {
         first.fence().into_iter().chain(second.fence()).collect()
+    }
+
+    fn stoppers((first, second): &Self::Session) -> Vec<Stopper> {
+        // The last first, as tests end.
+        second
+            .stopper()
+            .into_iter()
+            .chain(first.stopper())
+            .collect()
     }
 
     async fn finish((first, second): Self::Session, ending: Ending) -> Result<(Rewind, String)> {

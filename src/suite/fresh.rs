@@ -99,6 +99,10 @@ impl<B: Backend> Test<B> {
         Handle::new(&self.database, Isolation::FreshDatabase)
     }
 
+    pub(crate) fn database(&self) -> &TestDatabase<B> {
+        &self.database
+    }
+
     pub(crate) fn opened(&self) -> &Opened {
         &self.opened
     }

@@ -13,7 +13,7 @@ use crate::suite::savepoint::{self, Savepoint};
 use crate::suite::target::Target;
 use crate::suite::template::TemplateKey;
 use crate::suite::transaction::{self, Transactions};
-use crate::{Backend, Isolation, Result, Rewind, TestDatabase, runtime};
+use crate::{Backend, ConnectOptions, Isolation, Result, Rewind, TestDatabase, runtime};
 
 /// How long ending a test that did not return may take (stopping what it left running, rolling
 /// it back) before the suite gives its database up.
@@ -201,14 +201,69 @@ pub(crate) async fn stop<B: Backend>(
             B::end_taken(connection, database.connect_options(), fence).await
         }
         Ending::Abandoned => {
-            fence.close();
-            let options = database.connect_options().clone();
-            let stopping = fence.clone();
-            runtime::run(async move { B::interrupt(&options, &stopping).await }).await??;
+            // Closed (and what runs stopped) already if the test's own future was still alive.
+            if fence.close() {
+                interrupt::<B>(database.connect_options().clone(), fence.clone()).await?;
+            }
             B::settle(connection, watch)
                 .await
                 .map_err(|source| database.error("wait for the test's last statement", source))
         }
+    }
+}
+
+/// Stops, on testdb's runtime, what a test that did not return still runs.
+async fn interrupt<B: Backend>(
+    options: ConnectOptions<B::Database>,
+    fence: Arc<Fence>,
+) -> Result<()> {
+    runtime::run(async move { B::interrupt(&options, &fence).await }).await?
+}
+
+/// What stops a test that did not return while its own future is still alive — before the
+/// connections of its own that it holds (which may hold locks that a statement it left waiting
+/// on a pooled connection waits for) go with that future.
+pub struct Stopper {
+    fence: Arc<Fence>,
+    interrupt: Box<dyn Fn() -> LocalStop + Send + Sync>,
+}
+
+type LocalStop = std::pin::Pin<Box<dyn Future<Output = Result<()>> + Send>>;
+
+impl Stopper {
+    /// Closes the test's fence and stops what it runs, unless that was done already.
+    pub(crate) async fn stop(&self) {
+        if self.fence.close() {
+            let _ = (self.interrupt)().await;
+        }
+    }
+
+    /// [`stop`](Stopper::stop), blocking: for a test being dropped (cancelled, or panicking).
+    pub(crate) fn stop_blocking(&self) {
+        if self.fence.close() {
+            let _ = runtime::block_on((self.interrupt)());
+        }
+    }
+}
+
+impl<B: Backend> Session<B> {
+    /// What stops the test from outside.
+    pub(crate) fn stopper(&self) -> Option<Stopper> {
+        let fence = self.fence()?;
+        let options = match &self.held {
+            Some(Held::Savepoint(test)) => test.database().connect_options().clone(),
+            Some(Held::Transaction(test)) => test.database().connect_options().clone(),
+            Some(Held::Committed(test)) => test.database().connect_options().clone(),
+            Some(Held::FreshDatabase(test)) => test.database().connect_options().clone(),
+            None => return None,
+        };
+        let stopping = fence.clone();
+        Some(Stopper {
+            fence,
+            interrupt: Box::new(move || {
+                Box::pin(interrupt::<B>(options.clone(), stopping.clone()))
+            }),
+        })
     }
 }
 
@@ -222,6 +277,12 @@ macro_rules! name_only_debug {
             }
         }
     )*};
+}
+
+impl std::fmt::Debug for Stopper {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stopper").finish_non_exhaustive()
+    }
 }
 
 name_only_debug!(

@@ -24,7 +24,7 @@ use tokio::sync::Mutex;
 
 pub use building::Building;
 pub use databases::Databases;
-pub use live::{Ending, Live, Session};
+pub use live::{Ending, Live, Session, Stopper};
 pub use target::Target;
 pub use template::TemplateKey;
 
@@ -130,17 +130,30 @@ impl<D: Databases, T: Clone + Send + Serialize + DeserializeOwned + 'static> Sui
             handles: D::handles(&session),
             fences: D::fences(&session),
         };
+        let stoppers = D::stoppers(&session);
         let connections = D::connections(&mut session);
-        let test = handle::scope(current, body(connections, data));
-        // Dropped (the test cancelled, or panicking), `session` ends the test on testdb's runtime.
-        let Ok(result) = tokio::time::timeout(time_limit, test).await else {
-            // Whatever the test left running is stopped before the next test begins.
+        let mut test = Box::pin(handle::scope(current, body(connections, data)));
+        // Declared after the test, so dropped before it: a test dropped unfinished (cancelled, or
+        // panicking) has what it runs stopped before anything it holds goes. Then `session`, when
+        // dropped, ends the test on testdb's runtime, before the next test may begin.
+        let stopping = StopOnDrop(stoppers);
+        let finished = tokio::select! {
+            result = &mut test => Some(result),
+            () = tokio::time::sleep(time_limit) => None,
+        };
+        let Some(result) = finished else {
+            // Whatever the test left running is stopped, then what it holds is dropped, then it is
+            // rolled back: all before the next test begins.
+            stopping.stop().await;
+            drop(test);
             let _ = D::finish(session, Ending::Abandoned).await;
             return Err(Error::TimeLimit {
                 suite: self.name,
                 limit: time_limit,
             });
         };
+        drop(test);
+        stopping.disarm();
         let ending = Ending::Returned {
             failed: result.is_err(),
         };
@@ -334,6 +347,30 @@ impl<D: Databases, T: Clone + Send + Serialize + DeserializeOwned + 'static> Sui
             .map_err(|err| template_error(format!("cannot read the setup value: {err}")))?;
         let live = D::open(&targets, &key, isolation, setup.restore_sequences).await?;
         Ok((live, value, in_use))
+    }
+}
+
+/// Stops a test dropped unfinished; see [`Suite::run`].
+struct StopOnDrop(Vec<live::Stopper>);
+
+impl StopOnDrop {
+    async fn stop(self) {
+        for stopper in &self.0 {
+            stopper.stop().await;
+        }
+        self.disarm();
+    }
+
+    fn disarm(mut self) {
+        self.0.clear();
+    }
+}
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        for stopper in &self.0 {
+            stopper.stop_blocking();
+        }
     }
 }
 

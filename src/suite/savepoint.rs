@@ -106,6 +106,10 @@ impl<B: Backend> Test<B> {
         Handle::new(&self.state.database, Isolation::Savepoint)
     }
 
+    pub(crate) fn database(&self) -> &TestDatabase<B> {
+        &self.state.database
+    }
+
     pub(crate) fn opened(&self) -> &Opened {
         &self.opened
     }

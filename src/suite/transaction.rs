@@ -99,6 +99,10 @@ impl<B: Backend> Test<B> {
         Handle::new(&self.shared.database, Isolation::Transaction)
     }
 
+    pub(crate) fn database(&self) -> &TestDatabase<B> {
+        &self.shared.database
+    }
+
     pub(crate) fn opened(&self) -> &Opened {
         &self.opened
     }
