@@ -321,3 +321,73 @@ async fn a_waiting_write_on_a_taken_connection_never_commits_after_its_test<H: E
         }
     }
 }
+
+// 4. A test that ends its transaction (`COMMIT`) is caught however it ends: the suite's database
+// is replaced before the next test starts, and no later test gets a connection in a state testdb
+// cannot vouch for.
+
+on_both!(a_commit_is_caught_however_the_test_ends);
+
+async fn a_commit_is_caught_however_the_test_ends<H: Endings>(_: H) {
+    for isolation in [Isolation::Savepoint, Isolation::Transaction] {
+        let suite = H::suite(isolation);
+        // Returning: the escape is the test's error.
+        let returned = suite
+            .run(async |conn: &mut Conn<H>, ()| {
+                H::try_exec_on(
+                    conn,
+                    "INSERT INTO items (id, note) VALUES (2000, 'escaped')",
+                )
+                .await?;
+                H::try_exec_on(conn, "COMMIT").await?;
+                Ok::<_, BoxError>(())
+            })
+            .await;
+        assert!(
+            matches!(returned, Err(Error::Escaped { .. })),
+            "{isolation}: {returned:?}"
+        );
+        after_an_escape(suite, &format!("{isolation}, returned")).await;
+        for how in [
+            Unfinished::TimeLimit,
+            Unfinished::Cancelled,
+            Unfinished::Panicked,
+        ] {
+            end_unfinished(suite, how, async move |conn: &mut Conn<H>, ()| {
+                H::try_exec_on(
+                    conn,
+                    "INSERT INTO items (id, note) VALUES (2000, 'escaped')",
+                )
+                .await?;
+                H::try_exec_on(conn, "COMMIT").await?;
+                wait_for(
+                    async {
+                        tokio::time::sleep(Duration::from_secs(5)).await;
+                        Ok(())
+                    },
+                    how,
+                )
+                .await
+            })
+            .await;
+            after_an_escape(suite, &format!("{isolation}, {how:?}")).await;
+        }
+    }
+}
+
+/// Several tests after an escape: each starts on the baseline, with nothing of the escaped commit,
+/// and ends cleanly.
+async fn after_an_escape<H: Endings>(suite: &Suite<H>, what: &str) {
+    for _ in 0..3 {
+        let escaped = suite
+            .run(async |conn: &mut Conn<H>, ()| {
+                let escaped =
+                    H::scalar_on(conn, "SELECT count(*) FROM items WHERE id = 2000").await;
+                H::try_exec_on(conn, "INSERT INTO items (id, note) VALUES (3000, 'mine')").await?;
+                Ok::<_, BoxError>(escaped)
+            })
+            .await
+            .unwrap_or_else(|err| panic!("{what}: a later test failed: {err:?}"));
+        assert_eq!(escaped, 0, "{what}: a later test sees the escaped commit");
+    }
+}
