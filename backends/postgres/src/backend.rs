@@ -7,7 +7,6 @@ use crate::sql::{self, ident};
 use crate::{Postgres, committed, fixtures, template};
 
 /// A PostgreSQL test database: its name, URL and server.
-#[derive(Debug)]
 pub struct PostgresDatabase {
     name: String,
     url: String,
@@ -245,6 +244,17 @@ impl Postgres {
             step: "CREATE DATABASE".into(),
             source,
         }
+    }
+}
+
+impl std::fmt::Debug for PostgresDatabase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL and the connect options hold the password: neither is shown.
+        f.debug_struct("PostgresDatabase")
+            .field("name", &self.name)
+            .field("url", &server::redact(&self.url))
+            .field("server", &self.server)
+            .finish_non_exhaustive()
     }
 }
 
