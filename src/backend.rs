@@ -42,9 +42,10 @@ pub trait Backend: Clone + fmt::Debug + Send + Sync + 'static {
     /// own runtime.
     const CONNECTIONS_NEED_A_RUNTIME: bool = true;
 
-    /// The statement that begins a test's transaction in transaction isolation; SQLite's takes the
-    /// write lock at once, so that concurrent tests wait for each other instead of deadlocking.
-    const BEGIN: &'static str = "BEGIN";
+    /// The statements that begin a test's transaction in transaction isolation and establish the
+    /// test savepoint [`TEST_SAVEPOINT`] in it, in one round trip; SQLite's take the write lock at
+    /// once, so that concurrent tests wait for each other instead of deadlocking.
+    const BEGIN_TEST: &'static str = "BEGIN; SAVEPOINT testdb_test";
 
     /// What testdb keeps of a connection it holds for a suite's tests (a savepoint suite's, a
     /// committed suite's), to stop from another connection or thread what a test left running on
@@ -122,23 +123,42 @@ pub trait Backend: Clone + fmt::Debug + Send + Sync + 'static {
     /// else; returns how many it removed.
     fn sweep(&self) -> impl Future<Output = Result<usize>> + Send;
 
+    /// What a test's session is put back to after each test, read from a connection once the
+    /// baseline is in place (inside the suite transaction of a savepoint suite, on a copy of the
+    /// template otherwise): the sequences' values, the connection's settings.
+    type Baseline: Send + Sync + 'static;
+
+    /// Reads the [`Baseline`](Backend::Baseline) from `conn`.
+    fn baseline(
+        conn: &mut Self::Connection,
+    ) -> impl Future<Output = sqlx::Result<Self::Baseline>> + Send;
+
     /// On a connection inside the suite transaction, once the suite's setup is done: checks the
     /// setup's deferred constraints as a commit would, and establishes the test savepoint
-    /// [`TEST_SAVEPOINT`] that every test will be rolled back to.
-    ///
-    /// Returns whether [`rewind`](Backend::rewind) needs to check deferred constraints after each
-    /// test (false where the schema defers none and checking would cost a scan), or the setup's
-    /// violation.
+    /// [`TEST_SAVEPOINT`] that every test will be rolled back to. Returns the setup's violation,
+    /// if any.
     fn checkpoint(
         conn: &mut Self::Connection,
-    ) -> impl Future<Output = sqlx::Result<std::result::Result<bool, String>>> + Send;
+    ) -> impl Future<Output = sqlx::Result<std::result::Result<(), String>>> + Send;
 
     /// Ends a test: unless the test left its transaction aborted, checks deferred constraints (if
-    /// `check`), then rolls back to [`TEST_SAVEPOINT`], keeping it for the next test.
+    /// `check`), then rolls back to [`TEST_SAVEPOINT`], keeping it for the next test, and puts
+    /// the session back as `baseline` has it (settings, locks, prepared statements; sequences
+    /// too if `sequences`), in as few round trips as it can.
     fn rewind(
         conn: &mut Self::Connection,
         check: bool,
+        baseline: &Self::Baseline,
+        sequences: bool,
     ) -> impl Future<Output = sqlx::Result<Rewind>> + Send;
+
+    /// Puts a session that is in no transaction back as `baseline` has it, but for its
+    /// sequences: settings, role, locks, prepared statements, temporary tables (committed
+    /// isolation, before each restore).
+    fn reset_session(
+        conn: &mut Self::Connection,
+        baseline: &Self::Baseline,
+    ) -> impl Future<Output = sqlx::Result<()>> + Send;
 
     /// The tables of the connection's database (its current schema): columns, primary keys and
     /// foreign keys, as fixture loading needs them.
@@ -243,8 +263,7 @@ pub trait Backend: Clone + fmt::Debug + Send + Sync + 'static {
 
     /// Puts `tables` (possibly none) back as they were in the baseline: deletes their rows in
     /// this order (children first), inserts the baseline rows in the reverse order, restores the
-    /// sequences that moved if asked, undoes what the test changed in the session, and forgets
-    /// that they were written.
+    /// sequences that moved if asked, and forgets that they were written.
     fn restore(
         conn: &mut Self::Connection,
         tables: &[String],

@@ -39,8 +39,8 @@ impl<B: Backend> Building<B> {
     }
 
     /// Keeps the setup uncommitted, as the suite transaction of a savepoint suite.
-    pub(crate) async fn into_savepoint(self) -> Result<Savepoint<B>> {
-        Savepoint::new(self.connection, self.database, self.suite).await
+    pub(crate) async fn into_savepoint(self, sequences: bool) -> Result<Savepoint<B>> {
+        Savepoint::new(self.connection, self.database, self.suite, sequences).await
     }
 
     /// Commits the setup (with what committed isolation needs to restore it, if `track`) and

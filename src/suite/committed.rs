@@ -68,12 +68,17 @@ impl<B: Backend> State<B> {
         let copy = &mut self.copy;
         // A transaction the test left open is rolled back (an error just means none was).
         let _ = B::execute_script(&mut copy.connection, "ROLLBACK").await;
-        let restored = restore::restore::<B>(&mut copy.connection, &copy.catalog, self.sequences)
+        let reset = B::reset_session(&mut copy.connection, &copy.baseline)
             .await
-            .map_err(|message| Error::Setup {
-                suite: self.target.suite,
-                message: format!("restoring {}: {message}", copy.database.name()),
-            });
+            .map_err(|err| format!("cannot reset the session: {err}"));
+        let restored = match reset {
+            Ok(()) => restore::restore::<B>(&mut copy.connection, &copy.catalog, self.sequences).await,
+            Err(message) => Err(message),
+        }
+        .map_err(|message| Error::Setup {
+            suite: self.target.suite,
+            message: format!("restoring {}: {message}", copy.database.name()),
+        });
         if restored.is_err() {
             self.replace().await?;
         }
@@ -135,6 +140,7 @@ struct Copy<B: Backend> {
     // Declared first, so closed before the database is removed.
     connection: <B::Database as Database>::Connection,
     watch: B::Watch,
+    baseline: B::Baseline,
     database: TestDatabase<B>,
     catalog: Catalog,
 }
@@ -149,9 +155,13 @@ impl<B: Backend> Copy<B> {
         let watch = B::watch(&mut connection)
             .await
             .map_err(|source| database.error("watch the suite's connection", source))?;
+        let baseline = B::baseline(&mut connection)
+            .await
+            .map_err(|source| database.error("read the session's baseline", source))?;
         Ok(Copy {
             connection,
             watch,
+            baseline,
             database,
             catalog,
         })

@@ -46,7 +46,10 @@ pub trait Databases: Sized + Send + 'static {
     #[doc(hidden)]
     fn building_connections(building: &mut Self::Building) -> Self::Connections<'_>;
     #[doc(hidden)]
-    fn into_savepoint(building: Self::Building) -> impl Future<Output = Result<Self::Live>>;
+    fn into_savepoint(
+        building: Self::Building,
+        sequences: bool,
+    ) -> impl Future<Output = Result<Self::Live>>;
     /// Locks the templates: exclusively to build them, shared to use them.
     #[doc(hidden)]
     fn lock(
@@ -121,8 +124,8 @@ impl<B: Backend> Databases for B {
         building.connection()
     }
 
-    async fn into_savepoint(building: Building<B>) -> Result<Live<B>> {
-        Ok(Live::Savepoint(building.into_savepoint().await?))
+    async fn into_savepoint(building: Building<B>, sequences: bool) -> Result<Live<B>> {
+        Ok(Live::Savepoint(building.into_savepoint(sequences).await?))
     }
 
     async fn lock(target: &Target<B>, key: &TemplateKey, shared: bool) -> Result<Lock> {
@@ -216,9 +219,12 @@ impl<B1: Backend, B2: Backend> Databases for (B1, B2) {
         (first.connection(), second.connection())
     }
 
-    async fn into_savepoint((first, second): Self::Building) -> Result<Self::Live> {
-        let first = Live::Savepoint(first.into_savepoint().await?);
-        let second = Live::Savepoint(second.into_savepoint().await?);
+    async fn into_savepoint(
+        (first, second): Self::Building,
+        sequences: bool,
+    ) -> Result<Self::Live> {
+        let first = Live::Savepoint(first.into_savepoint(sequences).await?);
+        let second = Live::Savepoint(second.into_savepoint(sequences).await?);
         Ok((first, second))
     }
 

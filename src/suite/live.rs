@@ -74,10 +74,9 @@ impl<B: Backend> Live<B> {
                 Live::Committed(Committed::new(target, template, sequences).await?)
             }
             Isolation::FreshDatabase => Live::FreshDatabase(Fresh::new(target, template)),
-            _ => Live::Transaction(Transactions::new(
-                target.clone_from(&template, true).await?,
-                target.suite,
-            )),
+            _ => Live::Transaction(
+                Transactions::new(target.clone_from(&template, true).await?, sequences).await?,
+            ),
         })
     }
 

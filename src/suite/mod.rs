@@ -272,7 +272,11 @@ impl<D: Databases, T: Clone + Send + Serialize + DeserializeOwned + 'static> Sui
                             suite: self.name,
                             source,
                         })?;
-                (D::into_savepoint(building).await?, data, None)
+                (
+                    D::into_savepoint(building, setup.restore_sequences).await?,
+                    data,
+                    None,
+                )
             }
             isolation => {
                 let (live, data, in_use) = self.copy_template(setup, isolation).await?;

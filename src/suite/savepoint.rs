@@ -20,7 +20,8 @@ struct State<B: Backend> {
     // Declared first, so returned before the database is removed.
     connection: PoolConnection<B::Database>,
     watch: B::Watch,
-    check_each_test: bool,
+    baseline: B::Baseline,
+    sequences: bool,
     // A test began and has not been rolled back: its end was cut short.
     dirty: bool,
     // The suite transaction is gone (a test ended it): the suite must be built again.
@@ -41,9 +42,10 @@ impl<B: Backend> Savepoint<B> {
         mut connection: PoolConnection<B::Database>,
         database: TestDatabase<B>,
         suite: &'static str,
+        sequences: bool,
     ) -> Result<Self> {
-        let check_each_test = match B::checkpoint(&mut connection).await {
-            Ok(Ok(check)) => check,
+        match B::checkpoint(&mut connection).await {
+            Ok(Ok(())) => {}
             Ok(Err(message)) => {
                 return Err(Error::DeferredConstraint {
                     suite,
@@ -52,7 +54,10 @@ impl<B: Backend> Savepoint<B> {
                 });
             }
             Err(source) => return Err(database.error("establish the test savepoint", source)),
-        };
+        }
+        let baseline = B::baseline(&mut connection)
+            .await
+            .map_err(|source| database.error("read the session's baseline", source))?;
         let watch = B::watch(&mut connection)
             .await
             .map_err(|source| database.error("watch the suite's connection", source))?;
@@ -60,7 +65,8 @@ impl<B: Backend> Savepoint<B> {
             state: Arc::new(Mutex::new(State {
                 connection,
                 watch,
-                check_each_test,
+                baseline,
+                sequences,
                 dirty: false,
                 broken: false,
                 database,
@@ -89,7 +95,7 @@ impl<B: Backend> State<B> {
         if !self.dirty {
             return true;
         }
-        let rewound = B::rewind(&mut self.connection, false).await;
+        let rewound = B::rewind(&mut self.connection, false, &self.baseline, self.sequences).await;
         self.dirty = false;
         let clean = matches!(rewound, Ok(Rewind::Clean | Rewind::Violated(_)));
         self.broken = !clean;
@@ -127,8 +133,8 @@ impl<B: Backend> Test<B> {
             ending,
         )
         .await?;
-        let check = state.check_each_test && matches!(ending, Ending::Returned { .. });
-        let rewound = B::rewind(&mut state.connection, check).await;
+        let check = matches!(ending, Ending::Returned { .. });
+        let rewound = B::rewind(&mut state.connection, check, &state.baseline, state.sequences).await;
         state.dirty = false;
         match rewound {
             Ok(rewind) => {

@@ -3,7 +3,7 @@
 //! parallel.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use sqlx::pool::PoolConnection;
 use sqlx::{Database, SqlSafeStr};
@@ -12,7 +12,7 @@ use tokio::sync::watch;
 
 use crate::fence::Opened;
 use crate::suite::live::{Ending, stop};
-use crate::{Backend, Error, Handle, Isolation, Result, Rewind, TestDatabase, runtime};
+use crate::{Backend, Handle, Isolation, Result, Rewind, TestDatabase, runtime};
 
 type Manager<B> = <<B as Backend>::Database as Database>::TransactionManager;
 
@@ -23,7 +23,11 @@ pub struct Transactions<B: Backend> {
 
 struct Shared<B: Backend> {
     database: TestDatabase<B>,
-    suite: &'static str,
+    baseline: B::Baseline,
+    sequences: bool,
+    // Tests running now: sequences are put back only by the last to end (the others may be
+    // using them).
+    running: AtomicUsize,
     // A test ended the transaction it was given: its commit is in the copy for good.
     broken: AtomicBool,
     // Tests being ended right now: a test waits for them before it begins, so that it does not
@@ -36,28 +40,36 @@ pub(crate) struct Test<B: Backend> {
     // Declared first, so closed or returned before anything else goes.
     connection: PoolConnection<B::Database>,
     shared: Arc<Shared<B>>,
-    check: bool,
     opened: Opened,
     // Counted among the tests being ended.
     ending: bool,
 }
 
 impl<B: Backend> Transactions<B> {
-    pub(crate) fn new(database: TestDatabase<B>, suite: &'static str) -> Self {
-        Transactions {
+    pub(crate) async fn new(database: TestDatabase<B>, sequences: bool) -> Result<Self> {
+        let mut connection = database.acquire_for(None).await?;
+        let baseline = B::baseline(&mut connection)
+            .await
+            .map_err(|source| database.error("read the session's baseline", source))?;
+        drop(connection);
+        Ok(Transactions {
             shared: Arc::new(Shared {
                 database,
-                suite,
+                baseline,
+                sequences,
+                running: AtomicUsize::new(0),
                 broken: AtomicBool::new(false),
                 ending: watch::Sender::new(0),
             }),
-        }
+        })
     }
 
     /// A pooled connection inside a new transaction and the test savepoint; none if the copy
     /// must be made again.
     pub(crate) async fn begin(&self) -> Result<Option<Test<B>>> {
         let shared = &self.shared;
+        // Counted before waiting: a test that ends meanwhile leaves the sequences to it.
+        let running = Running::start(shared.clone());
         let mut ending = shared.ending.subscribe();
         let _ = ending.wait_for(|count| *count == 0).await;
         if shared.broken.load(Ordering::Acquire) {
@@ -66,24 +78,12 @@ impl<B: Backend> Transactions<B> {
         let database = &shared.database;
         let opened = database.fences().open();
         let mut connection = database.acquire_for(Some(opened.fence().clone())).await?;
-        Manager::<B>::begin(&mut connection, Some(B::BEGIN.into_sql_str()))
+        Manager::<B>::begin(&mut connection, Some(B::BEGIN_TEST.into_sql_str()))
             .await
             .map_err(|source| database.error("begin the test's transaction", source))?;
-        let check = match B::checkpoint(&mut connection).await {
-            Ok(Ok(check)) => check,
-            Ok(Err(message)) => {
-                return Err(Error::DeferredConstraint {
-                    suite: shared.suite,
-                    database: database.name().to_owned(),
-                    message,
-                });
-            }
-            Err(source) => return Err(database.error("establish the test savepoint", source)),
-        };
         Ok(Some(Test {
             connection,
-            shared: shared.clone(),
-            check,
+            shared: running.keep(),
             opened,
             ending: false,
         }))
@@ -123,11 +123,11 @@ impl<B: Backend> Test<B> {
         let Test {
             mut connection,
             shared,
-            check,
             opened,
             ending: _,
         } = self;
-        let ended = end_on(&mut connection, &shared, check, &opened, ending).await;
+        let ended = end_on(&mut connection, &shared, &opened, ending).await;
+        shared.running.fetch_sub(1, Ordering::SeqCst);
         drop(opened);
         if matches!(ended, Ok(Rewind::Clean | Rewind::Violated(_))) {
             drop(connection);
@@ -148,14 +148,16 @@ impl<B: Backend> Test<B> {
 async fn end_on<B: Backend>(
     connection: &mut PoolConnection<B::Database>,
     shared: &Shared<B>,
-    check: bool,
     opened: &Opened,
     ending: Ending,
 ) -> Result<Rewind> {
     let database = &shared.database;
     stop::<B>(connection, None, opened.fence(), database, ending).await?;
-    let check = check && matches!(ending, Ending::Returned { .. });
-    let rewind = B::rewind(connection, check)
+    let check = matches!(ending, Ending::Returned { .. });
+    // No test begins while this one ends: if it is the only one running, nobody else holds
+    // numbers from the sequences.
+    let sequences = shared.sequences && shared.running.load(Ordering::SeqCst) == 1;
+    let rewind = B::rewind(connection, check, &shared.baseline, sequences)
         .await
         .map_err(|source| database.error("roll back the test", source))?;
     if let Rewind::Escaped(_) = rewind {
@@ -165,4 +167,29 @@ async fn end_on<B: Backend>(
         .await
         .map_err(|source| database.error("roll back the test", source))?;
     Ok(rewind)
+}
+
+/// A test counted among those running, until kept by its session or dropped (its start failed).
+struct Running<B: Backend>(Option<Arc<Shared<B>>>);
+
+impl<B: Backend> Running<B> {
+    fn start(shared: Arc<Shared<B>>) -> Self {
+        shared.running.fetch_add(1, Ordering::SeqCst);
+        Running(Some(shared))
+    }
+
+    fn keep(mut self) -> Arc<Shared<B>> {
+        match self.0.take() {
+            Some(shared) => shared,
+            None => unreachable!("kept once"),
+        }
+    }
+}
+
+impl<B: Backend> Drop for Running<B> {
+    fn drop(&mut self) {
+        if let Some(shared) = self.0.take() {
+            shared.running.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
 }

@@ -59,14 +59,32 @@ impl Backend for Postgres {
         crate::isolation::settle(conn).await
     }
 
+    type Baseline = crate::isolation::Baseline;
+
+    async fn baseline(conn: &mut sqlx::PgConnection) -> sqlx::Result<crate::isolation::Baseline> {
+        crate::isolation::baseline(conn).await
+    }
+
     async fn checkpoint(
         conn: &mut sqlx::PgConnection,
-    ) -> sqlx::Result<std::result::Result<bool, String>> {
+    ) -> sqlx::Result<std::result::Result<(), String>> {
         crate::isolation::checkpoint(conn).await
     }
 
-    async fn rewind(conn: &mut sqlx::PgConnection, check: bool) -> sqlx::Result<testdb::Rewind> {
-        crate::isolation::rewind(conn, check).await
+    async fn rewind(
+        conn: &mut sqlx::PgConnection,
+        check: bool,
+        baseline: &crate::isolation::Baseline,
+        sequences: bool,
+    ) -> sqlx::Result<testdb::Rewind> {
+        crate::isolation::rewind(conn, check, baseline, sequences).await
+    }
+
+    async fn reset_session(
+        conn: &mut sqlx::PgConnection,
+        _: &crate::isolation::Baseline,
+    ) -> sqlx::Result<()> {
+        crate::isolation::reset_session(conn).await
     }
 
     async fn catalog(conn: &mut sqlx::PgConnection) -> sqlx::Result<testdb::Catalog> {

@@ -200,10 +200,6 @@ pub(crate) async fn restore(
     tables: &[String],
     sequences: bool,
 ) -> sqlx::Result<()> {
-    // What the test changed in the session goes too: settings, role, temporary tables.
-    sqlx::raw_sql("RESET ALL; RESET ROLE; DISCARD TEMP")
-        .execute(&mut *conn)
-        .await?;
     sqlx::query("SELECT testdb_baseline.restore($1, $2)")
         .bind(tables)
         .bind(sequences)

@@ -1,34 +1,89 @@
 //! PostgreSQL's side of a test's isolation: the test savepoint, and the server processes of the
 //! connections a test uses, ended or cancelled when it ends.
 
-use sqlx::Connection;
-use sqlx::postgres::{PgConnectOptions, PgConnection, PgDatabaseError};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgDatabaseError, PgRow};
+use sqlx::{Connection, Row};
 use testdb::{Attribution, Fence, Rewind};
+
+use crate::sql::{ident, literal};
 
 /// `SAVEPOINT`, deferred-constraint check and rollback in one round trip; the rollback restores
 /// the constraints' deferral mode along with everything else.
 const CHECKPOINT: &str = "SAVEPOINT testdb_test; SET CONSTRAINTS ALL IMMEDIATE; \
                           ROLLBACK TO SAVEPOINT testdb_test";
-const CHECK_AND_REWIND: &str = "SET CONSTRAINTS ALL IMMEDIATE; ROLLBACK TO SAVEPOINT testdb_test";
-const REWIND: &str = "ROLLBACK TO SAVEPOINT testdb_test";
+const CHECK: &str = "SET CONSTRAINTS ALL IMMEDIATE; ";
+const REWIND: &str = "ROLLBACK TO SAVEPOINT testdb_test; ";
+/// What a test may leave in its session that no rollback undoes: session advisory locks; and
+/// prepared statements of its own (`PREPARE`), counted here and deallocated in a second round
+/// trip only if there are any (sqlx's own, prepared by the protocol, stay).
+const SESSION: &str = "SELECT pg_advisory_unlock_all(); \
+                       SELECT count(*) AS testdb_prepared FROM pg_prepared_statements WHERE from_sql";
+/// Committed isolation's session, out of any transaction: also settings, role, temporary
+/// tables, cursors, listeners and cached sequence values.
+const COMMITTED_SESSION: &str = "RESET ALL; RESET ROLE; DISCARD TEMP; DISCARD SEQUENCES; \
+                                 CLOSE ALL; UNLISTEN *; ";
 
-pub(crate) async fn checkpoint(conn: &mut PgConnection) -> sqlx::Result<Result<bool, String>> {
+/// A test's session as the setup left it: the sequences' values.
+#[derive(Debug)]
+pub struct Baseline {
+    /// Sets back every sequence that moved, in one statement; none if there are no sequences.
+    sequences: Option<String>,
+}
+
+pub(crate) async fn baseline(conn: &mut PgConnection) -> sqlx::Result<Baseline> {
+    let sequences: Vec<(String, i64, bool)> = sqlx::query_as(
+        "SELECT format('%I.%I', schemaname, sequencename), \
+                coalesce(last_value, start_value), last_value IS NOT NULL \
+         FROM pg_sequences \
+         WHERE schemaname NOT IN ('pg_catalog', 'information_schema', 'testdb_baseline') \
+         ORDER BY 1",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    if sequences.is_empty() {
+        return Ok(Baseline { sequences: None });
+    }
+    let values: Vec<String> = sequences
+        .iter()
+        .map(|(name, value, called)| format!("({}::regclass, {value}::bigint, {called})", literal(name)))
+        .collect();
+    // Only those that moved: `setval` writes, and most tests move none.
+    Ok(Baseline {
+        sequences: Some(format!(
+            "SELECT setval(s.seq, s.value, s.called) FROM (VALUES {}) AS s (seq, value, called) \
+             WHERE pg_sequence_last_value(s.seq) \
+                   IS DISTINCT FROM CASE WHEN s.called THEN s.value END; ",
+            values.join(", ")
+        )),
+    })
+}
+
+pub(crate) async fn checkpoint(conn: &mut PgConnection) -> sqlx::Result<Result<(), String>> {
     match sqlx::raw_sql(CHECKPOINT).execute(&mut *conn).await {
-        Ok(_) => Ok(Ok(true)),
+        Ok(_) => Ok(Ok(())),
         Err(err) if is_constraint_violation(&err) => Ok(Err(describe(&err))),
         Err(err) => Err(err),
     }
 }
 
-pub(crate) async fn rewind(conn: &mut PgConnection, check: bool) -> sqlx::Result<Rewind> {
-    let sql = if check { CHECK_AND_REWIND } else { REWIND };
-    let err = match sqlx::raw_sql(sql).execute(&mut *conn).await {
-        Ok(_) => return Ok(Rewind::Clean),
+pub(crate) async fn rewind(
+    conn: &mut PgConnection,
+    check: bool,
+    baseline: &Baseline,
+    sequences: bool,
+) -> sqlx::Result<Rewind> {
+    let reset = session_reset(baseline, sequences);
+    let sql = format!("{}{REWIND}{reset}", if check { CHECK } else { "" });
+    let err = match sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).fetch_all(&mut *conn).await {
+        Ok(rows) => {
+            deallocate_prepared(conn, &rows).await?;
+            return Ok(Rewind::Clean);
+        }
         Err(err) => err,
     };
     if is_constraint_violation(&err) {
         // The check failed, so the rollback in the same query did not run.
-        return Ok(match rewind_only(conn).await? {
+        return Ok(match rewind_only(conn, &reset).await? {
             Rewind::Clean => Rewind::Violated(describe(&err)),
             other => other,
         });
@@ -36,18 +91,56 @@ pub(crate) async fn rewind(conn: &mut PgConnection, check: bool) -> sqlx::Result
     match code(&err).as_deref() {
         // The test left its transaction aborted: no check (the test saw its own error), just
         // the rollback, which recovers from that.
-        Some("25P02") => rewind_only(conn).await,
+        Some("25P02") => rewind_only(conn, &reset).await,
         Some(_) if is_escape(&err) => Ok(Rewind::Escaped(describe(&err))),
         _ => Err(err),
     }
 }
 
-async fn rewind_only(conn: &mut PgConnection) -> sqlx::Result<Rewind> {
-    match sqlx::raw_sql(REWIND).execute(&mut *conn).await {
-        Ok(_) => Ok(Rewind::Clean),
+fn session_reset(baseline: &Baseline, sequences: bool) -> String {
+    let sequences = baseline.sequences.as_deref().filter(|_| sequences).unwrap_or("");
+    format!("{sequences}{SESSION}")
+}
+
+async fn rewind_only(conn: &mut PgConnection, reset: &str) -> sqlx::Result<Rewind> {
+    let sql = format!("{REWIND}{reset}");
+    match sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).fetch_all(&mut *conn).await {
+        Ok(rows) => {
+            deallocate_prepared(conn, &rows).await?;
+            Ok(Rewind::Clean)
+        }
         Err(err) if is_escape(&err) => Ok(Rewind::Escaped(describe(&err))),
         Err(err) => Err(err),
     }
+}
+
+pub(crate) async fn reset_session(conn: &mut PgConnection) -> sqlx::Result<()> {
+    let sql = format!("{COMMITTED_SESSION}{SESSION}");
+    let rows = sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).fetch_all(&mut *conn).await?;
+    deallocate_prepared(conn, &rows).await
+}
+
+/// Deallocates the test's own prepared statements, if `rows` (the session reset's) counted any.
+async fn deallocate_prepared(conn: &mut PgConnection, rows: &[PgRow]) -> sqlx::Result<()> {
+    let prepared = rows
+        .iter()
+        .find_map(|row| row.try_get::<i64, _>("testdb_prepared").ok())
+        .unwrap_or(0);
+    if prepared == 0 {
+        return Ok(());
+    }
+    let names: Vec<String> =
+        sqlx::query_scalar("SELECT name FROM pg_prepared_statements WHERE from_sql")
+            .fetch_all(&mut *conn)
+            .await?;
+    let script: String = names
+        .iter()
+        .map(|name| format!("DEALLOCATE {}; ", ident(name)))
+        .collect();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(script))
+        .execute(&mut *conn)
+        .await
+        .map(drop)
 }
 
 fn code(err: &sqlx::Error) -> Option<String> {

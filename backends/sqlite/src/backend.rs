@@ -98,7 +98,7 @@ impl Backend for Sqlite {
     // One multi-row statement's worth, inserted while the rest of the file is read.
     const LOAD_WHILE_READING: bool = true;
     const BULK_ROWS: usize = 500;
-    const BEGIN: &'static str = "BEGIN IMMEDIATE";
+    const BEGIN_TEST: &'static str = "BEGIN IMMEDIATE; SAVEPOINT testdb_test";
 
     async fn create(&self) -> Result<SqliteDatabase> {
         self.create_database(None).await
@@ -130,17 +130,35 @@ impl Backend for Sqlite {
         crate::isolation::settle(conn, slot).await
     }
 
+    type Baseline = crate::isolation::Baseline;
+
+    async fn baseline(
+        conn: &mut sqlx::SqliteConnection,
+    ) -> sqlx::Result<crate::isolation::Baseline> {
+        crate::isolation::baseline(conn).await
+    }
+
     async fn checkpoint(
         conn: &mut sqlx::SqliteConnection,
-    ) -> sqlx::Result<std::result::Result<bool, String>> {
+    ) -> sqlx::Result<std::result::Result<(), String>> {
         crate::isolation::checkpoint(conn).await
     }
 
+    // SQLite's AUTOINCREMENT counters are rows of a table: rolled back with the test.
     async fn rewind(
         conn: &mut sqlx::SqliteConnection,
         check: bool,
+        baseline: &crate::isolation::Baseline,
+        _sequences: bool,
     ) -> sqlx::Result<testdb::Rewind> {
-        crate::isolation::rewind(conn, check).await
+        crate::isolation::rewind(conn, check, baseline).await
+    }
+
+    async fn reset_session(
+        conn: &mut sqlx::SqliteConnection,
+        baseline: &crate::isolation::Baseline,
+    ) -> sqlx::Result<()> {
+        crate::isolation::reset_session(conn, baseline).await
     }
 
     async fn catalog(conn: &mut sqlx::SqliteConnection) -> sqlx::Result<testdb::Catalog> {

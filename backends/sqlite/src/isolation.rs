@@ -4,46 +4,92 @@
 use std::sync::{Arc, Mutex};
 
 use sqlx::sqlite::SqliteConnection;
-use sqlx::{Executor, Row};
-use testdb::{Attribution, Fence, Rewind};
+use sqlx::{AssertSqlSafe, Executor, Row};
+use testdb::{Attribution, Fence, Rewind, quote_identifier as ident};
 
-pub(crate) async fn checkpoint(conn: &mut SqliteConnection) -> sqlx::Result<Result<bool, String>> {
-    conn.execute("SAVEPOINT testdb_test").await?;
-    if let Some(violation) = foreign_key_violation(conn).await? {
-        return Ok(Err(violation));
-    }
-    // Checking costs a scan of every table with foreign keys: do it after each test only where
-    // the schema or the connection defers foreign keys (immediate ones fail at the statement).
-    let deferred: bool = sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' \
-         AND upper(sql) LIKE '%DEFERRABLE INITIALLY DEFERRED%') \
-         OR (SELECT defer_foreign_keys FROM pragma_defer_foreign_keys)",
-    )
-    .fetch_one(&mut *conn)
-    .await?;
-    Ok(Ok(deferred))
+/// The connection-level settings a test may change that no rollback undoes, put back after each
+/// test as the connection had them (those testdb never sets are SQLite's defaults).
+const SETTINGS: &str = "PRAGMA defer_foreign_keys = OFF; PRAGMA query_only = OFF; \
+                        PRAGMA recursive_triggers = OFF; PRAGMA ignore_check_constraints = OFF; \
+                        PRAGMA reverse_unordered_selects = OFF; ";
+
+/// A test's session as testdb opened it.
+#[derive(Debug)]
+pub struct Baseline {
+    /// Resets the connection-level settings; `PRAGMA foreign_keys` as it was (a no-op inside a
+    /// transaction, where tests cannot change it either).
+    settings: String,
 }
 
-pub(crate) async fn rewind(conn: &mut SqliteConnection, check: bool) -> sqlx::Result<Rewind> {
+pub(crate) async fn baseline(conn: &mut SqliteConnection) -> sqlx::Result<Baseline> {
+    let foreign_keys: bool = sqlx::query_scalar("SELECT foreign_keys FROM pragma_foreign_keys")
+        .fetch_one(&mut *conn)
+        .await?;
+    Ok(Baseline {
+        settings: format!(
+            "{SETTINGS}PRAGMA foreign_keys = {};",
+            if foreign_keys { "ON" } else { "OFF" }
+        ),
+    })
+}
+
+pub(crate) async fn checkpoint(conn: &mut SqliteConnection) -> sqlx::Result<Result<(), String>> {
+    conn.execute("SAVEPOINT testdb_test").await?;
+    match foreign_key_violation(conn).await? {
+        Some(violation) => Ok(Err(violation)),
+        None => Ok(Ok(())),
+    }
+}
+
+pub(crate) async fn rewind(
+    conn: &mut SqliteConnection,
+    check: bool,
+    baseline: &Baseline,
+) -> sqlx::Result<Rewind> {
     let violation = if check {
         foreign_key_violation(conn).await?
     } else {
         None
     };
-    match conn.execute("ROLLBACK TO SAVEPOINT testdb_test").await {
+    let sql = format!("ROLLBACK TO SAVEPOINT testdb_test; {}", baseline.settings);
+    match conn.execute(AssertSqlSafe(sql)).await {
         Ok(_) => Ok(violation.map_or(Rewind::Clean, Rewind::Violated)),
         Err(err) if is_escape(&err) => Ok(Rewind::Escaped(err.to_string())),
         Err(err) => Err(err),
     }
 }
 
-/// The first row that breaks a foreign key, as a commit would report it.
+/// Committed isolation's session, out of any transaction: the settings, and no temporary tables
+/// or views.
+pub(crate) async fn reset_session(conn: &mut SqliteConnection, baseline: &Baseline) -> sqlx::Result<()> {
+    let temporary: Vec<(String, String)> = sqlx::query_as(
+        "SELECT type, name FROM temp.sqlite_master WHERE type IN ('table', 'view')",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut script = baseline.settings.clone();
+    for (kind, name) in &temporary {
+        let kind = if kind == "view" { "VIEW" } else { "TABLE" };
+        script.push_str(&format!(" DROP {kind} IF EXISTS temp.{};", ident(name)));
+    }
+    conn.execute(AssertSqlSafe(script)).await.map(drop)
+}
+
+/// The first row that breaks a foreign key, as a commit would report it. SQLite counts the
+/// violations a transaction has not resolved (whatever deferred them: the schema, or `PRAGMA
+/// defer_foreign_keys`); only when that count is not zero does it look for the row, which costs a
+/// scan of every table with foreign keys.
 async fn foreign_key_violation(conn: &mut SqliteConnection) -> sqlx::Result<Option<String>> {
+    if unresolved_foreign_keys(conn).await? == 0 {
+        return Ok(None);
+    }
     let rows = sqlx::query("PRAGMA foreign_key_check")
         .fetch_all(&mut *conn)
         .await?;
     let Some(first) = rows.first() else {
-        return Ok(None);
+        return Ok(Some(
+            "FOREIGN KEY constraint failed: a row references a missing row".into(),
+        ));
     };
     let table: String = first.try_get(0)?;
     let rowid: Option<i64> = first.try_get(1)?;
@@ -57,6 +103,32 @@ async fn foreign_key_violation(conn: &mut SqliteConnection) -> sqlx::Result<Opti
         "FOREIGN KEY constraint failed: {row} of table \"{table}\" references a missing row of \
          \"{parent}\"{more}"
     )))
+}
+
+/// How many foreign-key violations the connection's transaction has not resolved: what a commit
+/// would fail on.
+async fn unresolved_foreign_keys(conn: &mut SqliteConnection) -> sqlx::Result<i32> {
+    let mut handle = conn.lock_handle().await?;
+    let db = handle.as_raw_handle().as_ptr();
+    let (mut current, mut highest) = (0, 0);
+    // SAFETY: `db` is the connection's open handle, which the locked handle keeps from the
+    // worker thread (and from closing) while it lives; the out-pointers are valid locals.
+    #[allow(unsafe_code)]
+    let status = unsafe {
+        libsqlite3_sys::sqlite3_db_status(
+            db,
+            libsqlite3_sys::SQLITE_DBSTATUS_DEFERRED_FKS,
+            &mut current,
+            &mut highest,
+            0,
+        )
+    };
+    if status != libsqlite3_sys::SQLITE_OK {
+        return Err(sqlx::Error::Protocol(format!(
+            "sqlite3_db_status failed with code {status}"
+        )));
+    }
+    Ok(current)
 }
 
 /// The savepoint is gone: the suite transaction was committed or rolled back.
