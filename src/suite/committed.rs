@@ -72,7 +72,9 @@ impl<B: Backend> State<B> {
             .await
             .map_err(|err| format!("cannot reset the session: {err}"));
         let restored = match reset {
-            Ok(()) => restore::restore::<B>(&mut copy.connection, &copy.catalog, self.sequences).await,
+            Ok(()) => {
+                restore::restore::<B>(&mut copy.connection, &copy.catalog, self.sequences).await
+            }
             Err(message) => Err(message),
         }
         .map_err(|message| Error::Setup {

@@ -134,7 +134,13 @@ impl<B: Backend> Test<B> {
         )
         .await?;
         let check = matches!(ending, Ending::Returned { .. });
-        let rewound = B::rewind(&mut state.connection, check, &state.baseline, state.sequences).await;
+        let rewound = B::rewind(
+            &mut state.connection,
+            check,
+            &state.baseline,
+            state.sequences,
+        )
+        .await;
         state.dirty = false;
         match rewound {
             Ok(rewind) => {

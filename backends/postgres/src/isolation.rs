@@ -45,7 +45,9 @@ pub(crate) async fn baseline(conn: &mut PgConnection) -> sqlx::Result<Baseline> 
     }
     let values: Vec<String> = sequences
         .iter()
-        .map(|(name, value, called)| format!("({}::regclass, {value}::bigint, {called})", literal(name)))
+        .map(|(name, value, called)| {
+            format!("({}::regclass, {value}::bigint, {called})", literal(name))
+        })
         .collect();
     // Only those that moved: `setval` writes, and most tests move none.
     Ok(Baseline {
@@ -74,7 +76,10 @@ pub(crate) async fn rewind(
 ) -> sqlx::Result<Rewind> {
     let reset = session_reset(baseline, sequences);
     let sql = format!("{}{REWIND}{reset}", if check { CHECK } else { "" });
-    let err = match sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).fetch_all(&mut *conn).await {
+    let err = match sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+        .fetch_all(&mut *conn)
+        .await
+    {
         Ok(rows) => {
             deallocate_prepared(conn, &rows).await?;
             return Ok(Rewind::Clean);
@@ -98,13 +103,20 @@ pub(crate) async fn rewind(
 }
 
 fn session_reset(baseline: &Baseline, sequences: bool) -> String {
-    let sequences = baseline.sequences.as_deref().filter(|_| sequences).unwrap_or("");
+    let sequences = baseline
+        .sequences
+        .as_deref()
+        .filter(|_| sequences)
+        .unwrap_or("");
     format!("{sequences}{SESSION}")
 }
 
 async fn rewind_only(conn: &mut PgConnection, reset: &str) -> sqlx::Result<Rewind> {
     let sql = format!("{REWIND}{reset}");
-    match sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).fetch_all(&mut *conn).await {
+    match sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+        .fetch_all(&mut *conn)
+        .await
+    {
         Ok(rows) => {
             deallocate_prepared(conn, &rows).await?;
             Ok(Rewind::Clean)
@@ -116,7 +128,9 @@ async fn rewind_only(conn: &mut PgConnection, reset: &str) -> sqlx::Result<Rewin
 
 pub(crate) async fn reset_session(conn: &mut PgConnection) -> sqlx::Result<()> {
     let sql = format!("{COMMITTED_SESSION}{SESSION}");
-    let rows = sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).fetch_all(&mut *conn).await?;
+    let rows = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+        .fetch_all(&mut *conn)
+        .await?;
     deallocate_prepared(conn, &rows).await
 }
 

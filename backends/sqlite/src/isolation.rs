@@ -61,12 +61,14 @@ pub(crate) async fn rewind(
 
 /// Committed isolation's session, out of any transaction: the settings, and no temporary tables
 /// or views.
-pub(crate) async fn reset_session(conn: &mut SqliteConnection, baseline: &Baseline) -> sqlx::Result<()> {
-    let temporary: Vec<(String, String)> = sqlx::query_as(
-        "SELECT type, name FROM temp.sqlite_master WHERE type IN ('table', 'view')",
-    )
-    .fetch_all(&mut *conn)
-    .await?;
+pub(crate) async fn reset_session(
+    conn: &mut SqliteConnection,
+    baseline: &Baseline,
+) -> sqlx::Result<()> {
+    let temporary: Vec<(String, String)> =
+        sqlx::query_as("SELECT type, name FROM temp.sqlite_master WHERE type IN ('table', 'view')")
+            .fetch_all(&mut *conn)
+            .await?;
     let mut script = baseline.settings.clone();
     for (kind, name) in &temporary {
         let kind = if kind == "view" { "VIEW" } else { "TABLE" };

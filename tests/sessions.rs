@@ -1,0 +1,262 @@
+//! Each test starts on a clean session, in every isolation: what one test leaves in its session
+//! — locks, prepared statements, settings, temporary tables, moved sequences — the next never
+//! sees. And deferred foreign keys are checked at the end of each test however they were deferred.
+
+// Tests, examples and benches may panic and print; the library may not (see Cargo.toml).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::print_stdout
+)]
+
+#[macro_use]
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::Harness;
+use sqlx::Database;
+use testdb::{Error, Isolation, Setup, Suite, TestDatabase};
+use testdb_postgres::Postgres;
+use testdb_sqlite::Sqlite;
+
+type Conn<H> = <<H as testdb::Backend>::Database as Database>::Connection;
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+const ISOLATIONS: [Isolation; 4] = [
+    Isolation::Savepoint,
+    Isolation::Transaction,
+    Isolation::Committed,
+    Isolation::FreshDatabase,
+];
+
+trait Sessions: Harness {
+    /// What a test leaves in its session, statement by statement.
+    const LEAVE: &'static [&'static str];
+    /// One number per leftover, each 1 if the session is clean.
+    const CLEAN: &'static str;
+    fn suite(isolation: Isolation, sequences: bool) -> &'static Suite<Self>;
+}
+
+macro_rules! suites {
+    ($backend:ty, $isolation:expr, $sequences:expr) => {{
+        macro_rules! suite {
+            ($i:expr, $s:expr) => {{
+                static SUITE: Suite<$backend> =
+                    Suite::new("sessions", || counters::<$backend>($i, $s));
+                &SUITE
+            }};
+        }
+        match ($isolation, $sequences) {
+            (Isolation::Savepoint, true) => suite!(Isolation::Savepoint, true),
+            (Isolation::Transaction, true) => suite!(Isolation::Transaction, true),
+            (Isolation::Committed, true) => suite!(Isolation::Committed, true),
+            (Isolation::Savepoint, false) => suite!(Isolation::Savepoint, false),
+            (Isolation::Transaction, false) => suite!(Isolation::Transaction, false),
+            (Isolation::Committed, false) => suite!(Isolation::Committed, false),
+            (_, true) => suite!(Isolation::FreshDatabase, true),
+            (_, false) => suite!(Isolation::FreshDatabase, false),
+        }
+    }};
+}
+
+impl Sessions for Sqlite {
+    const LEAVE: &'static [&'static str] = &[
+        "PRAGMA defer_foreign_keys = ON",
+        "PRAGMA foreign_keys = OFF",
+        "PRAGMA recursive_triggers = ON",
+        "CREATE TEMP TABLE scratch (x INTEGER)",
+        // Last: no more writes after it.
+        "PRAGMA query_only = ON",
+    ];
+    const CLEAN: &'static str = "SELECT (SELECT defer_foreign_keys = 0 FROM pragma_defer_foreign_keys) \
+        + (SELECT foreign_keys = 1 FROM pragma_foreign_keys) \
+        + (SELECT recursive_triggers = 0 FROM pragma_recursive_triggers) \
+        + (SELECT query_only = 0 FROM pragma_query_only) \
+        + (SELECT count(*) = 0 FROM temp.sqlite_master)";
+    fn suite(isolation: Isolation, sequences: bool) -> &'static Suite<Self> {
+        suites!(Sqlite, isolation, sequences)
+    }
+}
+
+impl Sessions for Postgres {
+    const LEAVE: &'static [&'static str] = &[
+        "SELECT pg_advisory_lock(4242)",
+        "PREPARE testdb_leftover AS SELECT 1",
+        "SET TIME ZONE 'Pacific/Chatham'",
+        "CREATE TEMP TABLE scratch (x INTEGER)",
+    ];
+    const CLEAN: &'static str = "SELECT ((SELECT count(*) = 0 FROM pg_locks \
+            WHERE locktype = 'advisory' AND pid = pg_backend_pid())::int \
+        + (SELECT count(*) = 0 FROM pg_prepared_statements WHERE from_sql)::int \
+        + (current_setting('TimeZone') <> 'Pacific/Chatham')::int \
+        + (SELECT count(*) = 0 FROM pg_class WHERE relname = 'scratch' AND relpersistence = 't')::int)::bigint";
+    fn suite(isolation: Isolation, sequences: bool) -> &'static Suite<Self> {
+        suites!(Postgres, isolation, sequences)
+    }
+}
+
+fn schema<H: Harness>() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/sessions_schema")
+        .join(H::KEY)
+}
+
+/// Two counters, and a parent row, set up.
+fn counters<H: Sessions>(isolation: Isolation, sequences: bool) -> testdb::Result<Setup<H>> {
+    let backend = H::backend().ok_or_else(|| Error::NotConfigured {
+        backend: H::NAME,
+        hint: "no server".into(),
+    })?;
+    Ok(
+        Setup::new(TestDatabase::builder(backend).migrations(schema::<H>()))
+            .isolation(isolation)
+            .restore_sequences(sequences)
+            .data(async |conn: &mut Conn<H>| {
+                for statement in [
+                    "INSERT INTO counters (note) VALUES ('setup'), ('setup')",
+                    "INSERT INTO parents (id) VALUES (1)",
+                ] {
+                    H::try_exec_on(conn, statement).await?;
+                }
+                Ok::<_, sqlx::Error>(())
+            }),
+    )
+}
+
+/// The id the next counter gets, in a test that inserts one.
+async fn next_id<H: Sessions>(suite: &Suite<H>) -> i64 {
+    suite
+        .run(async |conn: &mut Conn<H>, ()| {
+            H::try_exec_on(conn, "INSERT INTO counters (note) VALUES ('test')").await?;
+            Ok::<_, BoxError>(H::scalar_on(conn, "SELECT CAST(max(id) AS BIGINT) FROM counters").await)
+        })
+        .await
+        .unwrap()
+}
+
+on_both!(each_test_starts_on_a_clean_session);
+
+async fn each_test_starts_on_a_clean_session<H: Sessions>(_: H) {
+    let clean = i64::try_from(H::LEAVE.len()).unwrap();
+    for isolation in ISOLATIONS {
+        let suite = H::suite(isolation, true);
+        for _ in 0..2 {
+            let before = suite
+                .run(async |conn: &mut Conn<H>, ()| {
+                    let before = H::scalar_on(conn, H::CLEAN).await;
+                    for statement in H::LEAVE {
+                        H::try_exec_on(conn, statement).await?;
+                    }
+                    assert!(H::scalar_on(conn, H::CLEAN).await < clean, "left something");
+                    Ok::<_, BoxError>(before)
+                })
+                .await
+                .unwrap_or_else(|err| panic!("{isolation}: {err:?}"));
+            assert_eq!(
+                before, clean,
+                "{isolation}: the test started on a used session"
+            );
+        }
+    }
+}
+
+on_both!(ids_are_the_same_in_every_test);
+
+async fn ids_are_the_same_in_every_test<H: Sessions>(_: H) {
+    for isolation in ISOLATIONS {
+        let suite = H::suite(isolation, true);
+        let ids = [
+            next_id(suite).await,
+            next_id(suite).await,
+            next_id(suite).await,
+        ];
+        assert_eq!(
+            ids,
+            [3, 3, 3],
+            "{isolation}: sequences are back after each test"
+        );
+    }
+}
+
+on_both!(ids_keep_growing_when_sequences_are_left_alone);
+
+async fn ids_keep_growing_when_sequences_are_left_alone<H: Sessions>(_: H) {
+    // SQLite's AUTOINCREMENT counter is a row: rolled back with the test in savepoint and
+    // transaction isolation, and taken from the copy in fresh-database isolation, whatever the
+    // setting; only committed isolation can leave it growing.
+    for isolation in [
+        Isolation::Savepoint,
+        Isolation::Transaction,
+        Isolation::Committed,
+    ] {
+        if H::KEY == "sqlite" && isolation != Isolation::Committed {
+            continue;
+        }
+        let suite = H::suite(isolation, false);
+        let first = next_id(suite).await;
+        let second = next_id(suite).await;
+        assert!(second > first, "{isolation}: {first} then {second}");
+    }
+}
+
+// Deferred foreign keys: declared deferred in any layout or case, or deferred by the test
+// (SQLite's `PRAGMA defer_foreign_keys`), a violation fails the test, and nothing of it leaks.
+
+on_both!(deferred_foreign_keys_are_checked_however_they_are_deferred);
+
+async fn deferred_foreign_keys_are_checked_however_they_are_deferred<H: Sessions>(_: H) {
+    for isolation in [Isolation::Savepoint, Isolation::Transaction] {
+        let suite = H::suite(isolation, true);
+        let mut cases = vec![vec![
+            "INSERT INTO late_children (id, parent_id) VALUES (1, 99)",
+        ]];
+        if H::KEY == "sqlite" {
+            cases.push(vec![
+                "PRAGMA defer_foreign_keys = ON",
+                "INSERT INTO children (id, parent_id) VALUES (1, 99)",
+            ]);
+        }
+        for statements in cases {
+            let result = suite
+                .run(async |conn: &mut Conn<H>, ()| {
+                    for statement in &statements {
+                        H::try_exec_on(conn, statement).await?;
+                    }
+                    Ok::<_, BoxError>(())
+                })
+                .await;
+            assert!(
+                matches!(result, Err(Error::DeferredConstraint { .. })),
+                "{isolation}, {statements:?}: {result:?}"
+            );
+            // The next test: immediate keys are immediate again, and the orphan is gone.
+            let immediate = suite
+                .run(async |conn: &mut Conn<H>, ()| {
+                    let orphans = H::scalar_on(conn, "SELECT count(*) FROM late_children").await;
+                    let refused =
+                        H::try_exec_on(conn, "INSERT INTO children (id, parent_id) VALUES (2, 99)")
+                            .await
+                            .is_err();
+                    Ok::<_, BoxError>((orphans, refused))
+                })
+                .await
+                .unwrap_or_else(|err| panic!("{isolation}: {err:?}"));
+            assert_eq!(immediate, (0, true), "{isolation}, after {statements:?}");
+        }
+        // A test that resolves what it deferred passes.
+        suite
+            .run(async |conn: &mut Conn<H>, ()| {
+                H::try_exec_on(
+                    conn,
+                    "INSERT INTO late_children (id, parent_id) VALUES (3, 98)",
+                )
+                .await?;
+                H::try_exec_on(conn, "INSERT INTO parents (id) VALUES (98)").await?;
+                Ok::<_, BoxError>(())
+            })
+            .await
+            .unwrap_or_else(|err| panic!("{isolation}: a resolved violation failed: {err:?}"));
+    }
+}

@@ -1,0 +1,14 @@
+CREATE TABLE counters (id SERIAL PRIMARY KEY, note TEXT NOT NULL);
+CREATE TABLE parents (id INTEGER PRIMARY KEY);
+-- Deferred, declared across lines and in lower case.
+CREATE TABLE late_children (
+    id INTEGER PRIMARY KEY,
+    parent_id INTEGER NOT NULL REFERENCES parents (id)
+        deferrable
+        initially    deferred
+);
+-- Immediate.
+CREATE TABLE children (
+    id INTEGER PRIMARY KEY,
+    parent_id INTEGER NOT NULL REFERENCES parents (id)
+);
