@@ -78,8 +78,12 @@ impl<B: Backend> Builder<B> {
     /// idle or old, tested before they are handed out.
     ///
     /// Where connections depend on a runtime (PostgreSQL), testdb opens all `max_connections` at
-    /// creation, on its own runtime, so that the pool never has to open one inside a caller's
-    /// runtime (where it would die with that runtime).
+    /// creation, on its own runtime, and opens again there any connection the pool opens while a
+    /// caller's runtime polls it (where it would die with that runtime).
+    ///
+    /// testdb sets the pool's `after_connect` and `before_acquire` hooks for this, and to stop what
+    /// a suite's test leaves running on the connections it took: any set in `options` are
+    /// replaced (`test_before_acquire` is kept).
     pub fn pool_options(mut self, options: PoolOptions<B::Database>) -> Self {
         self.pool_options = Some(options);
         self

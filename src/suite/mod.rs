@@ -445,10 +445,12 @@ impl<D: Databases, T> Setup<D, T> {
         self
     }
 
-    /// Whether committed isolation also puts back the sequences a test moved (on by default):
-    /// off, PostgreSQL sequences and SQLite AUTOINCREMENT counters keep growing across tests,
-    /// which catches tests that assume particular ids (a SQLite table without AUTOINCREMENT
-    /// takes the largest id + 1 either way).
+    /// Whether the sequences a test moved are put back where the setup left them (on by default),
+    /// so that each test gets the same ids, as it would on a fresh database. In transaction
+    /// isolation the last test to end while no other runs puts them back. Off, PostgreSQL
+    /// sequences (and, in committed isolation, SQLite AUTOINCREMENT counters, which roll back with
+    /// a test's transaction elsewhere) keep growing across tests, which catches tests that assume
+    /// particular ids (a SQLite table without AUTOINCREMENT takes the largest id + 1 either way).
     pub fn restore_sequences(mut self, restore: bool) -> Self {
         self.restore_sequences = restore;
         self
