@@ -13,7 +13,9 @@
 #[macro_use]
 mod common;
 
+use std::any::{Any, TypeId};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use common::Harness;
@@ -44,7 +46,6 @@ trait Endings: Harness {
     /// A query that runs for many seconds unless stopped.
     const LONG_QUERY: &'static str;
     fn backend_for_suites() -> Option<Self>;
-    fn suite(isolation: Isolation) -> &'static Suite<Self>;
     /// A connection of its own to `url`, inside a transaction that holds the write lock on row
     /// 1000 (SQLite: on the database).
     fn lock_row(url: &str) -> impl Future<Output = Conn<Self>> + Send;
@@ -55,23 +56,33 @@ trait Endings: Harness {
     ) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
 }
 
-macro_rules! suites {
-    ($backend:ty, $isolation:expr) => {{
-        static SAVEPOINT: Suite<$backend> =
-            Suite::new("endings", || items::<$backend>(Isolation::Savepoint));
-        static TRANSACTION: Suite<$backend> =
-            Suite::new("endings", || items::<$backend>(Isolation::Transaction));
-        static COMMITTED: Suite<$backend> =
-            Suite::new("endings", || items::<$backend>(Isolation::Committed));
-        static FRESH: Suite<$backend> =
-            Suite::new("endings", || items::<$backend>(Isolation::FreshDatabase));
-        match $isolation {
-            Isolation::Savepoint => &SAVEPOINT,
-            Isolation::Transaction => &TRANSACTION,
-            Isolation::Committed => &COMMITTED,
-            _ => &FRESH,
-        }
-    }};
+/// The suite of `scenario` (each test function has suites of its own: under `cargo test` they run
+/// at once) in `isolation`.
+fn suite<H: Endings>(scenario: &'static str, isolation: Isolation) -> &'static Suite<H> {
+    type Entry = (
+        TypeId,
+        &'static str,
+        Isolation,
+        &'static (dyn Any + Send + Sync),
+    );
+    static SUITES: Mutex<Vec<Entry>> = Mutex::new(Vec::new());
+    let mut suites = SUITES.lock().unwrap();
+    let key = (TypeId::of::<H>(), scenario, isolation);
+    if let Some(found) = suites
+        .iter()
+        .find(|entry| (entry.0, entry.1, entry.2) == key)
+    {
+        return found.3.downcast_ref().unwrap();
+    }
+    let setup: fn() -> testdb::Result<Setup<H>> = match isolation {
+        Isolation::Savepoint => items::<H, 0>,
+        Isolation::Transaction => items::<H, 1>,
+        Isolation::Committed => items::<H, 2>,
+        _ => items::<H, 3>,
+    };
+    let suite: &'static Suite<H> = Box::leak(Box::new(Suite::new("endings", setup)));
+    suites.push((key.0, scenario, isolation, suite));
+    suite
 }
 
 impl Endings for Sqlite {
@@ -79,9 +90,6 @@ impl Endings for Sqlite {
                                       FROM c WHERE x < 4000000000) SELECT count(*) FROM c";
     fn backend_for_suites() -> Option<Self> {
         Some(Sqlite::new().busy_timeout(BUSY_TIMEOUT))
-    }
-    fn suite(isolation: Isolation) -> &'static Suite<Self> {
-        suites!(Sqlite, isolation)
     }
     async fn lock_row(url: &str) -> sqlx::SqliteConnection {
         let mut conn = sqlx::SqliteConnection::connect(url).await.unwrap();
@@ -101,9 +109,6 @@ impl Endings for Postgres {
     fn backend_for_suites() -> Option<Self> {
         common::postgres()
     }
-    fn suite(isolation: Isolation) -> &'static Suite<Self> {
-        suites!(Postgres, isolation)
-    }
     async fn lock_row(url: &str) -> sqlx::PgConnection {
         let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
         sqlx::raw_sql("BEGIN; UPDATE items SET note = 'locker' WHERE id = 1000")
@@ -121,8 +126,10 @@ fn schema() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/endings_schema")
 }
 
-/// One row, committed by a migration: `items` 1000, noted `baseline`.
-fn items<H: Endings>(isolation: Isolation) -> testdb::Result<Setup<H>> {
+/// One row, committed by a migration: `items` 1000, noted `baseline`; isolated by the `I`th of
+/// [`ISOLATIONS`].
+fn items<H: Endings, const I: usize>() -> testdb::Result<Setup<H>> {
+    let isolation = ISOLATIONS[I];
     let backend = H::backend_for_suites().ok_or_else(|| Error::NotConfigured {
         backend: H::NAME,
         hint: "no server".into(),
@@ -232,7 +239,7 @@ async fn a_statement_blocked_by_the_test_never_commits_after_it<H: Endings>(_: H
             Unfinished::Cancelled,
             Unfinished::Panicked,
         ] {
-            let suite = H::suite(isolation);
+            let suite = suite::<H>("blocked", isolation);
             end_unfinished(suite, how, async move |conn: &mut Conn<H>, ()| {
                 // Committed: a transaction of the test's own (elsewhere already in one).
                 H::try_exec_on(conn, "BEGIN").await.ok();
@@ -261,7 +268,7 @@ on_both!(a_long_query_ends_with_its_test);
 
 async fn a_long_query_ends_with_its_test<H: Endings>(_: H) {
     for isolation in ISOLATIONS {
-        let suite = H::suite(isolation);
+        let suite = suite::<H>("long", isolation);
         // By the time limit.
         let result = suite
             .run(async |conn: &mut Conn<H>, ()| {
@@ -305,7 +312,7 @@ async fn a_waiting_write_on_a_taken_connection_never_commits_after_its_test<H: E
         // Not panicking: a panic unwinds the test's own future, and the connection it opened
         // with it, before testdb can stop anything.
         for how in [Unfinished::TimeLimit, Unfinished::Cancelled] {
-            let suite = H::suite(isolation);
+            let suite = suite::<H>("waiting", isolation);
             end_unfinished(suite, how, async move |_: &mut Conn<H>, ()| {
                 let db = testdb::current::<H>()?;
                 let _locker = H::lock_row(db.url()).await;
@@ -330,7 +337,7 @@ on_both!(a_commit_is_caught_however_the_test_ends);
 
 async fn a_commit_is_caught_however_the_test_ends<H: Endings>(_: H) {
     for isolation in [Isolation::Savepoint, Isolation::Transaction] {
-        let suite = H::suite(isolation);
+        let suite = suite::<H>("escape", isolation);
         // Returning: the escape is the test's error.
         let returned = suite
             .run(async |conn: &mut Conn<H>, ()| {

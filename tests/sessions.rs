@@ -13,7 +13,9 @@
 #[macro_use]
 mod common;
 
+use std::any::{Any, TypeId};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use common::Harness;
 use sqlx::Database;
@@ -36,29 +38,44 @@ trait Sessions: Harness {
     const LEAVE: &'static [&'static str];
     /// One number per leftover, each 1 if the session is clean.
     const CLEAN: &'static str;
-    fn suite(isolation: Isolation, sequences: bool) -> &'static Suite<Self>;
 }
 
-macro_rules! suites {
-    ($backend:ty, $isolation:expr, $sequences:expr) => {{
-        macro_rules! suite {
-            ($i:expr, $s:expr) => {{
-                static SUITE: Suite<$backend> =
-                    Suite::new("sessions", || counters::<$backend>($i, $s));
-                &SUITE
-            }};
-        }
-        match ($isolation, $sequences) {
-            (Isolation::Savepoint, true) => suite!(Isolation::Savepoint, true),
-            (Isolation::Transaction, true) => suite!(Isolation::Transaction, true),
-            (Isolation::Committed, true) => suite!(Isolation::Committed, true),
-            (Isolation::Savepoint, false) => suite!(Isolation::Savepoint, false),
-            (Isolation::Transaction, false) => suite!(Isolation::Transaction, false),
-            (Isolation::Committed, false) => suite!(Isolation::Committed, false),
-            (_, true) => suite!(Isolation::FreshDatabase, true),
-            (_, false) => suite!(Isolation::FreshDatabase, false),
-        }
-    }};
+/// The suite of `scenario` (each test function has suites of its own: under `cargo test` they run
+/// at once) in `isolation`, restoring sequences or not.
+fn suite<H: Sessions>(
+    scenario: &'static str,
+    isolation: Isolation,
+    sequences: bool,
+) -> &'static Suite<H> {
+    type Entry = (
+        TypeId,
+        &'static str,
+        Isolation,
+        bool,
+        &'static (dyn Any + Send + Sync),
+    );
+    static SUITES: Mutex<Vec<Entry>> = Mutex::new(Vec::new());
+    let mut suites = SUITES.lock().unwrap();
+    let key = (TypeId::of::<H>(), scenario, isolation, sequences);
+    if let Some(found) = suites
+        .iter()
+        .find(|entry| (entry.0, entry.1, entry.2, entry.3) == key)
+    {
+        return found.4.downcast_ref().unwrap();
+    }
+    let setup: fn() -> testdb::Result<Setup<H>> = match (isolation, sequences) {
+        (Isolation::Savepoint, true) => counters::<H, 0, true>,
+        (Isolation::Transaction, true) => counters::<H, 1, true>,
+        (Isolation::Committed, true) => counters::<H, 2, true>,
+        (_, true) => counters::<H, 3, true>,
+        (Isolation::Savepoint, false) => counters::<H, 0, false>,
+        (Isolation::Transaction, false) => counters::<H, 1, false>,
+        (Isolation::Committed, false) => counters::<H, 2, false>,
+        (_, false) => counters::<H, 3, false>,
+    };
+    let suite: &'static Suite<H> = Box::leak(Box::new(Suite::new("sessions", setup)));
+    suites.push((key.0, scenario, isolation, sequences, suite));
+    suite
 }
 
 impl Sessions for Sqlite {
@@ -75,9 +92,6 @@ impl Sessions for Sqlite {
         + (SELECT recursive_triggers = 0 FROM pragma_recursive_triggers) \
         + (SELECT query_only = 0 FROM pragma_query_only) \
         + (SELECT count(*) = 0 FROM temp.sqlite_master)";
-    fn suite(isolation: Isolation, sequences: bool) -> &'static Suite<Self> {
-        suites!(Sqlite, isolation, sequences)
-    }
 }
 
 impl Sessions for Postgres {
@@ -92,9 +106,6 @@ impl Sessions for Postgres {
         + (SELECT count(*) = 0 FROM pg_prepared_statements WHERE from_sql)::int \
         + (current_setting('TimeZone') <> 'Pacific/Chatham')::int \
         + (SELECT count(*) = 0 FROM pg_class WHERE relname = 'scratch' AND relpersistence = 't')::int)::bigint";
-    fn suite(isolation: Isolation, sequences: bool) -> &'static Suite<Self> {
-        suites!(Postgres, isolation, sequences)
-    }
 }
 
 fn schema<H: Harness>() -> PathBuf {
@@ -103,8 +114,9 @@ fn schema<H: Harness>() -> PathBuf {
         .join(H::KEY)
 }
 
-/// Two counters, and a parent row, set up.
-fn counters<H: Sessions>(isolation: Isolation, sequences: bool) -> testdb::Result<Setup<H>> {
+/// Two counters, and a parent row, set up; isolated by the `I`th of [`ISOLATIONS`].
+fn counters<H: Sessions, const I: usize, const SEQUENCES: bool>() -> testdb::Result<Setup<H>> {
+    let (isolation, sequences) = (ISOLATIONS[I], SEQUENCES);
     let backend = H::backend().ok_or_else(|| Error::NotConfigured {
         backend: H::NAME,
         hint: "no server".into(),
@@ -130,7 +142,9 @@ async fn next_id<H: Sessions>(suite: &Suite<H>) -> i64 {
     suite
         .run(async |conn: &mut Conn<H>, ()| {
             H::try_exec_on(conn, "INSERT INTO counters (note) VALUES ('test')").await?;
-            Ok::<_, BoxError>(H::scalar_on(conn, "SELECT CAST(max(id) AS BIGINT) FROM counters").await)
+            Ok::<_, BoxError>(
+                H::scalar_on(conn, "SELECT CAST(max(id) AS BIGINT) FROM counters").await,
+            )
         })
         .await
         .unwrap()
@@ -141,7 +155,7 @@ on_both!(each_test_starts_on_a_clean_session);
 async fn each_test_starts_on_a_clean_session<H: Sessions>(_: H) {
     let clean = i64::try_from(H::LEAVE.len()).unwrap();
     for isolation in ISOLATIONS {
-        let suite = H::suite(isolation, true);
+        let suite = suite::<H>("clean", isolation, true);
         for _ in 0..2 {
             let before = suite
                 .run(async |conn: &mut Conn<H>, ()| {
@@ -166,7 +180,7 @@ on_both!(ids_are_the_same_in_every_test);
 
 async fn ids_are_the_same_in_every_test<H: Sessions>(_: H) {
     for isolation in ISOLATIONS {
-        let suite = H::suite(isolation, true);
+        let suite = suite::<H>("ids", isolation, true);
         let ids = [
             next_id(suite).await,
             next_id(suite).await,
@@ -194,7 +208,7 @@ async fn ids_keep_growing_when_sequences_are_left_alone<H: Sessions>(_: H) {
         if H::KEY == "sqlite" && isolation != Isolation::Committed {
             continue;
         }
-        let suite = H::suite(isolation, false);
+        let suite = suite::<H>("growing", isolation, false);
         let first = next_id(suite).await;
         let second = next_id(suite).await;
         assert!(second > first, "{isolation}: {first} then {second}");
@@ -208,7 +222,7 @@ on_both!(deferred_foreign_keys_are_checked_however_they_are_deferred);
 
 async fn deferred_foreign_keys_are_checked_however_they_are_deferred<H: Sessions>(_: H) {
     for isolation in [Isolation::Savepoint, Isolation::Transaction] {
-        let suite = H::suite(isolation, true);
+        let suite = suite::<H>("deferred", isolation, true);
         let mut cases = vec![vec![
             "INSERT INTO late_children (id, parent_id) VALUES (1, 99)",
         ]];
