@@ -92,11 +92,15 @@ pub trait Backend: Clone + fmt::Debug + Send + Sync + 'static {
     /// stops, from a connection of its own to the test's database (`options`), what still runs
     /// on the test's own connection and on every session it took, so that none of it commits.
     /// The default does nothing (where a closed fence stops them by itself).
+    ///
+    /// With `end_own`, the test's own connection is ended too (its statement would not stop):
+    /// testdb then gives the connection up.
     fn interrupt(
         options: &ConnectOptions<Self::Database>,
         fence: &Fence,
+        end_own: bool,
     ) -> impl Future<Output = Result<()>> + Send {
-        let _ = (options, fence);
+        let _ = (options, fence, end_own);
         async { Ok(()) }
     }
 

@@ -1,13 +1,12 @@
 //! Fences: what keeps a test's work from outliving it.
 //!
 //! Each running test of a suite has a [`Fence`]. Every connection the test takes from a suite
-//! database's pool (through [`Handle::pool`](crate::Handle::pool), say) is put inside the fences it
-//! belongs to by the pool's own hooks, which the backend installs ([`Backend::watch_pool`]): on
-//! PostgreSQL the fence records the connection's server process, which testdb ends when the test
-//! ends; on SQLite the connection's commit and progress hooks consult the fence, so that once it is
-//! closed nothing on that connection commits and whatever still runs is interrupted.
-//!
-//! [`Backend::watch_pool`]: crate::Backend::watch_pool
+//! database's pool (through [`Handle::pool`](crate::Handle::pool), say) joins its fence when the
+//! pool hands it out, through the pool's hooks and [`Backend::join`](crate::Backend::join): on
+//! PostgreSQL the fence records the connection's server process, and the connection carries the
+//! fence's [tag](Fence::tag), so that testdb ends it when the test ends (and never once another
+//! test holds it); on SQLite the connection's commit and progress hooks consult the fence, so that
+//! once it is closed nothing on that connection commits and whatever still runs is interrupted.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -16,6 +15,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 #[derive(Debug)]
 pub struct Fence {
     registry: u64,
+    tag: String,
     closed: AtomicBool,
     own: Mutex<Option<i64>>,
     taken: Mutex<Vec<i64>>,
@@ -25,6 +25,13 @@ impl Fence {
     /// Whether the test has ended: nothing on a connection inside this fence may commit any more.
     pub fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
+    }
+
+    /// A name unique to this test in this process (at most 40 ASCII characters), which a
+    /// backend may mark the server sessions it records with, so as to end only those still
+    /// marked when the test ends (a session the pool has handed on since carries another).
+    pub fn tag(&self) -> &str {
+        &self.tag
     }
 
     /// Records a server session (e.g. a PostgreSQL backend process id) that the test took, to be
@@ -58,17 +65,20 @@ impl Fence {
 }
 
 /// The fences of the tests running on one database, consulted by its pool's hooks. For backend
-/// authors: [`Backend::watch_pool`](crate::Backend::watch_pool) gets one per pool.
+/// authors: [`Backend::join`](crate::Backend::join) gets what [`attribute`](Fences::attribute)
+/// finds.
 #[derive(Debug)]
 pub struct Fences {
     id: u64,
     running: Mutex<Vec<Arc<Fence>>>,
+    opened: AtomicU64,
     // Whether any test ever ran here: pools of databases no suite uses skip their hooks.
     used: AtomicBool,
 }
 
 tokio::task_local! {
-    /// Set while testdb acquires a test's own connection: the fence it belongs to.
+    /// Set while testdb acquires a connection: for the test's own (the fence it belongs to), or
+    /// for itself (none).
     static ACQUIRING_FOR: Option<Arc<Fence>>;
 }
 
@@ -78,6 +88,7 @@ impl Fences {
         Arc::new(Fences {
             id: NEXT.fetch_add(1, Ordering::Relaxed),
             running: Mutex::new(Vec::new()),
+            opened: AtomicU64::new(0),
             used: AtomicBool::new(false),
         })
     }
@@ -87,15 +98,16 @@ impl Fences {
         self.used.load(Ordering::Acquire)
     }
 
-    /// The fences a connection being acquired (or opened) right now belongs to: the fence testdb
-    /// named if it is acquiring a test's own connection; else the test whose task acquires it;
-    /// else, from a task a test spawned, every test running on this database. Empty when the
-    /// acquisition is testdb's own or no test is running.
+    /// The fence a connection being acquired (or opened) right now belongs to: the one testdb
+    /// named if it is acquiring a test's own connection; else that of the test whose task
+    /// acquires it; else, from a task a test spawned, that of the one test running on this
+    /// database. None when the acquisition is testdb's own, or it cannot tell which of several
+    /// tests running at once (transaction isolation) spawned the task.
     pub fn attribute(&self) -> Attribution {
         if let Ok(named) = ACQUIRING_FOR.try_with(Clone::clone) {
             return Attribution {
                 own: named.is_some(),
-                fences: named.into_iter().collect(),
+                fence: named,
             };
         }
         if let Some(current) = crate::handle::current_fences()
@@ -104,20 +116,26 @@ impl Fences {
         {
             return Attribution {
                 own: false,
-                fences: vec![current],
+                fence: Some(current),
             };
         }
+        let running = lock(&self.running);
         Attribution {
             own: false,
-            fences: lock(&self.running).clone(),
+            fence: match running.as_slice() {
+                [only] => Some(only.clone()),
+                _ => None,
+            },
         }
     }
 
     /// A fence for a test starting now; closed and forgotten when dropped as [`Opened`].
     pub(crate) fn open(self: &Arc<Self>) -> Opened {
         self.used.store(true, Ordering::Release);
+        let number = self.opened.fetch_add(1, Ordering::Relaxed);
         let fence = Arc::new(Fence {
             registry: self.id,
+            tag: format!("testdb test {}.{}.{number}", std::process::id(), self.id),
             closed: AtomicBool::new(false),
             own: Mutex::new(None),
             taken: Mutex::new(Vec::new()),
@@ -130,33 +148,26 @@ impl Fences {
     }
 }
 
-/// The fences a connection being handed out belongs to; see [`Fences::attribute`].
+/// The fence a connection being handed out belongs to, if any; see [`Fences::attribute`].
 #[derive(Debug)]
 pub struct Attribution {
     own: bool,
-    fences: Vec<Arc<Fence>>,
+    fence: Option<Arc<Fence>>,
 }
 
 impl Attribution {
-    /// Whether the connection belongs to no test.
-    pub fn is_empty(&self) -> bool {
-        self.fences.is_empty()
+    /// The fence, if the connection belongs to a test.
+    pub fn fence(&self) -> Option<&Arc<Fence>> {
+        self.fence.as_ref()
     }
 
-    /// The fences, for hooks that consult them (nothing inside a closed one may commit).
-    pub fn fences(&self) -> &[Arc<Fence>] {
-        &self.fences
-    }
-
-    /// Records the connection's server session with its fences: as the test's own connection, or
+    /// Records the connection's server session with its fence: as the test's own connection, or
     /// as one the test took.
     pub fn record(&self, session: i64) {
-        for fence in &self.fences {
-            if self.own {
-                fence.set_own(session);
-            } else {
-                fence.take(session);
-            }
+        match (&self.fence, self.own) {
+            (Some(fence), true) => fence.set_own(session),
+            (Some(fence), false) => fence.take(session),
+            (None, _) => {}
         }
     }
 }
@@ -181,8 +192,8 @@ impl Drop for Opened {
     }
 }
 
-/// Runs `future` (testdb acquiring a connection for a test) with its acquisitions attributed to
-/// `fence` alone, or to none.
+/// Runs `future` (testdb acquiring a connection) with its acquisitions attributed to `fence`
+/// alone, as the test's own connection, or to none.
 pub(crate) async fn acquiring_for<F: Future>(fence: Option<Arc<Fence>>, future: F) -> F::Output {
     ACQUIRING_FOR.scope(fence, future).await
 }
@@ -195,41 +206,46 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
+    use std::sync::Arc;
+
     use super::{Fences, acquiring_for};
 
     #[tokio::test]
     async fn connections_belong_to_the_tests_that_take_them() {
         let fences = Fences::new();
         assert!(!fences.in_use());
-        assert!(fences.attribute().is_empty(), "no test running");
+        assert!(fences.attribute().fence().is_none(), "no test running");
         let first = fences.open();
-        let second = fences.open();
         assert!(fences.in_use());
-        // From a task of no test (one a test spawned): every running test.
+        // From a task of no test (one the test spawned): the one running test.
         let spawned = fences.attribute();
-        assert_eq!(spawned.fences().len(), 2);
+        assert!(Arc::ptr_eq(spawned.fence().unwrap(), first.fence()));
         spawned.record(7);
         spawned.record(7);
         assert_eq!(first.fence().taken(), [7]);
-        assert_eq!(second.fence().taken(), [7]);
+        // Two running: a spawned task's connection is nobody's.
+        let second = fences.open();
+        assert_ne!(first.fence().tag(), second.fence().tag());
+        assert!(first.fence().tag().len() <= 40);
+        assert!(fences.attribute().fence().is_none());
         // testdb acquiring for one test, or for none.
         let named = acquiring_for(Some(first.fence().clone()), async { fences.attribute() }).await;
-        assert_eq!(named.fences().len(), 1);
-        assert!(std::sync::Arc::ptr_eq(&named.fences()[0], first.fence()));
+        assert!(Arc::ptr_eq(named.fence().unwrap(), first.fence()));
         named.record(8);
         assert_eq!(first.fence().own(), Some(8), "the test's own connection");
         assert_eq!(first.fence().taken(), [7]);
-        assert!(
-            acquiring_for(None, async { fences.attribute() })
-                .await
-                .is_empty()
-        );
+        let internal = acquiring_for(None, async { fences.attribute() }).await;
+        assert!(internal.fence().is_none());
 
         let closed = first.fence().clone();
         drop(first);
         assert!(closed.is_closed(), "a fence closes when its test ends");
         assert!(!second.fence().is_closed());
-        assert_eq!(fences.attribute().fences().len(), 1);
+        assert!(Arc::ptr_eq(
+            fences.attribute().fence().unwrap(),
+            second.fence()
+        ));
     }
 }

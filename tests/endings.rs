@@ -398,3 +398,152 @@ async fn after_an_escape<H: Endings>(suite: &Suite<H>, what: &str) {
         assert_eq!(escaped, 0, "{what}: a later test sees the escaped commit");
     }
 }
+
+// 5. Tests of a transaction suite running at once each keep their connections, however they use
+// the pool (also from tasks they spawn), and never wait for each other's pool connections for
+// good.
+
+/// A transaction suite with the default time limit and busy timeout (SQLite's writers take
+/// turns).
+fn parallel<H: Endings>() -> testdb::Result<Setup<H>> {
+    let backend = H::backend().ok_or_else(|| Error::NotConfigured {
+        backend: H::NAME,
+        hint: "no server".into(),
+    })?;
+    Ok(
+        Setup::new(TestDatabase::builder(backend).migrations(schema()))
+            .isolation(Isolation::Transaction),
+    )
+}
+
+fn parallel_suite<H: Endings>() -> &'static Suite<H> {
+    type Entry = (TypeId, &'static (dyn Any + Send + Sync));
+    static SUITES: Mutex<Vec<Entry>> = Mutex::new(Vec::new());
+    let mut suites = SUITES.lock().unwrap();
+    if let Some(found) = suites.iter().find(|entry| entry.0 == TypeId::of::<H>()) {
+        return found.1.downcast_ref().unwrap();
+    }
+    let suite: &'static Suite<H> =
+        Box::leak(Box::new(Suite::new("endings-parallel", parallel::<H>)));
+    suites.push((TypeId::of::<H>(), suite));
+    suite
+}
+
+/// One test: writes on its own connection, reads the baseline through the pool (and from a task
+/// it spawns), takes its time, and finds its own write still there.
+async fn a_parallel_test<H: Endings>(id: i64, pause: Duration) -> Result<(), BoxError> {
+    parallel_suite::<H>()
+        .run(async |conn: &mut Conn<H>, ()| {
+            H::try_exec_on(conn, "INSERT INTO items (id, note) VALUES (1, 'mine')").await?;
+            let db = testdb::current::<H>()?;
+            assert_eq!(H::scalar(db.pool(), "SELECT count(*) FROM items").await, 1);
+            let pool = db.pool().clone();
+            let spawned =
+                tokio::spawn(async move { H::scalar(&pool, "SELECT count(*) FROM items").await });
+            tokio::time::sleep(pause).await;
+            assert_eq!(spawned.await?, 1, "a spawned read of test {id}");
+            assert_eq!(H::scalar_on(conn, "SELECT count(*) FROM items").await, 2);
+            Ok::<_, BoxError>(())
+        })
+        .await
+        .map_err(Into::into)
+}
+
+fn transaction_tests_at_once_keep_their_connections<H: Endings>() {
+    if H::backend().is_none() {
+        return;
+    }
+    for round in 0..3_i64 {
+        let tests: Vec<_> = (0..12_i64)
+            .map(|i| {
+                std::thread::spawn(move || {
+                    let pause = Duration::from_millis(20 + u64::try_from(i % 5).unwrap() * 15);
+                    tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .unwrap()
+                        .block_on(a_parallel_test::<H>(round * 100 + i, pause))
+                        .map_err(|err| err.to_string())
+                })
+            })
+            .collect();
+        for test in tests {
+            let result = test.join().expect("a test panicked");
+            assert!(result.is_ok(), "{result:?}");
+        }
+    }
+}
+
+on_both_sync!(transaction_tests_at_once_keep_their_connections);
+
+// 6. A test that forgets a transaction of its own inside testdb's (a leaked `begin()` guard)
+// still passes, and later tests get clean connections.
+
+on_both!(a_forgotten_transaction_guard_is_harmless);
+
+async fn a_forgotten_transaction_guard_is_harmless<H: Endings>(_: H) {
+    for isolation in [Isolation::Savepoint, Isolation::Transaction] {
+        let suite = suite::<H>("forgotten", isolation);
+        for _ in 0..3 {
+            suite
+                .run(async |conn: &mut Conn<H>, ()| {
+                    let mut nested = sqlx::Connection::begin(&mut *conn).await?;
+                    H::try_exec_on(&mut nested, "INSERT INTO items (id, note) VALUES (5, 'x')")
+                        .await?;
+                    std::mem::forget(nested);
+                    Ok::<_, BoxError>(())
+                })
+                .await
+                .unwrap_or_else(|err| panic!("{isolation}: {err:?}"));
+            next_test_sees_the_baseline(suite, Instant::now(), &format!("{isolation}, forgotten"))
+                .await;
+        }
+    }
+}
+
+// 7. A statement that will not be cancelled (it catches the cancel) is ended with its connection:
+// the next test starts within seconds, on the baseline. PostgreSQL only: SQLite's interrupts
+// cannot be caught.
+
+const STUBBORN: &str = "DO $$ BEGIN LOOP BEGIN PERFORM pg_sleep(0.2); \
+                        EXCEPTION WHEN query_canceled THEN NULL; END; END LOOP; END $$";
+
+#[tokio::test]
+async fn a_statement_that_ignores_its_cancel_is_ended() {
+    if common::postgres().is_none() {
+        return;
+    }
+    for isolation in [
+        Isolation::Savepoint,
+        Isolation::Transaction,
+        Isolation::Committed,
+    ] {
+        let suite = suite::<Postgres>("stubborn", isolation);
+        let result = suite
+            .run(async |conn: &mut sqlx::PgConnection, ()| {
+                Postgres::try_exec_on(conn, STUBBORN).await?;
+                Ok::<_, BoxError>(())
+            })
+            .await;
+        assert!(
+            matches!(result, Err(Error::TimeLimit { .. })),
+            "{isolation}: {result:?}"
+        );
+        let ended = Instant::now();
+        let own = suite
+            .run(async |conn: &mut sqlx::PgConnection, ()| {
+                Ok::<_, BoxError>(
+                    Postgres::scalar_on(conn, "SELECT count(*) FROM items WHERE note = 'baseline'")
+                        .await,
+                )
+            })
+            .await
+            .unwrap_or_else(|err| panic!("{isolation}: the next test failed: {err:?}"));
+        assert_eq!(own, 1, "{isolation}");
+        assert!(
+            ended.elapsed() < Duration::from_secs(10),
+            "{isolation}: the next test took {:?}",
+            ended.elapsed()
+        );
+    }
+}

@@ -83,6 +83,9 @@ impl Sessions for Sqlite {
         "PRAGMA defer_foreign_keys = ON",
         "PRAGMA foreign_keys = OFF",
         "PRAGMA recursive_triggers = ON",
+        "PRAGMA busy_timeout = 1",
+        "PRAGMA cache_size = 7",
+        "ATTACH DATABASE ':memory:' AS scratch_db",
         "CREATE TEMP TABLE scratch (x INTEGER)",
         // Last: no more writes after it.
         "PRAGMA query_only = ON",
@@ -91,6 +94,9 @@ impl Sessions for Sqlite {
         + (SELECT foreign_keys = 1 FROM pragma_foreign_keys) \
         + (SELECT recursive_triggers = 0 FROM pragma_recursive_triggers) \
         + (SELECT query_only = 0 FROM pragma_query_only) \
+        + (SELECT timeout > 1 FROM pragma_busy_timeout) \
+        + (SELECT cache_size <> 7 FROM pragma_cache_size) \
+        + (SELECT count(*) = 2 FROM pragma_database_list) \
         + (SELECT count(*) = 0 FROM temp.sqlite_master)";
 }
 
@@ -273,4 +279,47 @@ async fn deferred_foreign_keys_are_checked_however_they_are_deferred<H: Sessions
             .await
             .unwrap_or_else(|err| panic!("{isolation}: a resolved violation failed: {err:?}"));
     }
+}
+
+// SQLite's `PRAGMA locking_mode = EXCLUSIVE` holds the database against every other connection
+// until the transaction it ran in ends: a savepoint suite's never does, so the test fails and the
+// suite is built again; elsewhere the mode is put back. Either way the next test can read through
+// the pool.
+
+#[test]
+fn an_exclusive_lock_does_not_outlive_its_test() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        for isolation in [Isolation::Savepoint, Isolation::Committed] {
+            let suite = suite::<Sqlite>("exclusive", isolation, true);
+            // The test's own writes may fail (other connections have the file open); it fails
+            // either way in a savepoint suite, where the lock would outlive it.
+            let result = suite
+                .run(async |conn: &mut sqlx::SqliteConnection, ()| {
+                    Sqlite::try_exec_on(conn, "PRAGMA locking_mode = EXCLUSIVE").await?;
+                    let _ = Sqlite::try_exec_on(conn, "INSERT INTO parents (id) VALUES (50)").await;
+                    Ok::<_, BoxError>(())
+                })
+                .await;
+            if isolation == Isolation::Savepoint {
+                assert!(
+                    matches!(&result, Err(Error::Escaped { message, .. }) if message.contains("EXCLUSIVE")),
+                    "{result:?}"
+                );
+            }
+            let parents = suite
+                .run(async |_: &mut sqlx::SqliteConnection, ()| {
+                    let db = testdb::current::<Sqlite>()?;
+                    Ok::<_, BoxError>(Sqlite::scalar(db.pool(), "SELECT count(*) FROM parents").await)
+                })
+                .await
+                .unwrap_or_else(|err| panic!("{isolation}: {err:?}"));
+            // The setup's parent is not committed in a savepoint suite.
+            let expected = if isolation == Isolation::Savepoint { 0 } else { 1 };
+            assert_eq!(parents, expected, "{isolation}");
+        }
+    });
 }

@@ -23,6 +23,8 @@ struct State<B: Backend> {
     sequences: bool,
     // A test began and its database has not been restored since.
     dirty: bool,
+    // The end of a test was cut short or failed: its connection may be busy for good.
+    broken: bool,
     target: Target<B>,
     template: String,
 }
@@ -41,6 +43,7 @@ impl<B: Backend> Committed<B> {
                 copy,
                 sequences,
                 dirty: false,
+                broken: false,
                 target: target.clone(),
                 template,
             })),
@@ -51,7 +54,11 @@ impl<B: Backend> Committed<B> {
     /// hands the database to the next.
     pub(crate) async fn begin(&self) -> Result<Option<Test<B>>> {
         let mut state = self.state.clone().lock_owned().await;
-        if state.dirty {
+        if state.broken {
+            state.replace().await?;
+            state.broken = false;
+            state.dirty = false;
+        } else if state.dirty {
             state.restore().await?;
         }
         state.dirty = true;
@@ -115,6 +122,7 @@ impl<B: Backend> Test<B> {
     /// Restores what the test wrote, once nothing it started is running.
     pub(crate) async fn end(mut self, ending: Ending) -> Result<(Rewind, String)> {
         let state = &mut *self.state;
+        state.broken = true;
         let copy = &mut state.copy;
         let name = copy.database.name().to_owned();
         let stopped = stop::<B>(
@@ -132,6 +140,7 @@ impl<B: Backend> Test<B> {
         } else {
             state.restore().await?;
         }
+        state.broken = false;
         Ok((Rewind::Clean, name))
     }
 }

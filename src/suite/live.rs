@@ -15,9 +15,9 @@ use crate::suite::template::TemplateKey;
 use crate::suite::transaction::{self, Transactions};
 use crate::{Backend, ConnectOptions, Isolation, Result, Rewind, TestDatabase, runtime};
 
-/// How long ending a test that did not return may take (stopping what it left running, rolling
-/// it back) before the suite gives its database up.
-const END_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long ending a test that did not return may take in all (stopping what it left running,
+/// rolling it back) before the suite gives its database up.
+const END_LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// One database of a suite, shared by its tests.
 pub enum Live<B: Backend> {
@@ -46,7 +46,7 @@ pub enum Ending {
 }
 
 /// One test's hold on one database. However the test ends, its end runs: by
-/// [`finish`](Session::finish), or, if the session is dropped first (the test panicked or was
+/// `finish`, or, if the session is dropped first (the test panicked or was
 /// cancelled), on testdb's runtime, before the next test of the suite may begin.
 pub struct Session<B: Backend> {
     held: Option<Held<B>>,
@@ -200,23 +200,44 @@ pub(crate) async fn stop<B: Backend>(
             B::end_taken(connection, database.connect_options(), fence).await
         }
         Ending::Abandoned => {
+            let options = database.connect_options();
             // Closed (and what runs stopped) already if the test's own future was still alive.
             if fence.close() {
-                interrupt::<B>(database.connect_options().clone(), fence.clone()).await?;
+                interrupt::<B>(options.clone(), fence.clone(), false).await?;
             }
-            B::settle(connection, watch)
-                .await
-                .map_err(|source| database.error("wait for the test's last statement", source))
+            let settled = tokio::time::timeout(SETTLE_LIMIT, B::settle(connection, watch)).await;
+            let settled = match settled {
+                Ok(settled) => settled,
+                Err(_) => {
+                    // A statement that would not stop: its connection goes, and with it the
+                    // database it held (the caller gives that up on this error).
+                    interrupt::<B>(options.clone(), fence.clone(), true).await?;
+                    tokio::time::timeout(SETTLE_LIMIT, B::settle(connection, watch))
+                        .await
+                        .unwrap_or_else(|_| {
+                            Err(sqlx::Error::Io(std::io::Error::new(
+                                std::io::ErrorKind::TimedOut,
+                                "the statement the test left running would not stop",
+                            )))
+                        })
+                }
+            };
+            settled.map_err(|source| database.error("wait for the test's last statement", source))
         }
     }
 }
+
+/// How long the statement a test that did not return left running may take to stop once asked,
+/// before its connection is ended.
+const SETTLE_LIMIT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Stops, on testdb's runtime, what a test that did not return still runs.
 async fn interrupt<B: Backend>(
     options: ConnectOptions<B::Database>,
     fence: Arc<Fence>,
+    end_own: bool,
 ) -> Result<()> {
-    runtime::run(async move { B::interrupt(&options, &fence).await }).await?
+    runtime::run(async move { B::interrupt(&options, &fence, end_own).await }).await?
 }
 
 /// What stops a test that did not return while its own future is still alive — before the
@@ -260,7 +281,7 @@ impl<B: Backend> Session<B> {
         Some(Stopper {
             fence,
             interrupt: Box::new(move || {
-                Box::pin(interrupt::<B>(options.clone(), stopping.clone()))
+                Box::pin(interrupt::<B>(options.clone(), stopping.clone(), false))
             }),
         })
     }

@@ -125,6 +125,8 @@ impl<B: Backend> Test<B> {
     pub(crate) async fn end(mut self, ending: Ending) -> Result<(Rewind, String)> {
         let state = &mut *self.state;
         let name = state.database.name().to_owned();
+        // Given up unless this end gets as far as the rollback (it may be cut short, or fail).
+        state.broken = true;
         stop::<B>(
             &mut state.connection,
             Some(&state.watch),

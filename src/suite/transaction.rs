@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use sqlx::pool::PoolConnection;
 use sqlx::{Database, SqlSafeStr};
 use sqlx_core::transaction::TransactionManager;
-use tokio::sync::watch;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 use crate::fence::Opened;
 use crate::suite::live::{Ending, stop};
@@ -28,6 +28,9 @@ struct Shared<B: Backend> {
     // Tests running now: sequences are put back only by the last to end (the others may be
     // using them).
     running: AtomicUsize,
+    // Tests take their connections from the pool their `Handle::pool` reads from: one connection
+    // is always left for that, or tests holding every connection would wait for each other.
+    turns: Arc<Semaphore>,
     // A test ended the transaction it was given: its commit is in the copy for good.
     broken: AtomicBool,
     // Tests being ended right now: a test waits for them before it begins, so that it does not
@@ -40,9 +43,10 @@ pub(crate) struct Test<B: Backend> {
     // Declared first, so closed or returned before anything else goes.
     connection: PoolConnection<B::Database>,
     shared: Arc<Shared<B>>,
+    running: Running<B>,
     opened: Opened,
-    // Counted among the tests being ended.
-    ending: bool,
+    // Counted among the tests being ended, until dropped.
+    ending: Option<EndingGuard<B>>,
 }
 
 impl<B: Backend> Transactions<B> {
@@ -52,12 +56,15 @@ impl<B: Backend> Transactions<B> {
             .await
             .map_err(|source| database.error("read the session's baseline", source))?;
         drop(connection);
+        let size = database.pool().options().get_max_connections();
+        let turns = usize::try_from(size.saturating_sub(1).max(1)).unwrap_or(1);
         Ok(Transactions {
             shared: Arc::new(Shared {
                 database,
                 baseline,
                 sequences,
                 running: AtomicUsize::new(0),
+                turns: Arc::new(Semaphore::new(turns)),
                 broken: AtomicBool::new(false),
                 ending: watch::Sender::new(0),
             }),
@@ -68,8 +75,7 @@ impl<B: Backend> Transactions<B> {
     /// must be made again.
     pub(crate) async fn begin(&self) -> Result<Option<Test<B>>> {
         let shared = &self.shared;
-        // Counted before waiting: a test that ends meanwhile leaves the sequences to it.
-        let running = Running::start(shared.clone());
+        let running = Running::start(shared.clone()).await?;
         let mut ending = shared.ending.subscribe();
         let _ = ending.wait_for(|count| *count == 0).await;
         if shared.broken.load(Ordering::Acquire) {
@@ -83,9 +89,10 @@ impl<B: Backend> Transactions<B> {
             .map_err(|source| database.error("begin the test's transaction", source))?;
         Ok(Some(Test {
             connection,
-            shared: running.keep(),
+            shared: shared.clone(),
+            running,
             opened,
-            ending: false,
+            ending: None,
         }))
     }
 }
@@ -109,9 +116,9 @@ impl<B: Backend> Test<B> {
 
     /// Counts the test among those being ended, from now: tests that begin wait for it.
     pub(crate) fn mark_ending(&mut self) {
-        if !self.ending {
-            self.ending = true;
+        if self.ending.is_none() {
             self.shared.ending.send_modify(|count| *count += 1);
+            self.ending = Some(EndingGuard(self.shared.clone()));
         }
     }
 
@@ -123,25 +130,27 @@ impl<B: Backend> Test<B> {
         let Test {
             mut connection,
             shared,
+            running,
             opened,
-            ending: _,
+            ending: counted,
         } = self;
         let ended = end_on(&mut connection, &shared, &opened, ending).await;
-        shared.running.fetch_sub(1, Ordering::SeqCst);
+        drop(running);
         drop(opened);
-        if matches!(ended, Ok(Rewind::Clean | Rewind::Violated(_))) {
+        let vouched = matches!(ended, Ok((Rewind::Clean | Rewind::Violated(_), true)));
+        if !matches!(ended, Ok((Rewind::Clean | Rewind::Violated(_), _))) {
+            // The test may have committed: the copy is not the baseline any more.
+            shared.broken.store(true, Ordering::Release);
+        }
+        if vouched {
             drop(connection);
         } else {
-            // The test may have committed: the copy is not the baseline any more. And the
-            // connection's state is not what the pool expects: it is never handed out again.
-            shared.broken.store(true, Ordering::Release);
+            // Its state is not what the pool expects: it is never handed out again.
             let _ = runtime::run(async move { connection.close().await }).await;
         }
-        shared
-            .ending
-            .send_modify(|count| *count = count.saturating_sub(1));
+        drop(counted);
         let name = shared.database.name().to_owned();
-        ended.map(|rewind| (rewind, name))
+        ended.map(|(rewind, _)| (rewind, name))
     }
 }
 
@@ -150,7 +159,7 @@ async fn end_on<B: Backend>(
     shared: &Shared<B>,
     opened: &Opened,
     ending: Ending,
-) -> Result<Rewind> {
+) -> Result<(Rewind, bool)> {
     let database = &shared.database;
     stop::<B>(connection, None, opened.fence(), database, ending).await?;
     let check = matches!(ending, Ending::Returned { .. });
@@ -161,35 +170,61 @@ async fn end_on<B: Backend>(
         .await
         .map_err(|source| database.error("roll back the test", source))?;
     if let Rewind::Escaped(_) = rewind {
-        return Ok(rewind);
+        return Ok((rewind, false));
+    }
+    if Manager::<B>::get_transaction_depth(connection) != 1 {
+        // The test kept a transaction of the driver's own open inside (it forgot its guard):
+        // rolled back all the same, but the driver's idea of the connection is not the
+        // server's, so the connection is given up.
+        B::execute_script(connection, "ROLLBACK")
+            .await
+            .map_err(|source| database.error("roll back the test", source))?;
+        return Ok((rewind, false));
     }
     Manager::<B>::rollback(connection)
         .await
         .map_err(|source| database.error("roll back the test", source))?;
-    Ok(rewind)
+    Ok((rewind, true))
 }
 
-/// A test counted among those running, until kept by its session or dropped (its start failed).
-struct Running<B: Backend>(Option<Arc<Shared<B>>>);
+/// A test counted among those running, and its turn among the tests that may run at once, until
+/// dropped (however its start or end ends).
+struct Running<B: Backend> {
+    shared: Arc<Shared<B>>,
+    _turn: OwnedSemaphorePermit,
+}
 
 impl<B: Backend> Running<B> {
-    fn start(shared: Arc<Shared<B>>) -> Self {
+    async fn start(shared: Arc<Shared<B>>) -> Result<Self> {
+        // Counted before waiting: a test that ends meanwhile leaves the sequences to this one.
         shared.running.fetch_add(1, Ordering::SeqCst);
-        Running(Some(shared))
-    }
-
-    fn keep(mut self) -> Arc<Shared<B>> {
-        match self.0.take() {
-            Some(shared) => shared,
-            None => unreachable!("kept once"),
-        }
+        let turn = shared.turns.clone().acquire_owned().await;
+        let Ok(turn) = turn else {
+            shared.running.fetch_sub(1, Ordering::SeqCst);
+            return Err(crate::Error::Runtime {
+                reason: "the suite's turns were closed".into(),
+            });
+        };
+        Ok(Running {
+            shared,
+            _turn: turn,
+        })
     }
 }
 
 impl<B: Backend> Drop for Running<B> {
     fn drop(&mut self) {
-        if let Some(shared) = self.0.take() {
-            shared.running.fetch_sub(1, Ordering::SeqCst);
-        }
+        self.shared.running.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A test counted among those being ended, until dropped (however its end ends).
+struct EndingGuard<B: Backend>(Arc<Shared<B>>);
+
+impl<B: Backend> Drop for EndingGuard<B> {
+    fn drop(&mut self) {
+        self.0
+            .ending
+            .send_modify(|count| *count = count.saturating_sub(1));
     }
 }

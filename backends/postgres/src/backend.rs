@@ -51,8 +51,12 @@ impl Backend for Postgres {
         crate::isolation::end_taken(conn, options, fence).await
     }
 
-    async fn interrupt(options: &PgConnectOptions, fence: &testdb::Fence) -> Result<()> {
-        crate::isolation::interrupt(options, fence).await
+    async fn interrupt(
+        options: &PgConnectOptions,
+        fence: &testdb::Fence,
+        end_own: bool,
+    ) -> Result<()> {
+        crate::isolation::interrupt(options, fence, end_own).await
     }
 
     async fn settle(conn: &mut sqlx::PgConnection, _: Option<&i32>) -> sqlx::Result<()> {

@@ -194,38 +194,47 @@ pub(crate) async fn backend_pid(conn: &mut PgConnection) -> sqlx::Result<i32> {
         .await
 }
 
-/// A connection the pool hands out joins its tests' fences: its server process is recorded, and
-/// ended with them.
+/// A connection the pool hands out joins its test's fence: its server process is recorded, and
+/// marked with the fence's tag (`application_name`), which ends it with the test while it is still
+/// the test's. A connection that belongs to no test loses any tag it had. One round trip, which
+/// also proves the connection alive.
 pub(crate) async fn join(conn: &mut PgConnection, attribution: &Attribution) -> sqlx::Result<bool> {
-    if attribution.is_empty() {
-        return Ok(false);
-    }
-    attribution.record(i64::from(backend_pid(conn).await?));
+    let tag = attribution.fence().map_or("", |fence| fence.tag());
+    let pid: i32 = sqlx::query_scalar(
+        "SELECT pg_backend_pid() FROM set_config('application_name', $1, false)",
+    )
+    .bind(tag)
+    .fetch_one(&mut *conn)
+    .await?;
+    attribution.record(i64::from(pid));
     Ok(true)
 }
 
-/// Ends the sessions `pids` of this database that are running a statement or inside a
-/// transaction (`all`: every one of them), other than the caller's; waits for them to be gone
-/// where the server can (PostgreSQL 14 and later), so that none of them commits after this.
+/// Ends the sessions `$1` of this database that still carry the test's tag `$2` and are running a
+/// statement or inside a transaction (`all`: every one of them), other than the caller's; waits
+/// for them to be gone where the server can (PostgreSQL 14 and later), so that none of them
+/// commits after this.
 fn end_sessions(conn: &PgConnection, all: bool) -> &'static str {
     match (conn.server_version_num().unwrap_or(0) >= 140_000, all) {
         (true, true) => {
             "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity \
-             WHERE pid = ANY ($1) AND pid <> pg_backend_pid() AND datname = current_database()"
+             WHERE pid = ANY ($1) AND application_name = $2 AND pid <> pg_backend_pid() \
+               AND datname = current_database()"
         }
         (true, false) => {
             "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity \
-             WHERE pid = ANY ($1) AND pid <> pg_backend_pid() AND datname = current_database() \
-               AND state IS DISTINCT FROM 'idle'"
+             WHERE pid = ANY ($1) AND application_name = $2 AND pid <> pg_backend_pid() \
+               AND datname = current_database() AND state IS DISTINCT FROM 'idle'"
         }
         (false, true) => {
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-             WHERE pid = ANY ($1) AND pid <> pg_backend_pid() AND datname = current_database()"
+             WHERE pid = ANY ($1) AND application_name = $2 AND pid <> pg_backend_pid() \
+               AND datname = current_database()"
         }
         (false, false) => {
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-             WHERE pid = ANY ($1) AND pid <> pg_backend_pid() AND datname = current_database() \
-               AND state IS DISTINCT FROM 'idle'"
+             WHERE pid = ANY ($1) AND application_name = $2 AND pid <> pg_backend_pid() \
+               AND datname = current_database() AND state IS DISTINCT FROM 'idle'"
         }
     }
 }
@@ -247,6 +256,7 @@ pub(crate) async fn end_taken(
     let taken = pids(fence.taken());
     match sqlx::query(end_sessions(conn, false))
         .bind(&taken)
+        .bind(fence.tag())
         .execute(&mut *conn)
         .await
     {
@@ -255,6 +265,7 @@ pub(crate) async fn end_taken(
             let mut other = connect(options).await?;
             let ended = sqlx::query(end_sessions(&other, false))
                 .bind(&taken)
+                .bind(fence.tag())
                 .execute(&mut other)
                 .await;
             let _ = other.close().await;
@@ -266,10 +277,11 @@ pub(crate) async fn end_taken(
 
 /// After a test that did not return, from a new connection: every session it took is ended, and
 /// the statement its own connection still runs is cancelled (the connection itself is kept: the
-/// rollback that follows ends its transaction).
+/// rollback that follows ends its transaction), or, with `end_own`, that connection ended too.
 pub(crate) async fn interrupt(
     options: &PgConnectOptions,
     fence: &Fence,
+    end_own: bool,
 ) -> Result<(), testdb::Error> {
     let mut other = connect(options).await?;
     let taken = pids(fence.taken());
@@ -278,17 +290,20 @@ pub(crate) async fn interrupt(
         if !taken.is_empty() {
             sqlx::query(end_sessions(&other, true))
                 .bind(&taken)
+                .bind(fence.tag())
                 .execute(&mut other)
                 .await?;
         }
         if let Some(own) = own {
-            sqlx::query(
+            // An idle session ignores a cancel: only a statement running, or about to, gets it.
+            let stop = if end_own {
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE pid = $1 AND datname = current_database()"
+            } else {
                 "SELECT pg_cancel_backend(pid) FROM pg_stat_activity \
-                 WHERE pid = $1 AND datname = current_database() AND state = 'active'",
-            )
-            .bind(own)
-            .execute(&mut other)
-            .await?;
+                 WHERE pid = $1 AND datname = current_database()"
+            };
+            sqlx::query(stop).bind(own).execute(&mut other).await?;
         }
         Ok::<_, sqlx::Error>(())
     }

@@ -8,26 +8,36 @@ use sqlx::{AssertSqlSafe, Executor, Row};
 use testdb::{Attribution, Fence, Rewind, quote_identifier as ident};
 
 /// The connection-level settings a test may change that no rollback undoes, put back after each
-/// test as the connection had them (those testdb never sets are SQLite's defaults).
+/// test: those testdb never sets as SQLite has them by default, the others as the connection had
+/// them ([`Baseline`]).
 const SETTINGS: &str = "PRAGMA defer_foreign_keys = OFF; PRAGMA query_only = OFF; \
                         PRAGMA recursive_triggers = OFF; PRAGMA ignore_check_constraints = OFF; \
-                        PRAGMA reverse_unordered_selects = OFF; ";
+                        PRAGMA reverse_unordered_selects = OFF; PRAGMA case_sensitive_like = OFF; \
+                        PRAGMA locking_mode = NORMAL; ";
 
 /// A test's session as testdb opened it.
 #[derive(Debug)]
 pub struct Baseline {
-    /// Resets the connection-level settings; `PRAGMA foreign_keys` as it was (a no-op inside a
-    /// transaction, where tests cannot change it either).
+    /// Puts the connection-level settings back ([`SETTINGS`], and the connection's own
+    /// `foreign_keys`, `busy_timeout`, `cache_size` and `temp_store`; `foreign_keys` is a no-op
+    /// inside a transaction, where a test cannot change it either).
     settings: String,
 }
 
 pub(crate) async fn baseline(conn: &mut SqliteConnection) -> sqlx::Result<Baseline> {
-    let foreign_keys: bool = sqlx::query_scalar("SELECT foreign_keys FROM pragma_foreign_keys")
+    let (foreign_keys, busy_timeout, cache_size, temp_store): (bool, i64, i64, i64) =
+        sqlx::query_as(
+            "SELECT (SELECT foreign_keys FROM pragma_foreign_keys), \
+                    (SELECT timeout FROM pragma_busy_timeout), \
+                    (SELECT cache_size FROM pragma_cache_size), \
+                    (SELECT temp_store FROM pragma_temp_store)",
+        )
         .fetch_one(&mut *conn)
         .await?;
     Ok(Baseline {
         settings: format!(
-            "{SETTINGS}PRAGMA foreign_keys = {};",
+            "{SETTINGS}PRAGMA foreign_keys = {}; PRAGMA busy_timeout = {busy_timeout}; \
+             PRAGMA cache_size = {cache_size}; PRAGMA temp_store = {temp_store};",
             if foreign_keys { "ON" } else { "OFF" }
         ),
     })
@@ -35,10 +45,11 @@ pub(crate) async fn baseline(conn: &mut SqliteConnection) -> sqlx::Result<Baseli
 
 pub(crate) async fn checkpoint(conn: &mut SqliteConnection) -> sqlx::Result<Result<(), String>> {
     conn.execute("SAVEPOINT testdb_test").await?;
-    match foreign_key_violation(conn).await? {
-        Some(violation) => Ok(Err(violation)),
-        None => Ok(Ok(())),
+    let inspected = inspect(conn, true).await?;
+    if inspected.unresolved == 0 {
+        return Ok(Ok(()));
     }
+    Ok(Err(describe_violation(conn).await?))
 }
 
 pub(crate) async fn rewind(
@@ -46,52 +57,76 @@ pub(crate) async fn rewind(
     check: bool,
     baseline: &Baseline,
 ) -> sqlx::Result<Rewind> {
-    let violation = if check {
-        foreign_key_violation(conn).await?
+    let inspected = inspect(conn, check).await?;
+    let violation = if inspected.unresolved > 0 {
+        Some(describe_violation(conn).await?)
     } else {
         None
     };
-    let sql = format!("ROLLBACK TO SAVEPOINT testdb_test; {}", baseline.settings);
-    match conn.execute(AssertSqlSafe(sql)).await {
-        Ok(_) => Ok(violation.map_or(Rewind::Clean, Rewind::Violated)),
-        Err(err) if is_escape(&err) => Ok(Rewind::Escaped(err.to_string())),
-        Err(err) => Err(err),
+    // The mode a test left is read before it is set back: an exclusive lock is held until the
+    // transaction ends.
+    let mut sql = format!(
+        "ROLLBACK TO SAVEPOINT testdb_test; PRAGMA locking_mode; {}",
+        baseline.settings
+    );
+    for schema in &inspected.attached {
+        sql.push_str(&format!(" DETACH DATABASE {};", ident(schema)));
     }
+    let rows = match sqlx::raw_sql(AssertSqlSafe(sql))
+        .fetch_all(&mut *conn)
+        .await
+    {
+        Ok(rows) => rows,
+        Err(err) if is_escape(&err) => return Ok(Rewind::Escaped(err.to_string())),
+        Err(err) => return Err(err),
+    };
+    let mode: Option<String> = rows
+        .iter()
+        .find_map(|row| row.try_get::<String, _>("locking_mode").ok());
+    if mode.is_some_and(|mode| mode.eq_ignore_ascii_case("exclusive")) {
+        return Ok(Rewind::Escaped(
+            "the test set PRAGMA locking_mode = EXCLUSIVE, which keeps every other connection \
+             out until the transaction it ran in ends"
+                .into(),
+        ));
+    }
+    Ok(violation.map_or(Rewind::Clean, Rewind::Violated))
 }
 
-/// Committed isolation's session, out of any transaction: the settings, and no temporary tables
-/// or views.
+/// Committed isolation's session, out of any transaction: the settings, no databases attached,
+/// and no temporary tables, views or triggers.
 pub(crate) async fn reset_session(
     conn: &mut SqliteConnection,
     baseline: &Baseline,
 ) -> sqlx::Result<()> {
-    let temporary: Vec<(String, String)> =
-        sqlx::query_as("SELECT type, name FROM temp.sqlite_master WHERE type IN ('table', 'view')")
-            .fetch_all(&mut *conn)
-            .await?;
+    let temporary: Vec<(String, String)> = sqlx::query_as(
+        "SELECT type, name FROM temp.sqlite_master WHERE type IN ('table', 'view', 'trigger') \
+         UNION ALL SELECT 'database', name FROM pragma_database_list \
+         WHERE name NOT IN ('main', 'temp')",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
     let mut script = baseline.settings.clone();
     for (kind, name) in &temporary {
-        let kind = if kind == "view" { "VIEW" } else { "TABLE" };
-        script.push_str(&format!(" DROP {kind} IF EXISTS temp.{};", ident(name)));
+        let statement = match kind.as_str() {
+            "database" => format!(" DETACH DATABASE {};", ident(name)),
+            "view" => format!(" DROP VIEW IF EXISTS temp.{};", ident(name)),
+            "trigger" => format!(" DROP TRIGGER IF EXISTS temp.{};", ident(name)),
+            _ => format!(" DROP TABLE IF EXISTS temp.{};", ident(name)),
+        };
+        script.push_str(&statement);
     }
     conn.execute(AssertSqlSafe(script)).await.map(drop)
 }
 
-/// The first row that breaks a foreign key, as a commit would report it. SQLite counts the
-/// violations a transaction has not resolved (whatever deferred them: the schema, or `PRAGMA
-/// defer_foreign_keys`); only when that count is not zero does it look for the row, which costs a
-/// scan of every table with foreign keys.
-async fn foreign_key_violation(conn: &mut SqliteConnection) -> sqlx::Result<Option<String>> {
-    if unresolved_foreign_keys(conn).await? == 0 {
-        return Ok(None);
-    }
+/// The first row that breaks a foreign key, as a commit would report it: a scan of every table
+/// with foreign keys, run only once SQLite's count says there is one.
+async fn describe_violation(conn: &mut SqliteConnection) -> sqlx::Result<String> {
     let rows = sqlx::query("PRAGMA foreign_key_check")
         .fetch_all(&mut *conn)
         .await?;
     let Some(first) = rows.first() else {
-        return Ok(Some(
-            "FOREIGN KEY constraint failed: a row references a missing row".into(),
-        ));
+        return Ok("FOREIGN KEY constraint failed: a row references a missing row".into());
     };
     let table: String = first.try_get(0)?;
     let rowid: Option<i64> = first.try_get(1)?;
@@ -101,36 +136,64 @@ async fn foreign_key_violation(conn: &mut SqliteConnection) -> sqlx::Result<Opti
         1 => String::new(),
         n => format!(" (and {} more)", n - 1),
     };
-    Ok(Some(format!(
+    Ok(format!(
         "FOREIGN KEY constraint failed: {row} of table \"{table}\" references a missing row of \
          \"{parent}\"{more}"
-    )))
+    ))
 }
 
-/// How many foreign-key violations the connection's transaction has not resolved: what a commit
-/// would fail on.
-async fn unresolved_foreign_keys(conn: &mut SqliteConnection) -> sqlx::Result<i32> {
+/// What SQLite itself knows of a connection, read in one go from its handle.
+struct Inspected {
+    /// How many foreign-key violations its transaction has not resolved (what a commit would
+    /// fail on, whatever deferred them: the schema, or `PRAGMA defer_foreign_keys`); 0 unless
+    /// asked for.
+    unresolved: i32,
+    /// The databases attached besides `main` and `temp`.
+    attached: Vec<String>,
+}
+
+async fn inspect(conn: &mut SqliteConnection, unresolved: bool) -> sqlx::Result<Inspected> {
     let mut handle = conn.lock_handle().await?;
     let db = handle.as_raw_handle().as_ptr();
-    let (mut current, mut highest) = (0, 0);
-    // SAFETY: `db` is the connection's open handle, which the locked handle keeps from the
-    // worker thread (and from closing) while it lives; the out-pointers are valid locals.
-    #[allow(unsafe_code)]
-    let status = unsafe {
-        libsqlite3_sys::sqlite3_db_status(
-            db,
-            libsqlite3_sys::SQLITE_DBSTATUS_DEFERRED_FKS,
-            &mut current,
-            &mut highest,
-            0,
-        )
+    let mut inspected = Inspected {
+        unresolved: 0,
+        attached: Vec::new(),
     };
-    if status != libsqlite3_sys::SQLITE_OK {
-        return Err(sqlx::Error::Protocol(format!(
-            "sqlite3_db_status failed with code {status}"
-        )));
+    // SAFETY (both blocks): `db` is the connection's open handle, which the locked handle keeps
+    // from the worker thread (and from closing) while it lives; the out-pointers are valid
+    // locals, and a name SQLite returns stays valid until the schema changes, which nothing
+    // does while the handle is locked.
+    if unresolved {
+        let (mut current, mut highest) = (0, 0);
+        #[allow(unsafe_code)]
+        let status = unsafe {
+            libsqlite3_sys::sqlite3_db_status(
+                db,
+                libsqlite3_sys::SQLITE_DBSTATUS_DEFERRED_FKS,
+                &mut current,
+                &mut highest,
+                0,
+            )
+        };
+        if status != libsqlite3_sys::SQLITE_OK {
+            return Err(sqlx::Error::Protocol(format!(
+                "sqlite3_db_status failed with code {status}"
+            )));
+        }
+        inspected.unresolved = current;
     }
-    Ok(current)
+    // Schema 0 is `main`, 1 is `temp`; from 2 on, attached ones.
+    for index in 2.. {
+        #[allow(unsafe_code)]
+        let name = unsafe { libsqlite3_sys::sqlite3_db_name(db, index) };
+        if name.is_null() {
+            break;
+        }
+        #[allow(unsafe_code)]
+        let name = unsafe { std::ffi::CStr::from_ptr(name) };
+        inspected.attached.push(name.to_string_lossy().into_owned());
+    }
+    Ok(inspected)
 }
 
 /// The savepoint is gone: the suite transaction was committed or rolled back.
@@ -177,20 +240,19 @@ pub(crate) async fn watch(conn: &mut SqliteConnection) -> sqlx::Result<Arc<Slot>
     Ok(slot)
 }
 
-/// A connection the pool hands out joins its tests' fences: once one of them is closed, its
-/// commits turn into rollbacks and its statements are interrupted.
+/// A connection the pool hands out joins its test's fence: once that is closed, its commits turn
+/// into rollbacks and its statements are interrupted.
 pub(crate) async fn join(
     conn: &mut SqliteConnection,
     attribution: &Attribution,
 ) -> sqlx::Result<bool> {
     let mut handle = conn.lock_handle().await?;
-    if attribution.is_empty() {
+    let Some(fence) = attribution.fence().cloned() else {
         handle.remove_commit_hook();
         handle.remove_progress_handler();
         return Ok(true);
-    }
-    let fences = attribution.fences().to_vec();
-    let open = move || fences.iter().all(|fence| !fence.is_closed());
+    };
+    let open = move || !fence.is_closed();
     handle.set_commit_hook(open.clone());
     handle.set_progress_handler(FENCE_CHECK_OPS, open);
     Ok(true)
