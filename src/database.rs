@@ -28,7 +28,8 @@ pub struct TestDatabase<B: Backend> {
     url: String,
     redacted_url: String,
     pool: Pool<B::Database>,
-    connect_options: ConnectOptions<B::Database>,
+    // Shared: what stops a running test holds a copy.
+    connect_options: Arc<ConnectOptions<B::Database>>,
     registration: u64,
     owned: Arc<Mutex<Option<B::Owned>>>,
     fences: Arc<Fences>,
@@ -184,7 +185,7 @@ impl<B: Backend> TestDatabase<B> {
             url,
             redacted_url,
             pool,
-            connect_options,
+            connect_options: Arc::new(connect_options),
             registration,
             owned: slot,
             fences,
@@ -308,6 +309,10 @@ impl<B: Backend> TestDatabase<B> {
     /// The options to open a connection to the database yourself.
     pub fn connect_options(&self) -> &ConnectOptions<B::Database> {
         &self.connect_options
+    }
+
+    pub(crate) fn shared_connect_options(&self) -> Arc<ConnectOptions<B::Database>> {
+        self.connect_options.clone()
     }
 
     /// Acquires a connection from the pool, opening any new connection on testdb's runtime so that

@@ -200,7 +200,7 @@ pub(crate) async fn stop<B: Backend>(
             B::end_taken(connection, database.connect_options(), fence).await
         }
         Ending::Abandoned => {
-            let options = database.connect_options();
+            let options = database.shared_connect_options();
             // Closed (and what runs stopped) already if the test's own future was still alive.
             if fence.close() {
                 interrupt::<B>(options.clone(), fence.clone(), false).await?;
@@ -233,7 +233,7 @@ const SETTLE_LIMIT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Stops, on testdb's runtime, what a test that did not return still runs.
 async fn interrupt<B: Backend>(
-    options: ConnectOptions<B::Database>,
+    options: Arc<ConnectOptions<B::Database>>,
     fence: Arc<Fence>,
     end_own: bool,
 ) -> Result<()> {
@@ -271,10 +271,10 @@ impl<B: Backend> Session<B> {
     pub(crate) fn stopper(&self) -> Option<Stopper> {
         let fence = self.fence()?;
         let options = match &self.held {
-            Some(Held::Savepoint(test)) => test.database().connect_options().clone(),
-            Some(Held::Transaction(test)) => test.database().connect_options().clone(),
-            Some(Held::Committed(test)) => test.database().connect_options().clone(),
-            Some(Held::FreshDatabase(test)) => test.database().connect_options().clone(),
+            Some(Held::Savepoint(test)) => test.database().shared_connect_options(),
+            Some(Held::Transaction(test)) => test.database().shared_connect_options(),
+            Some(Held::Committed(test)) => test.database().shared_connect_options(),
+            Some(Held::FreshDatabase(test)) => test.database().shared_connect_options(),
             None => return None,
         };
         let stopping = fence.clone();

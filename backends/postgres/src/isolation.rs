@@ -13,11 +13,13 @@ const CHECKPOINT: &str = "SAVEPOINT testdb_test; SET CONSTRAINTS ALL IMMEDIATE; 
                           ROLLBACK TO SAVEPOINT testdb_test";
 const CHECK: &str = "SET CONSTRAINTS ALL IMMEDIATE; ";
 const REWIND: &str = "ROLLBACK TO SAVEPOINT testdb_test; ";
-/// What a test may leave in its session that no rollback undoes: session advisory locks; and
-/// prepared statements of its own (`PREPARE`), counted here and deallocated in a second round
-/// trip only if there are any (sqlx's own, prepared by the protocol, stay).
-const SESSION: &str = "SELECT pg_advisory_unlock_all(); \
-                       SELECT count(*) AS testdb_prepared FROM pg_prepared_statements WHERE from_sql";
+/// What a test may leave in its session that no rollback undoes: session advisory locks
+/// (released); and prepared statements of its own (`PREPARE`), counted here and deallocated in a
+/// second round trip only if there are any (sqlx's own, prepared by the protocol, stay). One
+/// statement, with the sequences' reset as another column where there is one.
+const SESSION: &str = "SELECT pg_advisory_unlock_all(), \
+                       (SELECT count(*) FROM pg_prepared_statements WHERE from_sql) \
+                       AS testdb_prepared";
 /// Committed isolation's session, out of any transaction: also settings, role, temporary
 /// tables, cursors, listeners and cached sequence values.
 const COMMITTED_SESSION: &str = "RESET ALL; RESET ROLE; DISCARD TEMP; DISCARD SEQUENCES; \
@@ -26,7 +28,7 @@ const COMMITTED_SESSION: &str = "RESET ALL; RESET ROLE; DISCARD TEMP; DISCARD SE
 /// A test's session as the setup left it: the sequences' values.
 #[derive(Debug)]
 pub struct Baseline {
-    /// Sets back every sequence that moved, in one statement; none if there are no sequences.
+    /// A column that sets back every sequence that moved; none if there are no sequences.
     sequences: Option<String>,
 }
 
@@ -52,9 +54,10 @@ pub(crate) async fn baseline(conn: &mut PgConnection) -> sqlx::Result<Baseline> 
     // Only those that moved: `setval` writes, and most tests move none.
     Ok(Baseline {
         sequences: Some(format!(
-            "SELECT setval(s.seq, s.value, s.called) FROM (VALUES {}) AS s (seq, value, called) \
-             WHERE pg_sequence_last_value(s.seq) \
-                   IS DISTINCT FROM CASE WHEN s.called THEN s.value END; ",
+            ", (SELECT count(setval(s.seq, s.value, s.called)) \
+                FROM (VALUES {}) AS s (seq, value, called) \
+                WHERE pg_sequence_last_value(s.seq) \
+                      IS DISTINCT FROM CASE WHEN s.called THEN s.value END)",
             values.join(", ")
         )),
     })
@@ -108,7 +111,7 @@ fn session_reset(baseline: &Baseline, sequences: bool) -> String {
         .as_deref()
         .filter(|_| sequences)
         .unwrap_or("");
-    format!("{sequences}{SESSION}")
+    format!("{SESSION}{sequences}")
 }
 
 async fn rewind_only(conn: &mut PgConnection, reset: &str) -> sqlx::Result<Rewind> {

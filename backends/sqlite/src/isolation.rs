@@ -1,6 +1,7 @@
 //! SQLite's side of a test's isolation: the test savepoint, and the hooks that keep what a test
 //! started on a connection from committing (or running on) once the test has ended.
 
+use std::ffi::{CStr, CString, c_char, c_int, c_void};
 use std::sync::{Arc, Mutex};
 
 use sqlx::sqlite::SqliteConnection;
@@ -57,12 +58,17 @@ pub(crate) async fn rewind(
     check: bool,
     baseline: &Baseline,
 ) -> sqlx::Result<Rewind> {
-    let inspected = inspect(conn, check).await?;
-    let violation = if inspected.unresolved > 0 {
-        Some(describe_violation(conn).await?)
-    } else {
-        None
-    };
+    // One visit to the connection's handle in the common case: SQLite's own count of unresolved
+    // violations and the attached databases are read, and the statements below run, by SQLite
+    // itself, without a trip through the driver's worker for each.
+    let mut handle = conn.lock_handle().await?;
+    let inspected = inspect_on(handle.as_raw_handle().as_ptr(), check)?;
+    let mut violation = None;
+    if inspected.unresolved > 0 {
+        drop(handle);
+        violation = Some(describe_violation(conn).await?);
+        handle = conn.lock_handle().await?;
+    }
     // The mode a test left is read before it is set back: an exclusive lock is held until the
     // transaction ends.
     let mut sql = format!(
@@ -72,17 +78,11 @@ pub(crate) async fn rewind(
     for schema in &inspected.attached {
         sql.push_str(&format!(" DETACH DATABASE {};", ident(schema)));
     }
-    let rows = match sqlx::raw_sql(AssertSqlSafe(sql))
-        .fetch_all(&mut *conn)
-        .await
-    {
-        Ok(rows) => rows,
-        Err(err) if is_escape(&err) => return Ok(Rewind::Escaped(err.to_string())),
-        Err(err) => return Err(err),
+    let mode = match exec(handle.as_raw_handle().as_ptr(), &sql) {
+        Ok(mode) => mode,
+        Err(message) if is_escape_message(&message) => return Ok(Rewind::Escaped(message)),
+        Err(message) => return Err(sqlx::Error::Protocol(message)),
     };
-    let mode: Option<String> = rows
-        .iter()
-        .find_map(|row| row.try_get::<String, _>("locking_mode").ok());
     if mode.is_some_and(|mode| mode.eq_ignore_ascii_case("exclusive")) {
         return Ok(Rewind::Escaped(
             "the test set PRAGMA locking_mode = EXCLUSIVE, which keeps every other connection \
@@ -91,6 +91,61 @@ pub(crate) async fn rewind(
         ));
     }
     Ok(violation.map_or(Rewind::Clean, Rewind::Violated))
+}
+
+/// Runs `sql` (several statements) on `db` with `sqlite3_exec`; returns the first column of the
+/// first row any of them returned, or SQLite's message.
+fn exec(db: *mut libsqlite3_sys::sqlite3, sql: &str) -> Result<Option<String>, String> {
+    /// Keeps the first column of the first row.
+    #[allow(unsafe_code)]
+    unsafe extern "C" fn first_value(
+        first: *mut c_void,
+        columns: c_int,
+        values: *mut *mut c_char,
+        _names: *mut *mut c_char,
+    ) -> c_int {
+        // SAFETY: `first` is the `Option<String>` that `exec` passed, alive for the call;
+        // `values` holds `columns` pointers, each null or a NUL-terminated string.
+        unsafe {
+            let first = &mut *first.cast::<Option<String>>();
+            if first.is_none() && columns > 0 && !(*values).is_null() {
+                *first = Some(CStr::from_ptr(*values).to_string_lossy().into_owned());
+            }
+        }
+        0
+    }
+    let Ok(sql) = CString::new(sql) else {
+        return Err("the statements contain a NUL byte".into());
+    };
+    let mut first: Option<String> = None;
+    let mut message: *mut c_char = std::ptr::null_mut();
+    // SAFETY: `db` is an open handle that the caller has locked from the driver's worker; `sql`
+    // and `first` outlive the call; SQLite allocates `message`, freed below.
+    #[allow(unsafe_code)]
+    let status = unsafe {
+        libsqlite3_sys::sqlite3_exec(
+            db,
+            sql.as_ptr(),
+            Some(first_value),
+            (&raw mut first).cast(),
+            &mut message,
+        )
+    };
+    if status == libsqlite3_sys::SQLITE_OK {
+        return Ok(first);
+    }
+    let text = if message.is_null() {
+        format!("SQLite error code {status}")
+    } else {
+        // SAFETY: a NUL-terminated string SQLite allocated for us, freed once copied.
+        #[allow(unsafe_code)]
+        unsafe {
+            let text = CStr::from_ptr(message).to_string_lossy().into_owned();
+            libsqlite3_sys::sqlite3_free(message.cast());
+            text
+        }
+    };
+    Err(text)
 }
 
 /// Committed isolation's session, out of any transaction: the settings, no databases attached,
@@ -154,13 +209,17 @@ struct Inspected {
 
 async fn inspect(conn: &mut SqliteConnection, unresolved: bool) -> sqlx::Result<Inspected> {
     let mut handle = conn.lock_handle().await?;
-    let db = handle.as_raw_handle().as_ptr();
+    inspect_on(handle.as_raw_handle().as_ptr(), unresolved)
+}
+
+/// [`inspect`], on a handle the caller has locked.
+fn inspect_on(db: *mut libsqlite3_sys::sqlite3, unresolved: bool) -> sqlx::Result<Inspected> {
     let mut inspected = Inspected {
         unresolved: 0,
         attached: Vec::new(),
     };
-    // SAFETY (both blocks): `db` is the connection's open handle, which the locked handle keeps
-    // from the worker thread (and from closing) while it lives; the out-pointers are valid
+    // SAFETY (all blocks): `db` is the connection's open handle, which the caller's locked handle
+    // keeps from the worker thread (and from closing) while it lives; the out-pointers are valid
     // locals, and a name SQLite returns stays valid until the schema changes, which nothing
     // does while the handle is locked.
     if unresolved {
@@ -197,11 +256,8 @@ async fn inspect(conn: &mut SqliteConnection, unresolved: bool) -> sqlx::Result<
 }
 
 /// The savepoint is gone: the suite transaction was committed or rolled back.
-fn is_escape(err: &sqlx::Error) -> bool {
-    err.as_database_error().is_some_and(|db| {
-        let message = db.message();
-        message.contains("no such savepoint") || message.contains("no transaction is active")
-    })
+fn is_escape_message(message: &str) -> bool {
+    message.contains("no such savepoint") || message.contains("no transaction is active")
 }
 
 /// How many virtual-machine instructions SQLite runs between two looks at a test's fence: a
