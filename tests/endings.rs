@@ -13,9 +13,7 @@
 #[macro_use]
 mod common;
 
-use std::any::{Any, TypeId};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use common::Harness;
@@ -56,33 +54,15 @@ trait Endings: Harness {
     ) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
 }
 
-/// The suite of `scenario` (each test function has suites of its own: under `cargo test` they run
-/// at once) in `isolation`.
+/// The suite of `scenario` in `isolation`.
 fn suite<H: Endings>(scenario: &'static str, isolation: Isolation) -> &'static Suite<H> {
-    type Entry = (
-        TypeId,
-        &'static str,
-        Isolation,
-        &'static (dyn Any + Send + Sync),
-    );
-    static SUITES: Mutex<Vec<Entry>> = Mutex::new(Vec::new());
-    let mut suites = SUITES.lock().unwrap();
-    let key = (TypeId::of::<H>(), scenario, isolation);
-    if let Some(found) = suites
-        .iter()
-        .find(|entry| (entry.0, entry.1, entry.2) == key)
-    {
-        return found.3.downcast_ref().unwrap();
-    }
     let setup: fn() -> testdb::Result<Setup<H>> = match isolation {
         Isolation::Savepoint => items::<H, 0>,
         Isolation::Transaction => items::<H, 1>,
         Isolation::Committed => items::<H, 2>,
         _ => items::<H, 3>,
     };
-    let suite: &'static Suite<H> = Box::leak(Box::new(Suite::new("endings", setup)));
-    suites.push((key.0, scenario, isolation, suite));
-    suite
+    common::suite_for(format!("{scenario} {isolation}"), "endings", setup)
 }
 
 impl Endings for Sqlite {
@@ -417,16 +397,7 @@ fn parallel<H: Endings>() -> testdb::Result<Setup<H>> {
 }
 
 fn parallel_suite<H: Endings>() -> &'static Suite<H> {
-    type Entry = (TypeId, &'static (dyn Any + Send + Sync));
-    static SUITES: Mutex<Vec<Entry>> = Mutex::new(Vec::new());
-    let mut suites = SUITES.lock().unwrap();
-    if let Some(found) = suites.iter().find(|entry| entry.0 == TypeId::of::<H>()) {
-        return found.1.downcast_ref().unwrap();
-    }
-    let suite: &'static Suite<H> =
-        Box::leak(Box::new(Suite::new("endings-parallel", parallel::<H>)));
-    suites.push((TypeId::of::<H>(), suite));
-    suite
+    common::suite_for("parallel".into(), "endings-parallel", parallel::<H>)
 }
 
 /// One test: writes on its own connection, reads the baseline through the pool (and from a task

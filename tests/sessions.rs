@@ -13,9 +13,7 @@
 #[macro_use]
 mod common;
 
-use std::any::{Any, TypeId};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
 use common::Harness;
 use sqlx::Database;
@@ -40,29 +38,12 @@ trait Sessions: Harness {
     const CLEAN: &'static str;
 }
 
-/// The suite of `scenario` (each test function has suites of its own: under `cargo test` they run
-/// at once) in `isolation`, restoring sequences or not.
+/// The suite of `scenario` in `isolation`, restoring sequences or not.
 fn suite<H: Sessions>(
     scenario: &'static str,
     isolation: Isolation,
     sequences: bool,
 ) -> &'static Suite<H> {
-    type Entry = (
-        TypeId,
-        &'static str,
-        Isolation,
-        bool,
-        &'static (dyn Any + Send + Sync),
-    );
-    static SUITES: Mutex<Vec<Entry>> = Mutex::new(Vec::new());
-    let mut suites = SUITES.lock().unwrap();
-    let key = (TypeId::of::<H>(), scenario, isolation, sequences);
-    if let Some(found) = suites
-        .iter()
-        .find(|entry| (entry.0, entry.1, entry.2, entry.3) == key)
-    {
-        return found.4.downcast_ref().unwrap();
-    }
     let setup: fn() -> testdb::Result<Setup<H>> = match (isolation, sequences) {
         (Isolation::Savepoint, true) => counters::<H, 0, true>,
         (Isolation::Transaction, true) => counters::<H, 1, true>,
@@ -73,9 +54,11 @@ fn suite<H: Sessions>(
         (Isolation::Committed, false) => counters::<H, 2, false>,
         (_, false) => counters::<H, 3, false>,
     };
-    let suite: &'static Suite<H> = Box::leak(Box::new(Suite::new("sessions", setup)));
-    suites.push((key.0, scenario, isolation, sequences, suite));
-    suite
+    common::suite_for(
+        format!("{scenario} {isolation} {sequences}"),
+        "sessions",
+        setup,
+    )
 }
 
 impl Sessions for Sqlite {

@@ -5,9 +5,10 @@
 //! without one they report that they were skipped and why, except under CI, where they fail.
 #![allow(dead_code, unreachable_pub, unused_macros)]
 
+use std::any::{Any, TypeId};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 use sqlx::{Connection, Pool};
 use testdb::{Backend, TestDatabase};
@@ -332,4 +333,26 @@ pub fn spawn_child<H: Harness>(test: &str) -> (std::process::Child, String) {
 /// In a child process: the backend its parent asked for.
 pub fn child_backend() -> String {
     std::env::var(CHILD_BACKEND).unwrap_or_default()
+}
+
+/// A suite of backend `H` for `key` (e.g. a scenario and an isolation), made by `setup` the first
+/// time and kept for the process: test functions that run at once under `cargo test` each get
+/// suites of their own, where `static`s would be shared.
+pub fn suite_for<H: Backend>(
+    key: String,
+    name: &'static str,
+    setup: fn() -> testdb::Result<testdb::Setup<H>>,
+) -> &'static testdb::Suite<H> {
+    type Entry = (TypeId, String, &'static (dyn Any + Send + Sync));
+    static SUITES: Mutex<Vec<Entry>> = Mutex::new(Vec::new());
+    let mut suites = SUITES.lock().unwrap();
+    if let Some(found) = suites
+        .iter()
+        .find(|entry| entry.0 == TypeId::of::<H>() && entry.1 == key)
+    {
+        return found.2.downcast_ref().unwrap();
+    }
+    let suite: &'static testdb::Suite<H> = Box::leak(Box::new(testdb::Suite::new(name, setup)));
+    suites.push((TypeId::of::<H>(), key, suite));
+    suite
 }
