@@ -11,7 +11,7 @@ use crate::fixtures::Catalog;
 use crate::suite::live::{Ending, stop};
 use crate::suite::restore;
 use crate::suite::target::Target;
-use crate::{Backend, Error, Handle, Isolation, Result, Rewind, TestDatabase};
+use crate::{Backend, Error, Result, Rewind, TestDatabase};
 
 /// A committed suite's database, used by one test at a time and restored after each.
 pub struct Committed<B: Backend> {
@@ -21,9 +21,8 @@ pub struct Committed<B: Backend> {
 struct State<B: Backend> {
     copy: Copy<B>,
     sequences: bool,
-    // A test began and its database has not been restored since.
-    dirty: bool,
-    // The end of a test was cut short or failed: its connection may be busy for good.
+    // From a test's start until its writes are undone: a test whose end failed or was cut short
+    // leaves it set (its connection may be busy for good), and the database is copied again.
     broken: bool,
     target: Target<B>,
     template: String,
@@ -42,7 +41,6 @@ impl<B: Backend> Committed<B> {
             state: Arc::new(Mutex::new(State {
                 copy,
                 sequences,
-                dirty: false,
                 broken: false,
                 target: target.clone(),
                 template,
@@ -50,18 +48,14 @@ impl<B: Backend> Committed<B> {
         })
     }
 
-    /// Waits for the previous test to end (restoring after it if its end was cut short), then
-    /// hands the database to the next.
+    /// Waits for the previous test to end (copying the template again if its end was cut short),
+    /// then hands the database to the next.
     pub(crate) async fn begin(&self) -> Result<Option<Test<B>>> {
         let mut state = self.state.clone().lock_owned().await;
         if state.broken {
             state.replace().await?;
-            state.broken = false;
-            state.dirty = false;
-        } else if state.dirty {
-            state.restore().await?;
         }
-        state.dirty = true;
+        state.broken = true;
         let opened = state.copy.database.fences().open();
         B::enter(&state.copy.watch, opened.fence());
         Ok(Some(Test { state, opened }))
@@ -91,7 +85,6 @@ impl<B: Backend> State<B> {
         if restored.is_err() {
             self.replace().await?;
         }
-        self.dirty = false;
         Ok(())
     }
 
@@ -107,10 +100,6 @@ impl<B: Backend> Test<B> {
         &mut self.state.copy.connection
     }
 
-    pub(crate) fn handle(&self) -> Handle<B> {
-        Handle::new(&self.state.copy.database, Isolation::Committed)
-    }
-
     pub(crate) fn database(&self) -> &TestDatabase<B> {
         &self.state.copy.database
     }
@@ -122,7 +111,6 @@ impl<B: Backend> Test<B> {
     /// Restores what the test wrote, once nothing it started is running.
     pub(crate) async fn end(mut self, ending: Ending) -> Result<(Rewind, String)> {
         let state = &mut *self.state;
-        state.broken = true;
         let copy = &mut state.copy;
         let name = copy.database.name().to_owned();
         let stopped = stop::<B>(
@@ -136,7 +124,6 @@ impl<B: Backend> Test<B> {
         if stopped.is_err() {
             // Its connection is in a state nobody can vouch for: a new copy, then.
             state.replace().await?;
-            state.dirty = false;
         } else {
             state.restore().await?;
         }

@@ -7,7 +7,6 @@ use std::sync::Arc;
 
 use sqlx::Database;
 
-use crate::fence::Fence;
 use crate::suite::building::Building;
 use crate::suite::live::{Ending, Live, Session, Stopper};
 use crate::suite::target::Target;
@@ -89,8 +88,6 @@ pub trait Databases: Sized + Send + 'static {
     #[doc(hidden)]
     fn handles(session: &Self::Session) -> Vec<Arc<dyn Any + Send + Sync>>;
     #[doc(hidden)]
-    fn fences(session: &Self::Session) -> Vec<Arc<Fence>>;
-    #[doc(hidden)]
     fn stoppers(session: &Self::Session) -> Vec<Stopper>;
     /// Ends a test on every database, the last first; reports the first that was not clean.
     #[doc(hidden)]
@@ -171,10 +168,6 @@ impl<B: Backend> Databases for B {
 
     fn handles(session: &Session<B>) -> Vec<Arc<dyn Any + Send + Sync>> {
         vec![session.handle()]
-    }
-
-    fn fences(session: &Session<B>) -> Vec<Arc<Fence>> {
-        session.fence().into_iter().collect()
     }
 
     fn stoppers(session: &Session<B>) -> Vec<Stopper> {
@@ -298,10 +291,6 @@ impl<B1: Backend, B2: Backend> Databases for (B1, B2) {
 
     fn handles((first, second): &Self::Session) -> Vec<Arc<dyn Any + Send + Sync>> {
         vec![first.handle(), second.handle()]
-    }
-
-    fn fences((first, second): &Self::Session) -> Vec<Arc<Fence>> {
-        first.fence().into_iter().chain(second.fence()).collect()
     }
 
     fn stoppers((first, second): &Self::Session) -> Vec<Stopper> {

@@ -10,7 +10,7 @@ use sqlx::pool::PoolConnection;
 use crate::fence::Opened;
 use crate::suite::live::{Ending, stop};
 use crate::suite::target::Target;
-use crate::{Backend, Handle, Isolation, Result, Rewind, TestDatabase, runtime};
+use crate::{Backend, Result, Rewind, TestDatabase, runtime};
 
 /// The template each test's copy comes from, and the next copy, made ahead.
 pub struct Fresh<B: Backend> {
@@ -93,10 +93,6 @@ impl<B: Backend> State<B> {
 impl<B: Backend> Test<B> {
     pub(crate) fn connection(&mut self) -> &mut <B::Database as Database>::Connection {
         &mut self.connection
-    }
-
-    pub(crate) fn handle(&self) -> Handle<B> {
-        Handle::new(&self.database, Isolation::FreshDatabase)
     }
 
     pub(crate) fn database(&self) -> &TestDatabase<B> {

@@ -13,7 +13,7 @@ use crate::suite::savepoint::{self, Savepoint};
 use crate::suite::target::Target;
 use crate::suite::template::TemplateKey;
 use crate::suite::transaction::{self, Transactions};
-use crate::{Backend, ConnectOptions, Isolation, Result, Rewind, TestDatabase, runtime};
+use crate::{Backend, ConnectOptions, Handle, Isolation, Result, Rewind, TestDatabase, runtime};
 
 /// How long ending a test that did not return may take in all (stopping what it left running,
 /// rolling it back) before the suite gives its database up.
@@ -105,27 +105,24 @@ impl<B: Backend> Session<B> {
         }
     }
 
-    /// The test's database, as [`current`](crate::current) hands it out.
-    pub(crate) fn handle(&self) -> Arc<dyn Any + Send + Sync> {
-        match &self.held {
-            Some(Held::Savepoint(test)) => Arc::new(test.handle()),
-            Some(Held::Transaction(test)) => Arc::new(test.handle()),
-            Some(Held::Committed(test)) => Arc::new(test.handle()),
-            Some(Held::FreshDatabase(test)) => Arc::new(test.handle()),
-            None => Arc::new(()),
-        }
+    /// The test's database, its fence (which the connections it takes from the database's pool
+    /// join), and its isolation.
+    fn parts(&self) -> Option<(&TestDatabase<B>, &Arc<Fence>, Isolation)> {
+        let (database, opened, isolation) = match self.held.as_ref()? {
+            Held::Savepoint(test) => (test.database(), test.opened(), Isolation::Savepoint),
+            Held::Transaction(test) => (test.database(), test.opened(), Isolation::Transaction),
+            Held::Committed(test) => (test.database(), test.opened(), Isolation::Committed),
+            Held::FreshDatabase(test) => (test.database(), test.opened(), Isolation::FreshDatabase),
+        };
+        Some((database, opened.fence(), isolation))
     }
 
-    /// The test's fence, which the connections it takes from the database's pool join.
-    pub(crate) fn fence(&self) -> Option<Arc<Fence>> {
-        let opened = match &self.held {
-            Some(Held::Savepoint(test)) => test.opened(),
-            Some(Held::Transaction(test)) => test.opened(),
-            Some(Held::Committed(test)) => test.opened(),
-            Some(Held::FreshDatabase(test)) => test.opened(),
-            None => return None,
-        };
-        Some(opened.fence().clone())
+    /// The test's database, as [`current`](crate::current) hands it out.
+    pub(crate) fn handle(&self) -> Arc<dyn Any + Send + Sync> {
+        match self.parts() {
+            Some((database, _, isolation)) => Arc::new(Handle::new(database, isolation)),
+            None => Arc::new(()),
+        }
     }
 
     /// Ends the test: stops what it left running, undoes what it did (checking deferred
@@ -251,6 +248,11 @@ pub struct Stopper {
 type LocalStop = std::pin::Pin<Box<dyn Future<Output = Result<()>> + Send>>;
 
 impl Stopper {
+    /// The fence of the test it stops.
+    pub(crate) fn fence(&self) -> &Arc<Fence> {
+        &self.fence
+    }
+
     /// Closes the test's fence and stops what it runs, unless that was done already.
     pub(crate) async fn stop(&self) {
         if self.fence.close() {
@@ -267,16 +269,11 @@ impl Stopper {
 }
 
 impl<B: Backend> Session<B> {
-    /// What stops the test from outside.
+    /// What stops the test from outside; its fence is the test's.
     pub(crate) fn stopper(&self) -> Option<Stopper> {
-        let fence = self.fence()?;
-        let options = match &self.held {
-            Some(Held::Savepoint(test)) => test.database().shared_connect_options(),
-            Some(Held::Transaction(test)) => test.database().shared_connect_options(),
-            Some(Held::Committed(test)) => test.database().shared_connect_options(),
-            Some(Held::FreshDatabase(test)) => test.database().shared_connect_options(),
-            None => return None,
-        };
+        let (database, fence, _) = self.parts()?;
+        let options = database.shared_connect_options();
+        let fence = fence.clone();
         let stopping = fence.clone();
         Some(Stopper {
             fence,

@@ -126,11 +126,14 @@ impl<D: Databases, T: Clone + Send + Serialize + DeserializeOwned + 'static> Sui
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .clone();
+        let stoppers = D::stoppers(&session);
         let current = handle::Current {
             handles: D::handles(&session),
-            fences: D::fences(&session),
+            fences: stoppers
+                .iter()
+                .map(|stopper| stopper.fence().clone())
+                .collect(),
         };
-        let stoppers = D::stoppers(&session);
         let connections = D::connections(&mut session);
         let mut test = Box::pin(handle::scope(current, body(connections, data)));
         // Declared after the test, so dropped before it: a test dropped unfinished (cancelled, or
@@ -474,7 +477,7 @@ impl<D: Databases, T> std::fmt::Debug for Setup<D, T> {
     }
 }
 
-// A test that panics leaves the suite marked dirty, and the next test rewinds it first: no state is
-// ever observed half-updated across a panic.
+// A test that panics is ended (stopped, rolled back) before the next test may begin, or leaves its
+// database marked to be given up: no state is ever observed half-updated across a panic.
 impl<D: Databases, T> std::panic::RefUnwindSafe for Suite<D, T> {}
 impl<D: Databases, T> std::panic::UnwindSafe for Suite<D, T> {}

@@ -9,7 +9,7 @@ use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use crate::fence::Opened;
 use crate::suite::live::{Ending, stop};
-use crate::{Backend, Error, Handle, Isolation, Result, Rewind, TestDatabase};
+use crate::{Backend, Error, Result, Rewind, TestDatabase};
 
 /// A savepoint suite's database and its suite transaction, used by one test at a time.
 pub struct Savepoint<B: Backend> {
@@ -22,9 +22,9 @@ struct State<B: Backend> {
     watch: B::Watch,
     baseline: B::Baseline,
     sequences: bool,
-    // A test began and has not been rolled back: its end was cut short.
-    dirty: bool,
-    // The suite transaction is gone (a test ended it): the suite must be built again.
+    // From a test's start until it is rolled back cleanly: a test whose end failed or was cut
+    // short, or that ended the suite transaction itself, leaves it set, and the suite is built
+    // again.
     broken: bool,
     database: TestDatabase<B>,
 }
@@ -67,7 +67,6 @@ impl<B: Backend> Savepoint<B> {
                 watch,
                 baseline,
                 sequences,
-                dirty: false,
                 broken: false,
                 database,
             })),
@@ -78,38 +77,19 @@ impl<B: Backend> Savepoint<B> {
     /// the suite must be built again.
     pub(crate) async fn begin(&self) -> Result<Option<Test<B>>> {
         let mut state = self.state.clone().lock_owned().await;
-        if state.broken || !state.rewind_if_dirty().await {
+        if state.broken {
             return Ok(None);
         }
-        state.dirty = true;
+        state.broken = true;
         let opened = state.database.fences().open();
         B::enter(&state.watch, opened.fence());
         Ok(Some(Test { state, opened }))
     }
 }
 
-impl<B: Backend> State<B> {
-    /// Rolls back what a test whose end was cut short left; false if the suite transaction is
-    /// gone.
-    async fn rewind_if_dirty(&mut self) -> bool {
-        if !self.dirty {
-            return true;
-        }
-        let rewound = B::rewind(&mut self.connection, false, &self.baseline, self.sequences).await;
-        self.dirty = false;
-        let clean = matches!(rewound, Ok(Rewind::Clean | Rewind::Violated(_)));
-        self.broken = !clean;
-        clean
-    }
-}
-
 impl<B: Backend> Test<B> {
     pub(crate) fn connection(&mut self) -> &mut <B::Database as Database>::Connection {
         &mut self.state.connection
-    }
-
-    pub(crate) fn handle(&self) -> Handle<B> {
-        Handle::new(&self.state.database, Isolation::Savepoint)
     }
 
     pub(crate) fn database(&self) -> &TestDatabase<B> {
@@ -125,8 +105,6 @@ impl<B: Backend> Test<B> {
     pub(crate) async fn end(mut self, ending: Ending) -> Result<(Rewind, String)> {
         let state = &mut *self.state;
         let name = state.database.name().to_owned();
-        // Given up unless this end gets as far as the rollback (it may be cut short, or fail).
-        state.broken = true;
         stop::<B>(
             &mut state.connection,
             Some(&state.watch),
@@ -143,16 +121,12 @@ impl<B: Backend> Test<B> {
             state.sequences,
         )
         .await;
-        state.dirty = false;
         match rewound {
             Ok(rewind) => {
                 state.broken = matches!(rewind, Rewind::Escaped(_));
                 Ok((rewind, name))
             }
-            Err(source) => {
-                state.broken = true;
-                Err(state.database.error("roll back the test", source))
-            }
+            Err(source) => Err(state.database.error("roll back the test", source)),
         }
     }
 }

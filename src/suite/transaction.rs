@@ -12,7 +12,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 use crate::fence::Opened;
 use crate::suite::live::{Ending, stop};
-use crate::{Backend, Handle, Isolation, Result, Rewind, TestDatabase, runtime};
+use crate::{Backend, Result, Rewind, TestDatabase, runtime};
 
 type Manager<B> = <<B as Backend>::Database as Database>::TransactionManager;
 
@@ -100,10 +100,6 @@ impl<B: Backend> Transactions<B> {
 impl<B: Backend> Test<B> {
     pub(crate) fn connection(&mut self) -> &mut <B::Database as Database>::Connection {
         &mut self.connection
-    }
-
-    pub(crate) fn handle(&self) -> Handle<B> {
-        Handle::new(&self.shared.database, Isolation::Transaction)
     }
 
     pub(crate) fn database(&self) -> &TestDatabase<B> {
