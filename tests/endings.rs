@@ -242,6 +242,39 @@ async fn a_statement_blocked_by_the_test_never_commits_after_it<H: Endings>(_: H
     }
 }
 
+// 1b. The same statement, from a task the test spawned, which outlives the test's future: it is
+// the test's all the same (the only test running), and never commits after it.
+
+on_both!(a_spawned_task_s_blocked_statement_never_commits_after_its_test);
+
+async fn a_spawned_task_s_blocked_statement_never_commits_after_its_test<H: Endings>(_: H) {
+    for isolation in [
+        Isolation::Savepoint,
+        Isolation::Transaction,
+        Isolation::Committed,
+    ] {
+        // Not panicking: the runtime a panicking test ran on ends its tasks with it.
+        for how in [Unfinished::TimeLimit, Unfinished::Cancelled] {
+            let suite = suite::<H>("spawned", isolation);
+            end_unfinished(suite, how, async move |conn: &mut Conn<H>, ()| {
+                H::try_exec_on(conn, "BEGIN").await.ok();
+                H::try_exec_on(conn, "UPDATE items SET note = 'own' WHERE id = 1000").await?;
+                let pool = testdb::current::<H>()?.pool().clone();
+                let spawned = tokio::spawn(async move {
+                    H::try_exec(&pool, "UPDATE items SET note = 'leaked' WHERE id = 1000").await
+                });
+                spawned.await??;
+                Ok(())
+            })
+            .await;
+            let what = format!("{isolation}, a spawned task's blocked statement, {how:?}");
+            next_test_sees_the_baseline(suite, Instant::now(), &what).await;
+            tokio::time::sleep(BUSY_TIMEOUT + Duration::from_millis(300)).await;
+            next_test_sees_the_baseline(suite, Instant::now(), &what).await;
+        }
+    }
+}
+
 // 2. A long query on the test's own connection is stopped: the next test starts at once.
 
 on_both!(a_long_query_ends_with_its_test);
@@ -516,5 +549,44 @@ async fn a_statement_that_ignores_its_cancel_is_ended() {
             "{isolation}: the next test took {:?}",
             ended.elapsed()
         );
+    }
+}
+
+// 8. A test whose connection the server drops (here `pg_terminate_backend`, as a restart or a
+// proxy would) fails, and the next test starts on the baseline. PostgreSQL only: SQLite has no
+// server to drop it.
+
+#[tokio::test]
+async fn a_test_whose_connection_is_dropped_fails_and_the_next_one_passes() {
+    if common::postgres().is_none() {
+        return;
+    }
+    for isolation in [
+        Isolation::Savepoint,
+        Isolation::Transaction,
+        Isolation::Committed,
+    ] {
+        let suite = suite::<Postgres>("dropped", isolation);
+        let result = suite
+            .run(async |conn: &mut sqlx::PgConnection, ()| {
+                Postgres::try_exec_on(conn, "UPDATE items SET note = 'own' WHERE id = 1000")
+                    .await?;
+                let pid = Postgres::scalar_on(conn, "SELECT pg_backend_pid()::bigint").await;
+                let mut admin = common::admin().await;
+                sqlx::query("SELECT pg_terminate_backend($1::int, 5000)")
+                    .bind(pid)
+                    .execute(&mut admin)
+                    .await?;
+                Postgres::try_exec_on(conn, "SELECT 1").await?;
+                Ok::<_, BoxError>(())
+            })
+            .await;
+        assert!(
+            result.is_err(),
+            "{isolation}: the test went on without its connection"
+        );
+        let what = format!("{isolation}, connection dropped");
+        next_test_sees_the_baseline(suite, Instant::now(), &what).await;
+        next_test_sees_the_baseline(suite, Instant::now(), &what).await;
     }
 }
