@@ -54,15 +54,15 @@ trait Endings: Harness {
     ) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
 }
 
-/// The suite of `scenario` in `isolation`.
-fn suite<H: Endings>(scenario: &'static str, isolation: Isolation) -> &'static Suite<H> {
+/// The suite in `isolation` (scenarios share them, one at a time).
+fn suite<H: Endings>(isolation: Isolation) -> &'static Suite<H> {
     let setup: fn() -> testdb::Result<Setup<H>> = match isolation {
         Isolation::Savepoint => items::<H, 0>,
         Isolation::Transaction => items::<H, 1>,
         Isolation::Committed => items::<H, 2>,
         _ => items::<H, 3>,
     };
-    common::suite_for(format!("{scenario} {isolation}"), "endings", setup)
+    common::suite_for(isolation.to_string(), "endings", setup)
 }
 
 impl Endings for Sqlite {
@@ -209,6 +209,7 @@ async fn wait_for(
 on_both!(a_statement_blocked_by_the_test_never_commits_after_it);
 
 async fn a_statement_blocked_by_the_test_never_commits_after_it<H: Endings>(_: H) {
+    let _turn = common::one_at_a_time().await;
     for isolation in [
         Isolation::Savepoint,
         Isolation::Transaction,
@@ -219,7 +220,7 @@ async fn a_statement_blocked_by_the_test_never_commits_after_it<H: Endings>(_: H
             Unfinished::Cancelled,
             Unfinished::Panicked,
         ] {
-            let suite = suite::<H>("blocked", isolation);
+            let suite = suite::<H>(isolation);
             end_unfinished(suite, how, async move |conn: &mut Conn<H>, ()| {
                 // Committed: a transaction of the test's own (elsewhere already in one).
                 H::try_exec_on(conn, "BEGIN").await.ok();
@@ -248,6 +249,7 @@ async fn a_statement_blocked_by_the_test_never_commits_after_it<H: Endings>(_: H
 on_both!(a_spawned_task_s_blocked_statement_never_commits_after_its_test);
 
 async fn a_spawned_task_s_blocked_statement_never_commits_after_its_test<H: Endings>(_: H) {
+    let _turn = common::one_at_a_time().await;
     for isolation in [
         Isolation::Savepoint,
         Isolation::Transaction,
@@ -255,7 +257,7 @@ async fn a_spawned_task_s_blocked_statement_never_commits_after_its_test<H: Endi
     ] {
         // Not panicking: the runtime a panicking test ran on ends its tasks with it.
         for how in [Unfinished::TimeLimit, Unfinished::Cancelled] {
-            let suite = suite::<H>("spawned", isolation);
+            let suite = suite::<H>(isolation);
             end_unfinished(suite, how, async move |conn: &mut Conn<H>, ()| {
                 H::try_exec_on(conn, "BEGIN").await.ok();
                 H::try_exec_on(conn, "UPDATE items SET note = 'own' WHERE id = 1000").await?;
@@ -280,8 +282,9 @@ async fn a_spawned_task_s_blocked_statement_never_commits_after_its_test<H: Endi
 on_both!(a_long_query_ends_with_its_test);
 
 async fn a_long_query_ends_with_its_test<H: Endings>(_: H) {
+    let _turn = common::one_at_a_time().await;
     for isolation in ISOLATIONS {
-        let suite = suite::<H>("long", isolation);
+        let suite = suite::<H>(isolation);
         // By the time limit.
         let result = suite
             .run(async |conn: &mut Conn<H>, ()| {
@@ -318,6 +321,7 @@ async fn a_long_query_ends_with_its_test<H: Endings>(_: H) {
 on_both!(a_waiting_write_on_a_taken_connection_never_commits_after_its_test);
 
 async fn a_waiting_write_on_a_taken_connection_never_commits_after_its_test<H: Endings>(_: H) {
+    let _turn = common::one_at_a_time().await;
     for isolation in ISOLATIONS {
         if H::KEY == "sqlite" && isolation == Isolation::Transaction {
             continue;
@@ -325,7 +329,7 @@ async fn a_waiting_write_on_a_taken_connection_never_commits_after_its_test<H: E
         // Not panicking: a panic unwinds the test's own future, and the connection it opened
         // with it, before testdb can stop anything.
         for how in [Unfinished::TimeLimit, Unfinished::Cancelled] {
-            let suite = suite::<H>("waiting", isolation);
+            let suite = suite::<H>(isolation);
             end_unfinished(suite, how, async move |_: &mut Conn<H>, ()| {
                 let db = testdb::current::<H>()?;
                 let _locker = H::lock_row(db.url()).await;
@@ -349,8 +353,9 @@ async fn a_waiting_write_on_a_taken_connection_never_commits_after_its_test<H: E
 on_both!(a_commit_is_caught_however_the_test_ends);
 
 async fn a_commit_is_caught_however_the_test_ends<H: Endings>(_: H) {
+    let _turn = common::one_at_a_time().await;
     for isolation in [Isolation::Savepoint, Isolation::Transaction] {
-        let suite = suite::<H>("escape", isolation);
+        let suite = suite::<H>(isolation);
         // Returning: the escape is the test's error.
         let returned = suite
             .run(async |conn: &mut Conn<H>, ()| {
@@ -486,8 +491,9 @@ on_both_sync!(transaction_tests_at_once_keep_their_connections);
 on_both!(a_forgotten_transaction_guard_is_harmless);
 
 async fn a_forgotten_transaction_guard_is_harmless<H: Endings>(_: H) {
+    let _turn = common::one_at_a_time().await;
     for isolation in [Isolation::Savepoint, Isolation::Transaction] {
-        let suite = suite::<H>("forgotten", isolation);
+        let suite = suite::<H>(isolation);
         for _ in 0..3 {
             suite
                 .run(async |conn: &mut Conn<H>, ()| {
@@ -517,12 +523,13 @@ async fn a_statement_that_ignores_its_cancel_is_ended() {
     if common::postgres().is_none() {
         return;
     }
+    let _turn = common::one_at_a_time().await;
     for isolation in [
         Isolation::Savepoint,
         Isolation::Transaction,
         Isolation::Committed,
     ] {
-        let suite = suite::<Postgres>("stubborn", isolation);
+        let suite = suite::<Postgres>(isolation);
         let result = suite
             .run(async |conn: &mut sqlx::PgConnection, ()| {
                 Postgres::try_exec_on(conn, STUBBORN).await?;
@@ -561,12 +568,13 @@ async fn a_test_whose_connection_is_dropped_fails_and_the_next_one_passes() {
     if common::postgres().is_none() {
         return;
     }
+    let _turn = common::one_at_a_time().await;
     for isolation in [
         Isolation::Savepoint,
         Isolation::Transaction,
         Isolation::Committed,
     ] {
-        let suite = suite::<Postgres>("dropped", isolation);
+        let suite = suite::<Postgres>(isolation);
         let result = suite
             .run(async |conn: &mut sqlx::PgConnection, ()| {
                 Postgres::try_exec_on(conn, "UPDATE items SET note = 'own' WHERE id = 1000")

@@ -38,12 +38,8 @@ trait Sessions: Harness {
     const CLEAN: &'static str;
 }
 
-/// The suite of `scenario` in `isolation`, restoring sequences or not.
-fn suite<H: Sessions>(
-    scenario: &'static str,
-    isolation: Isolation,
-    sequences: bool,
-) -> &'static Suite<H> {
+/// The suite in `isolation`, restoring sequences or not (scenarios share them, one at a time).
+fn suite<H: Sessions>(isolation: Isolation, sequences: bool) -> &'static Suite<H> {
     let setup: fn() -> testdb::Result<Setup<H>> = match (isolation, sequences) {
         (Isolation::Savepoint, true) => counters::<H, 0, true>,
         (Isolation::Transaction, true) => counters::<H, 1, true>,
@@ -54,11 +50,7 @@ fn suite<H: Sessions>(
         (Isolation::Committed, false) => counters::<H, 2, false>,
         (_, false) => counters::<H, 3, false>,
     };
-    common::suite_for(
-        format!("{scenario} {isolation} {sequences}"),
-        "sessions",
-        setup,
-    )
+    common::suite_for(format!("{isolation} {sequences}"), "sessions", setup)
 }
 
 impl Sessions for Sqlite {
@@ -142,9 +134,10 @@ async fn next_id<H: Sessions>(suite: &Suite<H>) -> i64 {
 on_both!(each_test_starts_on_a_clean_session);
 
 async fn each_test_starts_on_a_clean_session<H: Sessions>(_: H) {
+    let _turn = common::one_at_a_time().await;
     let clean = i64::try_from(H::LEAVE.len()).unwrap();
     for isolation in ISOLATIONS {
-        let suite = suite::<H>("clean", isolation, true);
+        let suite = suite::<H>(isolation, true);
         for _ in 0..2 {
             let before = suite
                 .run(async |conn: &mut Conn<H>, ()| {
@@ -168,8 +161,9 @@ async fn each_test_starts_on_a_clean_session<H: Sessions>(_: H) {
 on_both!(ids_are_the_same_in_every_test);
 
 async fn ids_are_the_same_in_every_test<H: Sessions>(_: H) {
+    let _turn = common::one_at_a_time().await;
     for isolation in ISOLATIONS {
-        let suite = suite::<H>("ids", isolation, true);
+        let suite = suite::<H>(isolation, true);
         let ids = [
             next_id(suite).await,
             next_id(suite).await,
@@ -186,6 +180,7 @@ async fn ids_are_the_same_in_every_test<H: Sessions>(_: H) {
 on_both!(ids_keep_growing_when_sequences_are_left_alone);
 
 async fn ids_keep_growing_when_sequences_are_left_alone<H: Sessions>(_: H) {
+    let _turn = common::one_at_a_time().await;
     // SQLite's AUTOINCREMENT counter is a row: rolled back with the test in savepoint and
     // transaction isolation, and taken from the copy in fresh-database isolation, whatever the
     // setting; only committed isolation can leave it growing.
@@ -197,7 +192,7 @@ async fn ids_keep_growing_when_sequences_are_left_alone<H: Sessions>(_: H) {
         if H::KEY == "sqlite" && isolation != Isolation::Committed {
             continue;
         }
-        let suite = suite::<H>("growing", isolation, false);
+        let suite = suite::<H>(isolation, false);
         let first = next_id(suite).await;
         let second = next_id(suite).await;
         assert!(second > first, "{isolation}: {first} then {second}");
@@ -210,8 +205,9 @@ async fn ids_keep_growing_when_sequences_are_left_alone<H: Sessions>(_: H) {
 on_both!(deferred_foreign_keys_are_checked_however_they_are_deferred);
 
 async fn deferred_foreign_keys_are_checked_however_they_are_deferred<H: Sessions>(_: H) {
+    let _turn = common::one_at_a_time().await;
     for isolation in [Isolation::Savepoint, Isolation::Transaction] {
-        let suite = suite::<H>("deferred", isolation, true);
+        let suite = suite::<H>(isolation, true);
         let mut cases = vec![vec![
             "INSERT INTO late_children (id, parent_id) VALUES (1, 99)",
         ]];
@@ -276,8 +272,9 @@ fn an_exclusive_lock_does_not_outlive_its_test() {
         .build()
         .unwrap();
     runtime.block_on(async {
+        let _turn = common::one_at_a_time().await;
         for isolation in [Isolation::Savepoint, Isolation::Committed] {
-            let suite = suite::<Sqlite>("exclusive", isolation, true);
+            let suite = suite::<Sqlite>(isolation, true);
             // The test's own writes may fail (other connections have the file open); it fails
             // either way in a savepoint suite, where the lock would outlive it.
             let result = suite

@@ -335,9 +335,8 @@ pub fn child_backend() -> String {
     std::env::var(CHILD_BACKEND).unwrap_or_default()
 }
 
-/// A suite of backend `H` for `key` (e.g. a scenario and an isolation), made by `setup` the first
-/// time and kept for the process: test functions that run at once under `cargo test` each get
-/// suites of their own, where `static`s would be shared.
+/// A suite of backend `H` for `key` (e.g. an isolation), made by `setup` the first time and kept
+/// for the process. Scenarios that share such suites take turns with [`one_at_a_time`].
 pub fn suite_for<H: Backend>(
     key: String,
     name: &'static str,
@@ -355,4 +354,13 @@ pub fn suite_for<H: Backend>(
     let suite: &'static testdb::Suite<H> = Box::leak(Box::new(testdb::Suite::new(name, setup)));
     suites.push((TypeId::of::<H>(), key, suite));
     suite
+}
+
+/// A turn of the process's own: scenarios that share suites, and assert how soon one test follows
+/// another, run one at a time under `cargo test` (whose threads would interleave them). Sharing
+/// keeps the process's connections to the server few: a suite's database and its pool live as
+/// long as the process.
+pub async fn one_at_a_time() -> tokio::sync::MutexGuard<'static, ()> {
+    static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    TURN.lock().await
 }
