@@ -244,12 +244,42 @@ pub trait Backend: Clone + fmt::Debug + Send + Sync + 'static {
     /// Creates a new database that testdb owns, as a copy of template `name`.
     fn clone_template(&self, name: &str) -> impl Future<Output = Result<Self::Owned>> + Send;
 
+    /// A database as template `name` has it, for this process to use until it gives it back
+    /// ([`OwnedDatabase::release`], when it is as clean as it came) or removes it
+    /// ([`OwnedDatabase::destroy`]). A server keeps a pool of such copies beside each template,
+    /// each leased by one process at a time, so that a process neither copies nor drops one;
+    /// `spare` asks for that many free copies to be kept ready for the next lease. The default
+    /// makes a new copy ([`clone_template`](Backend::clone_template)).
+    fn lease_copy(
+        &self,
+        name: &str,
+        spare: usize,
+    ) -> impl Future<Output = Result<Self::Owned>> + Send {
+        let _ = spare;
+        self.clone_template(name)
+    }
+
+    /// Whether removing a database takes long enough (a server's `DROP DATABASE` forces a
+    /// checkpoint) that a process should not wait for it at exit. What a removal cut short
+    /// leaves is removed by the next lease of its template, or by a sweep.
+    const SLOW_REMOVAL: bool = false;
+
     /// Removes the templates whose names start with `prefix`, except `keep` and any being built
     /// or removed right now; returns how many it removed.
     fn remove_templates(
         &self,
         prefix: &str,
         keep: &str,
+    ) -> impl Future<Output = Result<usize>> + Send;
+
+    /// Removes the templates (with their copies) that no process is using and that none has used
+    /// for `unused_for`, then, of those left, the least recently used beyond `keep_at_most`;
+    /// returns how many databases it removed. Copies left behind by a template removed earlier go
+    /// too, unless leased.
+    fn remove_unused_templates(
+        &self,
+        unused_for: std::time::Duration,
+        keep_at_most: usize,
     ) -> impl Future<Output = Result<usize>> + Send;
 
     /// Prepares a database for committed isolation, inside the transaction that builds it: keeps
@@ -300,6 +330,16 @@ pub trait OwnedDatabase: fmt::Debug + Send + Sync + 'static {
 
     /// Removes the database, even while other connections to it are open.
     fn destroy(self) -> impl Future<Output = Result<()>> + Send;
+
+    /// Gives back a database that is as its template has it (a leased copy whose tests were all
+    /// undone), for another lease; ends any connection still open to it first. Removes it
+    /// unless it is a leased copy (the default).
+    fn release(self) -> impl Future<Output = Result<()>> + Send
+    where
+        Self: Sized,
+    {
+        self.destroy()
+    }
 }
 
 /// What [`Backend::rewind`] found when it ended a test.

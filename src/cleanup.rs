@@ -90,11 +90,16 @@ where
     })
 }
 
-/// Removes a database on testdb's runtime without waiting for it; the exit hook waits for it.
-pub(crate) fn remove_in_background(id: u64) {
+/// Removes a database on testdb's runtime without waiting for it; the exit hook waits for it if
+/// `awaited`.
+pub(crate) fn remove_in_background(id: u64, awaited: bool) {
     if let Some(remove) = unregister(id) {
         // Without a runtime to remove it on, the next run's sweep removes it.
-        let _ = spawn_awaited(remove());
+        if awaited {
+            let _ = spawn_awaited(remove());
+        } else {
+            let _ = runtime::spawn(remove());
+        }
     }
 }
 
@@ -136,6 +141,14 @@ pub(crate) async fn sweep_once<B: Backend>(backend: &B) -> Result<()> {
         return Ok(());
     }
     let result = backend.sweep().await;
+    if result.is_ok()
+        && let Ok((unused_for, keep_at_most)) = template_policy()
+    {
+        // Best effort: a template left now is removed by a later sweep.
+        let _ = backend
+            .remove_unused_templates(unused_for, keep_at_most)
+            .await;
+    }
     if result.is_err() {
         // Try again next time rather than never.
         if let Some(set) = swept().as_mut() {
@@ -143,4 +156,47 @@ pub(crate) async fn sweep_once<B: Backend>(backend: &B) -> Result<()> {
         }
     }
     result.map(drop)
+}
+
+/// How long a template may go unused before a sweep removes it, unless `TESTDB_TEMPLATE_DAYS`
+/// says otherwise.
+const TEMPLATE_DAYS: f64 = 3.0;
+/// How many templates a sweep keeps on a server or in a directory, at most, unless
+/// `TESTDB_MAX_TEMPLATES` says otherwise.
+const MAX_TEMPLATES: usize = 50;
+
+/// How long a template may go unused, and how many a sweep keeps: `TESTDB_TEMPLATE_DAYS` (a
+/// number of days, fractions allowed) and `TESTDB_MAX_TEMPLATES`.
+pub(crate) fn template_policy() -> Result<(Duration, usize)> {
+    let days = match setting("TESTDB_TEMPLATE_DAYS") {
+        None => TEMPLATE_DAYS,
+        Some(value) => value
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|days| days.is_finite() && *days >= 0.0)
+            .ok_or_else(|| crate::Error::InvalidSetting {
+                variable: "TESTDB_TEMPLATE_DAYS",
+                value,
+                reason: "expected a number of days, such as 3 or 0.5".into(),
+            })?,
+    };
+    let most = match setting("TESTDB_MAX_TEMPLATES") {
+        None => MAX_TEMPLATES,
+        Some(value) => value
+            .trim()
+            .parse::<usize>()
+            .map_err(|_| crate::Error::InvalidSetting {
+                variable: "TESTDB_MAX_TEMPLATES",
+                value,
+                reason: "expected a whole number of templates, such as 50".into(),
+            })?,
+    };
+    Ok((Duration::from_secs_f64(days * 86_400.0), most))
+}
+
+fn setting(variable: &str) -> Option<String> {
+    std::env::var(variable)
+        .ok()
+        .filter(|value| !value.trim().is_empty())
 }

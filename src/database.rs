@@ -1,4 +1,5 @@
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -32,6 +33,9 @@ pub struct TestDatabase<B: Backend> {
     connect_options: Arc<ConnectOptions<B::Database>>,
     registration: u64,
     owned: Arc<Mutex<Option<B::Owned>>>,
+    // A leased copy that is as its template has it (every test on it undone): given back for the
+    // next lease rather than removed.
+    reusable: Arc<AtomicBool>,
     fences: Arc<Fences>,
 }
 
@@ -78,9 +82,9 @@ impl<B: Backend> Builder<B> {
     /// Options for the database's pool. By default: at most 5 connections, never closed for being
     /// idle or old, tested before they are handed out.
     ///
-    /// Where connections depend on a runtime (PostgreSQL), testdb opens all `max_connections` at
-    /// creation, on its own runtime, and opens again there any connection the pool opens while a
-    /// caller's runtime polls it (where it would die with that runtime).
+    /// The pool opens connections when they are asked for (one at creation); where connections
+    /// depend on a runtime (PostgreSQL), testdb opens again on its own runtime any connection
+    /// the pool opens while a caller's runtime polls it (where it would die with that runtime).
     ///
     /// testdb sets the pool's `after_connect` and `before_acquire` hooks for this, and to stop what
     /// a suite's test leaves running on the connections it took: any set in `options` are
@@ -111,7 +115,7 @@ impl<B: Backend> Builder<B> {
         cleanup::sweep_once(&self.backend).await?;
         let owned = self.backend.create().await?;
         // From here on, dropping `database` removes what was created.
-        let database = TestDatabase::from_owned(owned, self.pool_options, true).await?;
+        let database = TestDatabase::from_owned(owned, self.pool_options).await?;
         if let Some(migrations) = migrations {
             migrations
                 .migrator()
@@ -156,11 +160,10 @@ impl<B: Backend> Builder<B> {
 
 impl<B: Backend> TestDatabase<B> {
     /// Takes charge of a database the backend created: removed when dropped, or at exit. Opens
-    /// its pool (every connection if `fill`, else one).
+    /// its pool, with one connection.
     pub(crate) async fn from_owned(
         owned: B::Owned,
         pool_options: Option<PoolOptions<B::Database>>,
-        fill: bool,
     ) -> Result<TestDatabase<B>> {
         let name = owned.name().to_owned();
         let url = owned.url().to_owned();
@@ -179,7 +182,9 @@ impl<B: Backend> TestDatabase<B> {
         let fences = Fences::new();
         let pool = watched::<B>(pool_options, connect_options.clone(), fences.clone())
             .connect_lazy_with(connect_options.clone());
-        let registration = cleanup::register(remover::<B>(slot.clone(), pool.clone()));
+        let reusable = Arc::new(AtomicBool::new(false));
+        let registration =
+            cleanup::register(remover::<B>(slot.clone(), pool.clone(), reusable.clone()));
         let database = TestDatabase {
             name,
             url,
@@ -188,9 +193,10 @@ impl<B: Backend> TestDatabase<B> {
             connect_options: Arc::new(connect_options),
             registration,
             owned: slot,
+            reusable,
             fences,
         };
-        database.fill_pool(fill).await?;
+        database.open_first().await?;
         Ok(database)
     }
 
@@ -256,6 +262,7 @@ fn watched<B: Backend>(
 fn remover<B: Backend>(
     slot: Arc<Mutex<Option<B::Owned>>>,
     pool: Pool<B::Database>,
+    reusable: Arc<AtomicBool>,
 ) -> Box<dyn FnOnce() -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> + Send> {
     Box::new(move || {
         // Closing marks the pool closed at once; connections still checked out are cut off by
@@ -265,10 +272,16 @@ fn remover<B: Backend>(
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .take();
+        let reusable = reusable.load(Ordering::SeqCst);
         Box::pin(async move {
             if let Some(owned) = owned {
                 let name = owned.name().to_owned();
-                if let Err(err) = owned.destroy().await {
+                let removed = if reusable {
+                    owned.release().await
+                } else {
+                    owned.destroy().await
+                };
+                if let Err(err) = removed {
                     // Drop cannot return an error; the next run's sweep removes what is left.
                     eprintln!(
                         "testdb: could not remove {} database {name}: {err:?}",
@@ -345,9 +358,16 @@ impl<B: Backend> TestDatabase<B> {
     }
 
     /// Removes the database in the background (dropping it would wait); the process waits for
-    /// that at exit.
+    /// that at exit, unless removal is slow ([`Backend::SLOW_REMOVAL`]: what an exit cuts short
+    /// is removed by a later lease or sweep).
     pub(crate) fn remove_later(self) {
-        cleanup::remove_in_background(self.registration);
+        cleanup::remove_in_background(self.registration, !B::SLOW_REMOVAL);
+    }
+
+    /// Whether the database (a leased copy) is as its template has it, so that it is given back
+    /// for another lease rather than removed, when dropped or at exit.
+    pub(crate) fn set_reusable(&self, reusable: bool) {
+        self.reusable.store(reusable, Ordering::SeqCst);
     }
 
     /// Leaves the database in place (a failed test's, for inspection): not removed at drop or
@@ -367,37 +387,13 @@ impl<B: Backend> TestDatabase<B> {
         runtime::run(remove()).await
     }
 
-    /// Opens every connection the pool may hold, at once, here on testdb's runtime: a pool that
-    /// is full never opens one inside a caller's runtime, which would die with it (one is enough
-    /// where connections do not depend on a runtime). This also proves the database can be
-    /// reached before any test relies on it.
-    async fn fill_pool(&self, fill: bool) -> Result<()> {
-        let count = if B::CONNECTIONS_NEED_A_RUNTIME && fill {
-            self.pool.options().get_max_connections()
-        } else {
-            1
-        };
-        let opening: Vec<_> = (0..count)
-            .map(|_| {
-                let pool = self.pool.clone();
-                tokio::spawn(async move { pool.acquire().await })
-            })
-            .collect();
-        let mut opened = Vec::with_capacity(opening.len());
-        for task in opening {
-            match task.await {
-                Ok(Ok(connection)) => opened.push(connection),
-                Ok(Err(source)) => return Err(self.error("connect", source)),
-                Err(_) => {
-                    return Err(Error::Runtime {
-                        reason: "opening a connection was cancelled".into(),
-                    });
-                }
-            }
-        }
-        // Dropped together: all return to the pool as idle connections.
-        drop(opened);
-        Ok(())
+    /// Opens the pool's first connection, here on testdb's runtime: proof that the database can
+    /// be reached before any test relies on it. The pool opens the others when asked (lazily: a
+    /// process holds the connections it uses), each on testdb's runtime too.
+    async fn open_first(&self) -> Result<()> {
+        let pool = self.pool.clone();
+        let opened = runtime::run(async move { pool.acquire().await.map(drop) }).await?;
+        opened.map_err(|source| self.error("connect", source))
     }
 
     /// The fences of the tests running on this database, which its pool's hooks consult.

@@ -20,6 +20,17 @@ pub enum Error {
         hint: String,
     },
 
+    /// An environment variable that testdb reads holds a value it cannot use.
+    #[error("the environment variable {variable}={value:?} is invalid: {reason}")]
+    InvalidSetting {
+        /// The variable, e.g. `TESTDB_TEMPLATE_DAYS`.
+        variable: &'static str,
+        /// Its value.
+        value: String,
+        /// What a valid value looks like.
+        reason: String,
+    },
+
     /// A connection URL that cannot be used.
     #[error("invalid {backend} URL {url}: {reason}")]
     InvalidUrl {

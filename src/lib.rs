@@ -45,12 +45,36 @@ pub use suite::{Databases, Setup, Suite};
 #[doc(hidden)]
 pub use suite::{Building, Ending, Live, Session, Stopper, Target, TemplateKey};
 
-/// Removes the databases `backend` created in processes that have since died, and nothing else;
-/// returns how many it removed.
+/// Removes what testdb left on `backend`'s server or directory and no live process uses: the
+/// databases of processes that have since died, and nothing else of theirs; copies of templates
+/// that such a process left leased; and templates (with their copies) unused for longer than
+/// `TESTDB_TEMPLATE_DAYS` (3 days by default), and the least recently used beyond
+/// `TESTDB_MAX_TEMPLATES` (50). Returns how many databases it removed.
 ///
 /// testdb does this by itself the first time a process creates a database on a server or in a
 /// directory; call it to clean up without creating one (e.g. in a CI step).
 pub async fn sweep<B: Backend>(backend: &B) -> Result<usize> {
     let backend = backend.clone();
-    runtime::run(async move { backend.sweep().await }).await?
+    runtime::run(async move {
+        let swept = backend.sweep().await?;
+        let (unused_for, keep_at_most) = cleanup::template_policy()?;
+        let templates = backend
+            .remove_unused_templates(unused_for, keep_at_most)
+            .await?;
+        Ok(swept + templates)
+    })
+    .await?
+}
+
+/// Removes every template testdb made on `backend`'s server or in its directory, with their
+/// copies, except those a live process is using right now; returns how many databases it removed.
+/// The next suite to need one builds it again.
+pub async fn remove_templates<B: Backend>(backend: &B) -> Result<usize> {
+    let backend = backend.clone();
+    runtime::run(async move {
+        backend
+            .remove_unused_templates(std::time::Duration::ZERO, 0)
+            .await
+    })
+    .await?
 }

@@ -332,11 +332,15 @@ async fn postgres_ownership_survives_a_lost_session() {
     let owner_name = format!("testdb owner {}", child.child.id());
 
     let key = marked_owner(&mut admin, &first).await;
-    assert_eq!(
-        marked_owner(&mut admin, &copy).await,
-        key,
-        "one owner per process"
-    );
+    // The suite's database is a copy of its template, leased on the owner's session.
+    let state: Option<String> = sqlx::query_scalar(
+        "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = $1",
+    )
+    .bind(&copy)
+    .fetch_one(&mut admin)
+    .await
+    .expect("read the copy's state");
+    assert_eq!(state.as_deref(), Some("testdb copy v1; leased"), "{copy}");
     let session = owner_session(&mut admin, key, &owner_name)
         .await
         .expect("the child's owner session, named, holds its lock");

@@ -6,7 +6,6 @@ use sqlx::pool::PoolConnection;
 use sqlx_core::transaction::TransactionManager;
 
 use crate::fixtures::Catalog;
-use crate::suite::savepoint::Savepoint;
 use crate::suite::target::Target;
 use crate::{Backend, Builder, Error, Result, TestDatabase};
 
@@ -38,11 +37,6 @@ impl<B: Backend> Building<B> {
         &mut self.connection
     }
 
-    /// Keeps the setup uncommitted, as the suite transaction of a savepoint suite.
-    pub(crate) async fn into_savepoint(self, sequences: bool) -> Result<Savepoint<B>> {
-        Savepoint::new(self.connection, self.database, self.suite, sequences).await
-    }
-
     /// Commits the setup (with what committed isolation needs to restore it, if `track`) and
     /// turns the database into template `name`.
     pub(crate) async fn into_template(
@@ -52,6 +46,18 @@ impl<B: Backend> Building<B> {
         data: &str,
         track: bool,
     ) -> Result<()> {
+        // The setup's deferred constraints, checked as the commit would, but named.
+        match B::checkpoint(&mut self.connection).await {
+            Ok(Ok(())) => {}
+            Ok(Err(message)) => {
+                return Err(Error::DeferredConstraint {
+                    suite: self.suite,
+                    database: self.database.name().to_owned(),
+                    message,
+                });
+            }
+            Err(source) => return Err(self.database.error("check the setup", source)),
+        }
         if track {
             let catalog = B::catalog(&mut self.connection)
                 .await

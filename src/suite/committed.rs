@@ -1,5 +1,7 @@
-//! Committed isolation: tests commit for real in a copy of the template, one at a time; after each,
-//! the tables it wrote (and the sequences it moved) are put back as the baseline has them.
+//! Committed isolation: tests commit for real in a copy of the template leased for this process,
+//! one at a time; after each, the tables it wrote (and the sequences it moved) are put back as the
+//! baseline has them. A copy whose every test was restored is given back for the next lease; one
+//! a test left dirty is removed (or, if its process died, by the next leaser).
 
 use std::sync::Arc;
 
@@ -37,6 +39,7 @@ pub(crate) struct Test<B: Backend> {
 impl<B: Backend> Committed<B> {
     pub(crate) async fn new(target: &Target<B>, template: String, sequences: bool) -> Result<Self> {
         let copy = Copy::new(target, &template).await?;
+        copy.database.set_reusable(sequences);
         Ok(Committed {
             state: Arc::new(Mutex::new(State {
                 copy,
@@ -56,6 +59,7 @@ impl<B: Backend> Committed<B> {
             state.replace().await?;
         }
         state.broken = true;
+        state.copy.database.set_reusable(false);
         let opened = state.copy.database.fences().open();
         B::enter(&state.copy.watch, opened.fence());
         Ok(Some(Test { state, opened }))
@@ -85,12 +89,15 @@ impl<B: Backend> State<B> {
         if restored.is_err() {
             self.replace().await?;
         }
+        // Restored, sequences too if asked: as the template has it.
+        self.copy.database.set_reusable(self.sequences);
         Ok(())
     }
 
     /// A new copy of the template in place of the database.
     async fn replace(&mut self) -> Result<()> {
         self.copy = Copy::new(&self.target, &self.template).await?;
+        self.copy.database.set_reusable(self.sequences);
         Ok(())
     }
 }
@@ -145,7 +152,7 @@ struct Copy<B: Backend> {
 
 impl<B: Backend> Copy<B> {
     async fn new(target: &Target<B>, template: &str) -> Result<Self> {
-        let database = target.clone_from(template, true).await?;
+        let database = target.lease(template, 0).await?;
         let mut connection = database.connect().await?;
         let catalog = B::catalog(&mut connection)
             .await

@@ -44,11 +44,6 @@ pub trait Databases: Sized + Send + 'static {
     ) -> impl Future<Output = Result<Self::Building>>;
     #[doc(hidden)]
     fn building_connections(building: &mut Self::Building) -> Self::Connections<'_>;
-    #[doc(hidden)]
-    fn into_savepoint(
-        building: Self::Building,
-        sequences: bool,
-    ) -> impl Future<Output = Result<Self::Live>>;
     /// Locks the templates: exclusively to build them, shared to use them.
     #[doc(hidden)]
     fn lock(
@@ -119,10 +114,6 @@ impl<B: Backend> Databases for B {
 
     fn building_connections(building: &mut Building<B>) -> Self::Connections<'_> {
         building.connection()
-    }
-
-    async fn into_savepoint(building: Building<B>, sequences: bool) -> Result<Live<B>> {
-        Ok(Live::Savepoint(building.into_savepoint(sequences).await?))
     }
 
     async fn lock(target: &Target<B>, key: &TemplateKey, shared: bool) -> Result<Lock> {
@@ -210,15 +201,6 @@ impl<B1: Backend, B2: Backend> Databases for (B1, B2) {
 
     fn building_connections((first, second): &mut Self::Building) -> Self::Connections<'_> {
         (first.connection(), second.connection())
-    }
-
-    async fn into_savepoint(
-        (first, second): Self::Building,
-        sequences: bool,
-    ) -> Result<Self::Live> {
-        let first = Live::Savepoint(first.into_savepoint(sequences).await?);
-        let second = Live::Savepoint(second.into_savepoint(sequences).await?);
-        Ok((first, second))
     }
 
     async fn lock(

@@ -1,8 +1,7 @@
-//! Fresh-database isolation: each test gets a copy of the template of its own, removed after it
-//! (kept if it failed and `TESTDB_KEEP=1`). Tests run in parallel; the next copy is made while a
-//! test runs.
-
-use std::sync::Arc;
+//! Fresh-database isolation: each test gets a copy of the template of its own, leased for it and
+//! removed after it (kept if it failed and `TESTDB_KEEP=1`). Tests run in parallel. Where a copy
+//! costs (a server), the backend keeps one ready beside the template, made while a test runs, for
+//! whichever process leases next: none is made for a process that will not use it.
 
 use sqlx::Database;
 use sqlx::pool::PoolConnection;
@@ -10,17 +9,12 @@ use sqlx::pool::PoolConnection;
 use crate::fence::Opened;
 use crate::suite::live::{Ending, stop};
 use crate::suite::target::Target;
-use crate::{Backend, Result, Rewind, TestDatabase, runtime};
+use crate::{Backend, Result, Rewind, TestDatabase};
 
-/// The template each test's copy comes from, and the next copy, made ahead.
+/// The template each test's copy comes from.
 pub struct Fresh<B: Backend> {
-    state: Arc<State<B>>,
-}
-
-struct State<B: Backend> {
     target: Target<B>,
     template: String,
-    spare: std::sync::Mutex<Option<tokio::task::JoinHandle<Result<TestDatabase<B>>>>>,
 }
 
 /// A test's own copy of the baseline.
@@ -31,22 +25,20 @@ pub(crate) struct Test<B: Backend> {
     opened: Opened,
 }
 
+/// Free copies a fresh suite asks the backend to keep ready for the next test.
+const SPARE: usize = 1;
+
 impl<B: Backend> Fresh<B> {
     pub(crate) fn new(target: &Target<B>, template: String) -> Self {
-        let fresh = Fresh {
-            state: Arc::new(State {
-                target: target.clone(),
-                template,
-                spare: std::sync::Mutex::new(None),
-            }),
-        };
-        fresh.state.prepare_next();
-        fresh
+        Fresh {
+            target: target.clone(),
+            template,
+        }
     }
 
     /// A copy of its own for the next test.
     pub(crate) async fn begin(&self) -> Result<Option<Test<B>>> {
-        let database = self.state.take().await?;
+        let database = self.target.lease(&self.template, SPARE).await?;
         let opened = database.fences().open();
         let connection = database.acquire_for(Some(opened.fence().clone())).await?;
         Ok(Some(Test {
@@ -54,39 +46,6 @@ impl<B: Backend> Fresh<B> {
             database,
             opened,
         }))
-    }
-}
-
-impl<B: Backend> State<B> {
-    /// Starts copying the template for the next test, in the background, unless a copy is
-    /// already on its way.
-    fn prepare_next(&self) {
-        let mut spare = self.spare.lock().unwrap_or_else(|p| p.into_inner());
-        if spare.is_some() {
-            return;
-        }
-        let target = self.target.clone();
-        let template = self.template.clone();
-        let task =
-            crate::cleanup::spawn_awaited(async move { target.clone_from(&template, false).await });
-        if let Ok(task) = task {
-            *spare = Some(task);
-        }
-    }
-
-    /// The copy prepared ahead (or a new one), and the next one started.
-    async fn take(&self) -> Result<TestDatabase<B>> {
-        let spare = self.spare.lock().unwrap_or_else(|p| p.into_inner()).take();
-        let database = match spare {
-            Some(task) => match runtime::join(task).await? {
-                Ok(database) => database,
-                // The template may have been replaced since: one more try, from scratch.
-                Err(_) => self.target.clone_from(&self.template, false).await?,
-            },
-            None => self.target.clone_from(&self.template, false).await?,
-        };
-        self.prepare_next();
-        Ok(database)
     }
 }
 

@@ -60,7 +60,8 @@ enum Held<B: Backend> {
 }
 
 impl<B: Backend> Live<B> {
-    /// The suite's database, a copy of `template`, for `isolation` (not `Savepoint`).
+    /// The suite's database for `isolation`: a copy of its template leased for this process
+    /// (for `FreshDatabase`, the template each test leases a copy of).
     pub(crate) async fn open(
         target: &Target<B>,
         key: &TemplateKey,
@@ -70,12 +71,15 @@ impl<B: Backend> Live<B> {
     ) -> Result<Self> {
         let template = key.name(index);
         Ok(match isolation {
+            Isolation::Savepoint => Live::Savepoint(
+                Savepoint::new(target.lease(&template, 0).await?, target.suite, sequences).await?,
+            ),
             Isolation::Committed => {
                 Live::Committed(Committed::new(target, template, sequences).await?)
             }
             Isolation::FreshDatabase => Live::FreshDatabase(Fresh::new(target, template)),
-            _ => Live::Transaction(
-                Transactions::new(target.clone_from(&template, true).await?, sequences).await?,
+            Isolation::Transaction => Live::Transaction(
+                Transactions::new(target.lease(&template, 0).await?, sequences).await?,
             ),
         })
     }

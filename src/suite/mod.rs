@@ -85,7 +85,7 @@ struct Ready<D: Databases, T> {
     time_limit: Duration,
     // Held while the suite copies its templates (and dropped after `live`); in a mutex only to
     // be `Sync`.
-    _templates: Option<std::sync::Mutex<TemplatesInUse>>,
+    _templates: std::sync::Mutex<TemplatesInUse>,
 }
 
 /// Shared locks on a suite's templates.
@@ -265,42 +265,19 @@ impl<D: Databases, T: Clone + Send + Serialize + DeserializeOwned + 'static> Sui
     async fn build(&self) -> Result<Ready<D, T>> {
         let setup = (self.setup)()?;
         let time_limit = setup.time_limit;
-        let (live, data, templates) = match setup.isolation {
-            Isolation::Savepoint => {
-                let mut building = D::begin(self.name, setup.databases).await?;
-                let data =
-                    (setup.data)(&mut building)
-                        .await
-                        .map_err(|source| Error::SetupFunction {
-                            suite: self.name,
-                            source,
-                        })?;
-                (
-                    D::into_savepoint(building, setup.restore_sequences).await?,
-                    data,
-                    None,
-                )
-            }
-            isolation => {
-                let (live, data, in_use) = self.copy_template(setup, isolation).await?;
-                (live, data, Some(in_use))
-            }
-        };
+        let (live, data, templates) = self.copy_template(setup).await?;
         Ok(Ready {
             live,
             data: std::sync::Mutex::new(data),
             time_limit,
-            _templates: templates.map(std::sync::Mutex::new),
+            _templates: std::sync::Mutex::new(templates),
         })
     }
 
     /// The suite's databases as copies of its template, built first if no process has built it
     /// (or if what built it has changed).
-    async fn copy_template(
-        &self,
-        setup: Setup<D, T>,
-        isolation: Isolation,
-    ) -> Result<(D::Live, T, TemplatesInUse)> {
+    async fn copy_template(&self, setup: Setup<D, T>) -> Result<(D::Live, T, TemplatesInUse)> {
+        let isolation = setup.isolation;
         let targets = D::targets(self.name, &setup.databases);
         let committed = isolation == Isolation::Committed;
         let inputs = Inputs {
@@ -319,40 +296,48 @@ impl<D: Databases, T: Clone + Send + Serialize + DeserializeOwned + 'static> Sui
             template: key.name(0),
             message,
         };
-        // A shared lock while the template is in use: no newer build of this suite removes it.
-        let mut in_use = D::lock(&targets, &key, true).await?;
-        let data = match D::find(&targets, &key).await? {
-            Some(data) => data,
-            None => {
-                drop(in_use);
-                // Processes that need the same template wait here while one of them builds it.
-                let building_lock = D::lock(&targets, &key, false).await?;
-                let data = match D::find(&targets, &key).await? {
-                    Some(data) => data,
-                    None => {
-                        let mut building = D::begin(self.name, setup.databases).await?;
-                        let value = (setup.data)(&mut building).await.map_err(|source| {
-                            Error::SetupFunction {
-                                suite: self.name,
-                                source,
-                            }
-                        })?;
-                        let data = serde_json::to_string(&value).map_err(|err| {
-                            template_error(format!("cannot store the setup value: {err}"))
-                        })?;
-                        D::into_templates(building, &targets, &key, &data, committed).await?;
-                        D::remove_superseded(&targets, &key).await;
-                        data
-                    }
-                };
-                drop(building_lock);
-                in_use = D::lock(&targets, &key, true).await?;
-                data
+        let restore_sequences = setup.restore_sequences;
+        // What builds the template, used at most once.
+        let mut build = Some((setup.databases, setup.data));
+        // A shared lock while the template is in use: nobody removes it meanwhile. Found only
+        // once that lock is held (a template removed between its build and our lock is built
+        // again).
+        let mut attempts = 0;
+        let (in_use, data) = loop {
+            let in_use = D::lock(&targets, &key, true).await?;
+            if let Some(data) = D::find(&targets, &key).await? {
+                break (in_use, data);
             }
+            drop(in_use);
+            attempts += 1;
+            if attempts > 3 || (build.is_none() && attempts > 1) {
+                return Err(template_error(
+                    "the template was removed each time it was built".into(),
+                ));
+            }
+            // Processes that need the same template wait here while one of them builds it.
+            let building_lock = D::lock(&targets, &key, false).await?;
+            if D::find(&targets, &key).await?.is_none()
+                && let Some((databases, data)) = build.take()
+            {
+                let mut building = D::begin(self.name, databases).await?;
+                let value = data(&mut building)
+                    .await
+                    .map_err(|source| Error::SetupFunction {
+                        suite: self.name,
+                        source,
+                    })?;
+                let data = serde_json::to_string(&value).map_err(|err| {
+                    template_error(format!("cannot store the setup value: {err}"))
+                })?;
+                D::into_templates(building, &targets, &key, &data, committed).await?;
+                D::remove_superseded(&targets, &key).await;
+            }
+            drop(building_lock);
         };
         let value = serde_json::from_str(&data)
             .map_err(|err| template_error(format!("cannot read the setup value: {err}")))?;
-        let live = D::open(&targets, &key, isolation, setup.restore_sequences).await?;
+        let live = D::open(&targets, &key, isolation, restore_sequences).await?;
         Ok((live, value, in_use))
     }
 }

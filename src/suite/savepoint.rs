@@ -1,10 +1,14 @@
-//! Savepoint isolation: the setup stays uncommitted in the suite transaction; each test runs in
-//! the test savepoint and is rolled back to it. One test at a time.
+//! Savepoint isolation: on a copy of the template leased for this process, the suite transaction
+//! is opened, never committed; each test runs in the test savepoint and is rolled back to it. One
+//! test at a time. Nothing is ever committed, so the copy is as clean afterwards as before, even
+//! when the process is killed (the server rolls its transaction back): it is given back for the
+//! next process to lease.
 
 use std::sync::Arc;
 
 use sqlx::Database;
 use sqlx::pool::PoolConnection;
+use sqlx_core::transaction::TransactionManager;
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use crate::fence::Opened;
@@ -36,14 +40,17 @@ pub(crate) struct Test<B: Backend> {
 }
 
 impl<B: Backend> Savepoint<B> {
-    /// Checks the setup's deferred constraints, as a commit would, and establishes the test
-    /// savepoint on the suite's connection.
+    /// Opens the suite transaction on `database` (a copy of the template) and establishes the test
+    /// savepoint in it.
     pub(crate) async fn new(
-        mut connection: PoolConnection<B::Database>,
         database: TestDatabase<B>,
         suite: &'static str,
         sequences: bool,
     ) -> Result<Self> {
+        let mut connection = database.acquire_for(None).await?;
+        <<B::Database as Database>::TransactionManager>::begin(&mut connection, None)
+            .await
+            .map_err(|source| database.error("begin the suite transaction", source))?;
         match B::checkpoint(&mut connection).await {
             Ok(Ok(())) => {}
             Ok(Err(message)) => {
@@ -61,6 +68,7 @@ impl<B: Backend> Savepoint<B> {
         let watch = B::watch(&mut connection)
             .await
             .map_err(|source| database.error("watch the suite's connection", source))?;
+        database.set_reusable(true);
         Ok(Savepoint {
             state: Arc::new(Mutex::new(State {
                 connection,
@@ -81,6 +89,7 @@ impl<B: Backend> Savepoint<B> {
             return Ok(None);
         }
         state.broken = true;
+        state.database.set_reusable(false);
         let opened = state.database.fences().open();
         B::enter(&state.watch, opened.fence());
         Ok(Some(Test { state, opened }))
@@ -124,6 +133,10 @@ impl<B: Backend> Test<B> {
         match rewound {
             Ok(rewind) => {
                 state.broken = matches!(rewind, Rewind::Escaped(_));
+                // Rolled back, sequences and all: as clean as it was leased.
+                state
+                    .database
+                    .set_reusable(!state.broken && state.sequences);
                 Ok((rewind, name))
             }
             Err(source) => Err(state.database.error("roll back the test", source)),

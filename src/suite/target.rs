@@ -39,16 +39,16 @@ impl<B: Backend> Target<B> {
         let _ = self.backend.remove_templates(prefix, keep).await;
     }
 
-    /// A new database, owned by testdb, copied from `template`; its pool opened on testdb's
-    /// runtime (all of it if `fill`).
-    pub(crate) async fn clone_from(&self, template: &str, fill: bool) -> Result<TestDatabase<B>> {
+    /// A database as `template` has it, leased for this process ([`Backend::lease_copy`], with
+    /// `spare` free copies kept ready), owned by testdb; its pool opened on testdb's runtime.
+    pub(crate) async fn lease(&self, template: &str, spare: usize) -> Result<TestDatabase<B>> {
         let backend = self.backend.clone();
         let pool_options = self.pool_options.clone();
         let template = template.to_owned();
         runtime::run(async move {
             crate::cleanup::sweep_once(&backend).await?;
-            let owned = backend.clone_template(&template).await?;
-            TestDatabase::from_owned(owned, pool_options, fill).await
+            let owned = backend.lease_copy(&template, spare).await?;
+            TestDatabase::from_owned(owned, pool_options).await
         })
         .await?
     }

@@ -1,6 +1,7 @@
-//! Transaction isolation: the baseline is committed in a copy of the template; each test gets a
-//! pooled connection inside a transaction of its own, rolled back at its end. Tests run in
-//! parallel.
+//! Transaction isolation: the baseline is committed in a copy of the template leased for this
+//! process; each test gets a pooled connection inside a transaction of its own, rolled back at its
+//! end. Tests run in parallel. The copy is given back for the next lease unless a test committed
+//! in it (or left sequences moved).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -36,6 +37,9 @@ struct Shared<B: Backend> {
     // Tests being ended right now: a test waits for them before it begins, so that it does not
     // start on a copy that one of them is about to find escaped.
     ending: watch::Sender<usize>,
+    // Whether the copy is as the template has it is decided by the last test to end, with the
+    // count of running tests read and the decision stored in one step.
+    reuse: std::sync::Mutex<()>,
 }
 
 /// One test's connection, inside its transaction.
@@ -58,6 +62,7 @@ impl<B: Backend> Transactions<B> {
         drop(connection);
         let size = database.pool().options().get_max_connections();
         let turns = usize::try_from(size.saturating_sub(1).max(1)).unwrap_or(1);
+        database.set_reusable(true);
         Ok(Transactions {
             shared: Arc::new(Shared {
                 database,
@@ -67,6 +72,7 @@ impl<B: Backend> Transactions<B> {
                 turns: Arc::new(Semaphore::new(turns)),
                 broken: AtomicBool::new(false),
                 ending: watch::Sender::new(0),
+                reuse: std::sync::Mutex::new(()),
             }),
         })
     }
@@ -76,6 +82,7 @@ impl<B: Backend> Transactions<B> {
     pub(crate) async fn begin(&self) -> Result<Option<Test<B>>> {
         let shared = &self.shared;
         let running = Running::start(shared.clone()).await?;
+        shared.decide_reuse(None);
         let mut ending = shared.ending.subscribe();
         let _ = ending.wait_for(|count| *count == 0).await;
         if shared.broken.load(Ordering::Acquire) {
@@ -131,6 +138,10 @@ impl<B: Backend> Test<B> {
             ending: counted,
         } = self;
         let ended = end_on(&mut connection, &shared, &opened, ending).await;
+        // Clean if this was the last test running and it put the sequences back.
+        let restored =
+            matches!(ended, Ok((Rewind::Clean | Rewind::Violated(_), true))) && shared.sequences;
+        shared.decide_reuse(Some(restored));
         drop(running);
         drop(opened);
         let vouched = matches!(ended, Ok((Rewind::Clean | Rewind::Violated(_), true)));
@@ -181,6 +192,19 @@ async fn end_on<B: Backend>(
         .await
         .map_err(|source| database.error("roll back the test", source))?;
     Ok((rewind, true))
+}
+
+impl<B: Backend> Shared<B> {
+    /// Whether the copy is as the template has it: not while a test runs (`None`, a test begins);
+    /// after a test that ended cleanly and put the sequences back (`Some(true)`), if no other
+    /// runs. Read and stored while no other test begins or ends.
+    fn decide_reuse(&self, ended: Option<bool>) {
+        let _deciding = self.reuse.lock().unwrap_or_else(|p| p.into_inner());
+        let clean = ended == Some(true)
+            && self.running.load(Ordering::SeqCst) == 1
+            && !self.broken.load(Ordering::Acquire);
+        self.database.set_reusable(clean);
+    }
 }
 
 /// A test counted among those running, and its turn among the tests that may run at once, until

@@ -4,7 +4,7 @@ use testdb::{Backend, Error, OwnedDatabase, Result};
 use crate::owner;
 use crate::server::{self, NAME};
 use crate::sql::{self, ident};
-use crate::{Postgres, committed, fixtures, template};
+use crate::{Postgres, committed, copies, fixtures, template};
 
 /// A PostgreSQL test database: its name, URL and server.
 pub struct PostgresDatabase {
@@ -12,6 +12,8 @@ pub struct PostgresDatabase {
     url: String,
     options: PgConnectOptions,
     server: Postgres,
+    // A copy of a template leased to this process; else a database of its own.
+    lease: Option<copies::Lease>,
 }
 
 impl Backend for Postgres {
@@ -160,8 +162,30 @@ impl Backend for Postgres {
         template::clone(self, name).await
     }
 
+    async fn lease_copy(&self, name: &str, spare: usize) -> Result<PostgresDatabase> {
+        let (copy, lease) = copies::lease(self, name, spare).await?;
+        Ok(PostgresDatabase {
+            url: self.url_of(&copy),
+            options: self.options_of(&copy),
+            server: self.clone(),
+            name: copy,
+            lease: Some(lease),
+        })
+    }
+
+    // A `DROP DATABASE` forces a checkpoint: tens of milliseconds a process need not wait at exit.
+    const SLOW_REMOVAL: bool = true;
+
     async fn remove_templates(&self, prefix: &str, keep: &str) -> Result<usize> {
         template::remove(self, prefix, keep).await
+    }
+
+    async fn remove_unused_templates(
+        &self,
+        unused_for: std::time::Duration,
+        keep_at_most: usize,
+    ) -> Result<usize> {
+        template::remove_unused(self, unused_for, keep_at_most).await
     }
 
     async fn track_writes(conn: &mut sqlx::PgConnection, tables: &[String]) -> sqlx::Result<()> {
@@ -238,6 +262,7 @@ impl Postgres {
             options: self.options_of(&name),
             server: self.clone(),
             name,
+            lease: None,
         })
     }
 
@@ -303,11 +328,26 @@ impl OwnedDatabase for PostgresDatabase {
         let mut conn = self.server.connect_maintenance().await?;
         let dropped = owner::drop_database(&mut conn, &self.name).await;
         server::close(conn).await;
+        // Its lease (if a copy) ends only once it is gone.
+        drop(self.lease);
         dropped.map_err(|source| Error::Database {
             backend: NAME,
             database: self.name.clone(),
             step: "DROP DATABASE".into(),
             source,
         })
+    }
+
+    async fn release(self) -> Result<()> {
+        match self.lease {
+            Some(lease) => copies::release(&self.server, &self.name, lease).await,
+            None => {
+                let database = PostgresDatabase {
+                    lease: None,
+                    ..self
+                };
+                database.destroy().await
+            }
+        }
     }
 }

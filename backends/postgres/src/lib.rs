@@ -32,6 +32,7 @@
 
 mod backend;
 mod committed;
+mod copies;
 mod fixtures;
 mod isolation;
 mod owner;

@@ -54,13 +54,95 @@ const PING_TIMEOUT: Duration = Duration::from_secs(10);
 /// sweep that holds the key for a moment.
 const RELOCK_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A request to the keeper: make sure the lock is held, and say so.
-type Check = oneshot::Sender<Result<()>>;
+/// A request to the keeper.
+enum Request {
+    /// Make sure the owner's lock is held, and say so.
+    Check(oneshot::Sender<Result<()>>),
+    /// Try to take a session advisory lock for the process (without waiting); say whether it was
+    /// taken.
+    Lock {
+        lock: Named,
+        reply: oneshot::Sender<Result<bool>>,
+    },
+    /// Release one hold of a lock taken by [`Request::Lock`].
+    Unlock(Named),
+}
 
-/// This process's claim on a server: the key it locks, held by a keeper thread.
+/// A session advisory lock the keeper holds for the process: `(class, hashtext(name))`, shared or
+/// exclusive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Named {
+    pub(crate) class: i32,
+    pub(crate) name: String,
+    pub(crate) shared: bool,
+}
+
+/// This process's claim on a server: the key it locks, held by a keeper thread, whose session also
+/// holds the process's other session locks (templates in use, leased copies), so that they cost
+/// no connection of their own.
 pub(crate) struct Owner {
     pub(crate) key: i32,
-    checks: mpsc::UnboundedSender<Check>,
+    checks: mpsc::UnboundedSender<Request>,
+}
+
+/// A lock the keeper holds for the process, released when dropped (and by the server when the
+/// process dies).
+pub(crate) struct KeeperLock {
+    owner: Arc<Owner>,
+    lock: Named,
+}
+
+impl std::fmt::Debug for KeeperLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeeperLock")
+            .field("name", &self.lock.name)
+            .field("shared", &self.lock.shared)
+            .finish()
+    }
+}
+
+impl Drop for KeeperLock {
+    fn drop(&mut self) {
+        let _ = self.owner.checks.send(Request::Unlock(self.lock.clone()));
+    }
+}
+
+impl Owner {
+    /// Takes `lock` on the keeper's session if it is free; `None` if another session holds it.
+    pub(crate) async fn try_lock(self: &Arc<Self>, lock: Named) -> Result<Option<KeeperLock>> {
+        let (reply, answer) = oneshot::channel();
+        self.checks
+            .send(Request::Lock {
+                lock: lock.clone(),
+                reply,
+            })
+            .map_err(|_| stopped())?;
+        let taken = answer.await.map_err(|_| stopped())??;
+        Ok(taken.then(|| KeeperLock {
+            owner: self.clone(),
+            lock,
+        }))
+    }
+
+    /// Takes `lock`, waiting (polling, so that the keeper serves others meanwhile) while another
+    /// session holds it.
+    pub(crate) async fn lock(self: &Arc<Self>, lock: Named) -> Result<KeeperLock> {
+        loop {
+            if let Some(held) = self.try_lock(lock.clone()).await? {
+                return Ok(held);
+            }
+            tokio::time::sleep(LOCK_POLL).await;
+        }
+    }
+}
+
+/// How often a process waiting for a lock another process holds tries again.
+const LOCK_POLL: Duration = Duration::from_millis(20);
+
+fn stopped() -> Error {
+    Error::Runtime {
+        reason: "testdb's owner thread stopped".into(),
+    }
 }
 
 impl Owner {
@@ -68,10 +150,9 @@ impl Owner {
     /// database marked with this key is then protected from the moment it is marked.
     async fn held(&self) -> Result<()> {
         let (reply, answer) = oneshot::channel();
-        let stopped = || Error::Runtime {
-            reason: "testdb's owner thread stopped".into(),
-        };
-        self.checks.send(reply).map_err(|_| stopped())?;
+        self.checks
+            .send(Request::Check(reply))
+            .map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
     }
 }
@@ -149,7 +230,7 @@ async fn start(server: &Postgres) -> Result<Arc<Owner>> {
 async fn keep(
     server: Postgres,
     ready: oneshot::Sender<Result<i32>>,
-    mut requests: mpsc::UnboundedReceiver<Check>,
+    mut requests: mpsc::UnboundedReceiver<Request>,
 ) {
     let (key, session) = match first_lock(&server).await {
         Ok(locked) => locked,
@@ -164,6 +245,7 @@ async fn keep(
         return;
     }
     let mut session = Some(session);
+    let mut held: Vec<Named> = Vec::new();
     loop {
         let wait = if session.is_some() {
             CHECK_EVERY
@@ -171,19 +253,96 @@ async fn keep(
             RETRY_EVERY
         };
         let request = match tokio::time::timeout(wait, requests.recv()).await {
-            Ok(Some(reply)) => Some(reply),
+            Ok(Some(request)) => Some(request),
             // The owner is gone: nothing is marked with this key any more.
             Ok(None) => break,
             Err(_elapsed) => None,
         };
-        let held = hold(&server, key, &mut session).await;
-        if let Some(reply) = request {
-            let _ = reply.send(held);
+        match request {
+            None => {
+                let _ = hold(&server, key, &mut session, &mut held).await;
+            }
+            Some(Request::Check(reply)) => {
+                let _ = reply.send(hold(&server, key, &mut session, &mut held).await);
+            }
+            Some(Request::Lock { lock, reply }) => {
+                // An exclusive lock is the process's once, not once per taker (the server's are
+                // reentrant): a copy this process leases is not leased to it again.
+                if !lock.shared && held.contains(&lock) {
+                    let _ = reply.send(Ok(false));
+                    continue;
+                }
+                let taken = take(&server, key, &mut session, &mut held, &lock).await;
+                if let Ok(true) = taken {
+                    held.push(lock);
+                }
+                let _ = reply.send(taken);
+            }
+            Some(Request::Unlock(lock)) => {
+                if let Some(at) = held.iter().position(|hold| *hold == lock) {
+                    held.swap_remove(at);
+                    if let Some(session) = session.as_mut() {
+                        // A lost session released it already.
+                        let _ = unlock_on(&mut session.conn, &lock).await;
+                    }
+                }
+            }
         }
     }
     if let Some(session) = session {
         server::close(session.conn).await;
     }
+}
+
+/// Tries `lock` on the keeper's session, taking the owner's lock again first if the session was
+/// lost.
+async fn take(
+    server: &Postgres,
+    key: i32,
+    session: &mut Option<Session>,
+    held: &mut Vec<Named>,
+    lock: &Named,
+) -> Result<bool> {
+    if let Some(open) = session.as_mut()
+        && let Ok(taken) = try_lock_on(&mut open.conn, lock).await
+    {
+        return Ok(taken);
+    }
+    // The session failed: check it (taking everything again on a new one if it is lost), retry.
+    hold(server, key, session, held).await?;
+    match session.as_mut() {
+        Some(open) => try_lock_on(&mut open.conn, lock)
+            .await
+            .map_err(|source| lock_error(server, source)),
+        None => Err(stopped()),
+    }
+}
+
+async fn try_lock_on(conn: &mut PgConnection, lock: &Named) -> sqlx::Result<bool> {
+    let statement = if lock.shared {
+        "SELECT pg_try_advisory_lock_shared($1, hashtext($2))"
+    } else {
+        "SELECT pg_try_advisory_lock($1, hashtext($2))"
+    };
+    sqlx::query_scalar(statement)
+        .bind(lock.class)
+        .bind(&lock.name)
+        .fetch_one(conn)
+        .await
+}
+
+async fn unlock_on(conn: &mut PgConnection, lock: &Named) -> sqlx::Result<()> {
+    let statement = if lock.shared {
+        "SELECT pg_advisory_unlock_shared($1, hashtext($2))"
+    } else {
+        "SELECT pg_advisory_unlock($1, hashtext($2))"
+    };
+    sqlx::query(statement)
+        .bind(lock.class)
+        .bind(&lock.name)
+        .execute(conn)
+        .await
+        .map(drop)
 }
 
 /// The session that holds the lock, and what names it apart from any later session.
@@ -249,8 +408,15 @@ async fn first_lock(server: &Postgres) -> Result<(i32, Session)> {
     }
 }
 
-/// Makes sure the lock is held: checks the session, or takes the lock again on a new one.
-async fn hold(server: &Postgres, key: i32, session: &mut Option<Session>) -> Result<()> {
+/// Makes sure the lock is held: checks the session, or takes the lock again on a new one, and
+/// with it every lock the keeper holds for the process (those another process took meanwhile are
+/// lost: a template it then removes, a copy it then leases, was no longer this process's).
+async fn hold(
+    server: &Postgres,
+    key: i32,
+    session: &mut Option<Session>,
+    held: &mut Vec<Named>,
+) -> Result<()> {
     let mut lost = None;
     if let Some(held) = session.as_mut() {
         if let Ok(Ok(())) = tokio::time::timeout(PING_TIMEOUT, held.conn.ping()).await {
@@ -270,6 +436,14 @@ async fn hold(server: &Postgres, key: i32, session: &mut Option<Session>) -> Res
                 )),
             ))
         })?;
+    let mut relocked = relocked;
+    let mut kept = Vec::with_capacity(held.len());
+    for lock in held.drain(..) {
+        if let Ok(true) = try_lock_on(&mut relocked.conn, &lock).await {
+            kept.push(lock);
+        }
+    }
+    *held = kept;
     *session = Some(relocked);
     Ok(())
 }
@@ -415,6 +589,10 @@ async fn sweep_on(server: &Postgres, conn: &mut PgConnection) -> Result<usize> {
             .execute(&mut *conn)
             .await;
     }
+    // Copies of templates that a dead process left leased (or a test left dirty).
+    dropped += crate::copies::sweep(conn)
+        .await
+        .map_err(|source| failed("sweep the templates' copies", source))?;
     Ok(dropped)
 }
 
@@ -424,7 +602,7 @@ async fn sweep_on(server: &Postgres, conn: &mut PgConnection) -> Result<usize> {
 /// moment, so a database in use is never taken from under anyone. Without `FORCE`, `DROP
 /// DATABASE` itself refuses while anyone is connected, but only after waiting 5 s for them to
 /// leave: look first.
-async fn drop_unused(conn: &mut PgConnection, name: &str) -> sqlx::Result<bool> {
+pub(crate) async fn drop_unused(conn: &mut PgConnection, name: &str) -> sqlx::Result<bool> {
     let in_use: bool =
         sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE datname = $1)")
             .bind(name)

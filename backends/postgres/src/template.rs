@@ -3,8 +3,13 @@
 //!
 //! A template's comment marks it complete and carries the suite's setup value. Builders and
 //! removers hold a session advisory lock on the template's name, so that processes that need the
-//! same template build it once. Nobody ever connects to a template: a session on it would make
-//! every clone fail.
+//! same template build it once; users hold it shared. The locks are held on the session of the
+//! process's owner keeper, so that they cost no connection. Nobody ever connects to a template: a
+//! session on it would make every copy fail.
+//!
+//! Beside each template lives its pool of copies (`copies.rs`), named after it.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sqlx::Row;
 use sqlx::postgres::PgConnection;
@@ -12,35 +17,32 @@ use testdb::{Error, OwnedDatabase, Result};
 
 use crate::Postgres;
 use crate::backend::PostgresDatabase;
+use crate::copies;
 use crate::owner::{self, TEMPLATE_PREFIX};
 use crate::server::{self, NAME};
 use crate::sql::{self, ident};
 
 /// The first half of template-lock keys (the second is the name's hash).
-const LOCK_CLASS: i32 = 0x7470_6c74; // "tplt"
+pub(crate) const LOCK_CLASS: i32 = 0x7470_6c74; // "tplt"
 const MARKER: &str = "testdb template v1; data=";
 
-/// The lock on a template's name: held by the session it was taken on, released when that
-/// session ends.
+/// The lock on a template's name, held for this process on its owner keeper's session; released
+/// when dropped, or when the process dies.
 #[derive(Debug)]
 pub struct TemplateLock {
-    _session: PgConnection,
+    _held: owner::KeeperLock,
 }
 
 pub(crate) async fn lock(server: &Postgres, name: &str, shared: bool) -> Result<TemplateLock> {
-    let mut session = server.connect_maintenance().await?;
-    let statement = if shared {
-        "SELECT pg_advisory_lock_shared($1, hashtext($2))"
-    } else {
-        "SELECT pg_advisory_lock($1, hashtext($2))"
-    };
-    sqlx::query(statement)
-        .bind(LOCK_CLASS)
-        .bind(name)
-        .execute(&mut session)
-        .await
-        .map_err(|source| failed(name, "lock the template", source))?;
-    Ok(TemplateLock { _session: session })
+    let keeper = owner::owner(server).await?;
+    let held = keeper
+        .lock(owner::Named {
+            class: LOCK_CLASS,
+            name: name.to_owned(),
+            shared,
+        })
+        .await?;
+    Ok(TemplateLock { _held: held })
 }
 
 pub(crate) async fn find(server: &Postgres, name: &str) -> Result<Option<String>> {
@@ -52,11 +54,37 @@ pub(crate) async fn find(server: &Postgres, name: &str) -> Result<Option<String>
     .bind(name)
     .fetch_optional(&mut conn)
     .await;
+    let comment = comment.map_err(|source| failed(name, "look the template up", source));
+    let data = comment.map(|comment| {
+        comment
+            .flatten()
+            .and_then(|comment| comment.strip_prefix(MARKER).map(str::to_owned))
+    });
+    if let Ok(Some(_)) = &data {
+        // Found for use: a sweep keeps it while it is used. Best effort.
+        let _ = stamp(&mut conn, name).await;
+    }
     server::close(conn).await;
-    let comment = comment.map_err(|source| failed(name, "look the template up", source))?;
-    Ok(comment
-        .flatten()
-        .and_then(|comment| comment.strip_prefix(MARKER).map(str::to_owned)))
+    data
+}
+
+/// The setting that records when a template was last used (seconds since the epoch): stored in
+/// the shared catalog (`ALTER DATABASE … SET`), so that nobody connects to the template to write
+/// it.
+const USED: &str = "testdb.used";
+
+async fn stamp(conn: &mut PgConnection, name: &str) -> sqlx::Result<()> {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs());
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "ALTER DATABASE {} SET {USED} TO {}",
+        ident(name),
+        sql::literal(&now.to_string())
+    )))
+    .execute(conn)
+    .await
+    .map(drop)
 }
 
 pub(crate) async fn promote(
@@ -113,7 +141,7 @@ async fn promote_on(
             .execute(&mut *conn)
             .await?;
     }
-    Ok(())
+    stamp(conn, name).await
 }
 
 pub(crate) async fn clone(server: &Postgres, name: &str) -> Result<PostgresDatabase> {
@@ -142,7 +170,17 @@ async fn remove_on(conn: &mut PgConnection, prefix: &str, keep: &str) -> sqlx::R
     .map(|row| row.get(0))
     .collect();
     let mut removed = 0;
+    let kept_copies = format!("{keep}_");
     for name in names {
+        if name.starts_with(&kept_copies) {
+            continue; // The kept template's own copies.
+        }
+        if copies::template_of(&name).is_some() {
+            if copies::remove_unleased(conn, &name).await.unwrap_or(false) {
+                removed += 1;
+            }
+            continue;
+        }
         let free: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1, hashtext($2))")
             .bind(LOCK_CLASS)
             .bind(&name)
@@ -159,6 +197,80 @@ async fn remove_on(conn: &mut PgConnection, prefix: &str, keep: &str) -> sqlx::R
             .bind(&name)
             .execute(&mut *conn)
             .await?;
+    }
+    Ok(removed)
+}
+
+pub(crate) async fn remove_unused(
+    server: &Postgres,
+    unused_for: Duration,
+    keep_at_most: usize,
+) -> Result<usize> {
+    let mut conn = server.connect_maintenance().await?;
+    let result = remove_unused_on(&mut conn, unused_for, keep_at_most).await;
+    server::close(conn).await;
+    result.map_err(|source| failed(server.redacted_url(), "remove unused templates", source))
+}
+
+async fn remove_unused_on(
+    conn: &mut PgConnection,
+    unused_for: Duration,
+    keep_at_most: usize,
+) -> sqlx::Result<usize> {
+    // Every `testdb_tpl_` database with its last use (none for one made before uses were
+    // recorded), the most recently used first.
+    let rows = sqlx::query(
+        "SELECT d.datname::text, (SELECT split_part(c, '=', 2) FROM unnest(s.setconfig) c          WHERE starts_with(c, $2))          FROM pg_database d LEFT JOIN pg_db_role_setting s          ON s.setdatabase = d.oid AND s.setrole = 0          WHERE starts_with(d.datname, $1)",
+    )
+    .bind(TEMPLATE_PREFIX)
+    .bind(format!("{USED}="))
+    .fetch_all(&mut *conn)
+    .await?;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs());
+    let mut templates = Vec::new();
+    let mut copies_of = std::collections::HashMap::<String, Vec<String>>::new();
+    for row in &rows {
+        let name: String = row.try_get(0)?;
+        let used: Option<String> = row.try_get(1)?;
+        match copies::template_of(&name) {
+            Some((template, _)) => copies_of.entry(template.to_owned()).or_default().push(name),
+            None => templates.push((name, used.and_then(|used| used.parse::<u64>().ok()))),
+        }
+    }
+    templates.sort_by_key(|template| std::cmp::Reverse(template.1));
+    let mut removed = 0;
+    for (rank, (name, used)) in templates.iter().enumerate() {
+        let idle = used.map(|used| Duration::from_secs(now.saturating_sub(used)));
+        let expired = idle.is_none_or(|idle| idle >= unused_for) || rank >= keep_at_most;
+        if !expired {
+            copies_of.remove(name);
+            continue;
+        }
+        let free: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1, hashtext($2))")
+            .bind(LOCK_CLASS)
+            .bind(name)
+            .fetch_one(&mut *conn)
+            .await?;
+        if !free {
+            copies_of.remove(name); // In use, being built or removed.
+            continue;
+        }
+        if drop_template(conn, name).await.is_ok() {
+            removed += 1;
+        }
+        sqlx::query("SELECT pg_advisory_unlock($1, hashtext($2))")
+            .bind(LOCK_CLASS)
+            .bind(name)
+            .execute(&mut *conn)
+            .await?;
+    }
+    // The copies of the templates just removed, and of templates removed before.
+    for name in copies_of.into_values().flatten() {
+        if copies::remove_unleased(conn, &name).await.unwrap_or(false) {
+            removed += 1;
+        }
     }
     Ok(removed)
 }

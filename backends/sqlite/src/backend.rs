@@ -237,6 +237,14 @@ impl Backend for Sqlite {
         template::remove(self, prefix, keep).await
     }
 
+    async fn remove_unused_templates(
+        &self,
+        unused_for: std::time::Duration,
+        keep_at_most: usize,
+    ) -> Result<usize> {
+        template::remove_unused(self, unused_for, keep_at_most).await
+    }
+
     async fn track_writes(
         conn: &mut sqlx::SqliteConnection,
         tables: &[String],

@@ -11,6 +11,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 use sqlx::{ConnectOptions, Connection};
 use testdb::{OwnedDatabase, Result};
@@ -107,9 +108,23 @@ pub(crate) async fn find(server: &Sqlite, name: &str) -> Result<Option<String>> 
     }
     let data = path(server, name, "json");
     match std::fs::read_to_string(&data) {
-        Ok(text) => Ok(Some(text)),
+        Ok(text) => {
+            // Found for use: a sweep keeps it while it is used. Best effort.
+            stamp(server, name);
+            Ok(Some(text))
+        }
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(source) => Err(io("read", &data, source)),
+    }
+}
+
+/// Records that template `name` was used now, as its lock file's modification time.
+fn stamp(server: &Sqlite, name: &str) {
+    if let Ok(file) = OpenOptions::new()
+        .write(true)
+        .open(path(server, name, "lock"))
+    {
+        let _ = file.set_modified(SystemTime::now());
     }
 }
 
@@ -150,7 +165,9 @@ async fn promote_file(
         .map_err(|source| io("remove", &target, source))?;
     std::fs::write(&data_file, data).map_err(|source| io("write", &data_file, source))?;
     std::fs::copy(database.file(), &staged).map_err(|source| io("copy to", &staged, source))?;
-    std::fs::rename(&staged, &target).map_err(|source| io("rename", &staged, source))
+    std::fs::rename(&staged, &target).map_err(|source| io("rename", &staged, source))?;
+    stamp(server, name);
+    Ok(())
 }
 
 pub(crate) async fn clone(server: &Sqlite, name: &str) -> Result<SqliteDatabase> {
@@ -167,36 +184,72 @@ pub(crate) async fn remove(server: &Sqlite, prefix: &str, keep: &str) -> Result<
         Err(source) => return Err(io("read directory", &dir, source)),
     };
     let mut removed = 0;
-    for entry in entries.flatten() {
-        let file_name = entry.file_name();
-        let Some(name) = file_name
-            .to_str()
-            .and_then(|file| file.strip_suffix(".lock"))
-        else {
-            continue;
-        };
-        if !name.starts_with(prefix) || name == keep {
-            continue;
+    for (name, _) in templates(entries) {
+        if name.starts_with(prefix) && name != keep && remove_one(server, &name) {
+            removed += 1;
         }
-        let lock_path = entry.path();
-        let Ok(lock) = OpenOptions::new().write(true).open(&lock_path) else {
-            continue;
-        };
-        if lock.try_lock().is_err() {
-            continue; // Being built or removed by another process.
+    }
+    Ok(removed)
+}
+
+/// The templates in a listing of the templates' directory, with their last use.
+fn templates(entries: std::fs::ReadDir) -> Vec<(String, Option<SystemTime>)> {
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            let file_name = entry.file_name();
+            let name = file_name.to_str()?.strip_suffix(".lock")?.to_owned();
+            let used = entry.metadata().and_then(|meta| meta.modified()).ok();
+            Some((name, used))
+        })
+        .collect()
+}
+
+/// Removes template `name` unless it is in use, being built or being removed; whether it did.
+fn remove_one(server: &Sqlite, name: &str) -> bool {
+    let lock_path = path(server, name, "lock");
+    let Ok(lock) = OpenOptions::new().write(true).open(&lock_path) else {
+        return false;
+    };
+    if lock.try_lock().is_err() {
+        return false; // In use, or being built or removed by another process.
+    }
+    if !is_at(&lock, &lock_path).unwrap_or(false) {
+        return false; // Removed by another process since we listed it (and perhaps made anew).
+    }
+    for extension in ["sqlite3", "json", "sqlite3.new"] {
+        let _ = std::fs::remove_file(path(server, name, extension));
+    }
+    // Last, and while it is locked: whoever waits for it finds it gone once it has the lock,
+    // and locks a new one. Where a file's identity cannot be checked, it stays.
+    #[cfg(unix)]
+    let _ = std::fs::remove_file(&lock_path);
+    drop(lock);
+    true
+}
+
+pub(crate) async fn remove_unused(
+    server: &Sqlite,
+    unused_for: Duration,
+    keep_at_most: usize,
+) -> Result<usize> {
+    let dir = directory(server);
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(source) => return Err(io("read directory", &dir, source)),
+    };
+    let mut templates = templates(entries);
+    // The most recently used first.
+    templates.sort_by_key(|template| std::cmp::Reverse(template.1));
+    let now = SystemTime::now();
+    let mut removed = 0;
+    for (rank, (name, used)) in templates.iter().enumerate() {
+        let idle = used.and_then(|used| now.duration_since(used).ok());
+        let expired = idle.is_some_and(|idle| idle >= unused_for) || rank >= keep_at_most;
+        if expired && remove_one(server, name) {
+            removed += 1;
         }
-        if !is_at(&lock, &lock_path).unwrap_or(false) {
-            continue; // Removed by another process since we listed it (and perhaps made anew).
-        }
-        for extension in ["sqlite3", "json", "sqlite3.new"] {
-            let _ = std::fs::remove_file(path(server, name, extension));
-        }
-        // Last, and while it is locked: whoever waits for it finds it gone once it has the lock,
-        // and locks a new one. Where a file's identity cannot be checked, it stays.
-        #[cfg(unix)]
-        let _ = std::fs::remove_file(&lock_path);
-        drop(lock);
-        removed += 1;
     }
     Ok(removed)
 }
