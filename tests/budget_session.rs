@@ -21,18 +21,22 @@ use sqlx::postgres::{PgConnectOptions, PgConnection};
 use testdb::{Backend, Error, Isolation, Setup, Suite, TestDatabase};
 use testdb_postgres::Postgres;
 
-/// Whether this session holds a slot of the budget.
-const HOLDS_A_SLOT: &str = "SELECT EXISTS (SELECT FROM pg_locks WHERE locktype = 'advisory' \
-     AND classid = 1651860583 AND objsubid = 2 AND granted AND pid = pg_backend_pid())";
+/// How many slots of the budget this session holds.
+const SLOTS_HELD: &str = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' \
+     AND classid = 1651860583 AND objsubid = 2 AND granted AND pid = pg_backend_pid()";
 /// This session's other advisory locks.
 const OTHER_LOCKS: &str = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' \
      AND pid = pg_backend_pid() AND NOT (classid = 1651860583 AND objsubid = 2)";
 
+/// Whether this session holds one slot (none means it lost its slot; two, that an attempt
+/// locked more than the one it keeps).
 async fn holds_a_slot(conn: &mut PgConnection) -> bool {
-    sqlx::query_scalar(HOLDS_A_SLOT)
+    let held: i64 = sqlx::query_scalar(SLOTS_HELD)
         .fetch_one(conn)
         .await
-        .unwrap()
+        .unwrap();
+    assert!(held <= 1, "{held} slots held by one session");
+    held == 1
 }
 
 async fn other_locks(conn: &mut PgConnection) -> i64 {
