@@ -112,7 +112,10 @@ impl Postgres {
                     budget::note_full(&self.options);
                     // Jittered, so that processes refused together do not come back together.
                     let pause = backoff.mul_f64(0.5 + f64::from(budget::random(100)) / 100.0);
-                    tokio::time::sleep(pause.min(deadline - Instant::now())).await;
+                    tokio::time::sleep(
+                        pause.min(deadline.saturating_duration_since(Instant::now())),
+                    )
+                    .await;
                     backoff = (backoff * 2).min(Duration::from_millis(500));
                 }
                 Err(source) => return Err(self.connect_error(source)),
