@@ -303,6 +303,26 @@ pub trait Backend: Clone + fmt::Debug + Send + Sync + 'static {
         tables: &[String],
         sequences: bool,
     ) -> impl Future<Output = sqlx::Result<()>> + Send;
+
+    /// Takes this connection's place in the server's connection budget (shared by every testdb
+    /// process on the server), waiting for one: called once for every connection testdb opens to
+    /// a test database (`options`), before it is used. The default does nothing.
+    fn admit(
+        conn: &mut Self::Connection,
+        options: &ConnectOptions<Self::Database>,
+    ) -> impl Future<Output = sqlx::Result<()>> + Send {
+        let _ = (conn, options);
+        async { Ok(()) }
+    }
+
+    /// What to change when the server would not give testdb a connection (`options`) in time:
+    /// too many clients, or the connection budget used up. `err` is the error opening or
+    /// acquiring one (a pool only says that it timed out). `None` when the backend knows no
+    /// more than `err` says, as the default does.
+    fn refused(options: &ConnectOptions<Self::Database>, err: &sqlx::Error) -> Option<String> {
+        let _ = (options, err);
+        None
+    }
 }
 
 /// The savepoint every test of a suite starts from and is rolled back to.

@@ -228,6 +228,7 @@ fn watched<B: Backend>(
         .after_connect(move |conn, _| {
             let fences = connected.clone();
             let connect = connect.clone();
+            let admitted = connect.clone();
             Box::pin(async move {
                 if B::CONNECTIONS_NEED_A_RUNTIME && !runtime::is_current() {
                     let reopened = runtime::run(async move {
@@ -241,6 +242,7 @@ fn watched<B: Backend>(
                     let opened_here = std::mem::replace(conn, reopened);
                     let _ = opened_here.close().await;
                 }
+                B::admit(conn, &admitted).await?;
                 if fences.in_use() {
                     B::join(conn, &fences.attribute()).await?;
                 }
@@ -338,7 +340,11 @@ impl<B: Backend> TestDatabase<B> {
     pub async fn connect(&self) -> Result<<B::Database as Database>::Connection> {
         let options = self.connect_options.clone();
         let connected = runtime::run(async move {
-            <<B::Database as Database>::Connection as Connection>::connect_with(&options).await
+            let mut conn =
+                <<B::Database as Database>::Connection as Connection>::connect_with(&options)
+                    .await?;
+            B::admit(&mut conn, &options).await?;
+            Ok(conn)
         })
         .await?;
         connected.map_err(|source| self.error("connect", source))
@@ -417,6 +423,15 @@ impl<B: Backend> TestDatabase<B> {
     }
 
     pub(crate) fn error(&self, step: &str, source: sqlx::Error) -> Error {
+        // A connection the server would not give: too many clients, or testdb's budget used up.
+        if let Some(hint) = B::refused(&self.connect_options, &source) {
+            return Error::Connect {
+                backend: B::NAME,
+                server: self.redacted_url.clone(),
+                hint,
+                source,
+            };
+        }
         Error::Database {
             backend: B::NAME,
             database: self.name.clone(),

@@ -211,6 +211,14 @@ impl Backend for Postgres {
     async fn sweep(&self) -> Result<usize> {
         owner::sweep(self).await
     }
+
+    async fn admit(conn: &mut sqlx::PgConnection, options: &PgConnectOptions) -> sqlx::Result<()> {
+        crate::budget::admit(conn, options).await
+    }
+
+    fn refused(options: &PgConnectOptions, err: &sqlx::Error) -> Option<String> {
+        crate::budget::hint(options, err)
+    }
 }
 
 impl Postgres {

@@ -5,6 +5,7 @@ use sqlx::postgres::{PgConnectOptions, PgConnection, PgDatabaseError, PgRow};
 use sqlx::{Connection, Row};
 use testdb::{Attribution, Fence, Rewind};
 
+use crate::budget;
 use crate::sql::{ident, literal};
 
 /// `SAVEPOINT`, deferred-constraint check and rollback in one round trip; the rollback restores
@@ -14,12 +15,12 @@ const CHECKPOINT: &str = "SAVEPOINT testdb_test; SET CONSTRAINTS ALL IMMEDIATE; 
 const CHECK: &str = "SET CONSTRAINTS ALL IMMEDIATE; ";
 const REWIND: &str = "ROLLBACK TO SAVEPOINT testdb_test; ";
 /// What a test may leave in its session that no rollback undoes: session advisory locks
-/// (released); and prepared statements of its own (`PREPARE`), counted here and deallocated in a
-/// second round trip only if there are any (sqlx's own, prepared by the protocol, stay). One
-/// statement, with the sequences' reset as another column where there is one.
-const SESSION: &str = "SELECT pg_advisory_unlock_all(), \
-                       (SELECT count(*) FROM pg_prepared_statements WHERE from_sql) \
-                       AS testdb_prepared";
+/// (released, but for the connection's slot in the budget, taken back in the same statement);
+/// and prepared statements of its own (`PREPARE`), counted here and deallocated in a second round
+/// trip only if there are any (sqlx's own, prepared by the protocol, stay). One statement, with
+/// the sequences' reset as another column where there is one.
+const PREPARED: &str = ", (SELECT count(*) FROM pg_prepared_statements WHERE from_sql) \
+                        AS testdb_prepared";
 /// Committed isolation's session, out of any transaction: also settings, role, temporary
 /// tables, cursors, listeners and cached sequence values.
 const COMMITTED_SESSION: &str = "RESET ALL; RESET ROLE; DISCARD TEMP; DISCARD SEQUENCES; \
@@ -84,7 +85,7 @@ pub(crate) async fn rewind(
         .await
     {
         Ok(rows) => {
-            deallocate_prepared(conn, &rows).await?;
+            restore_session(conn, &rows).await?;
             return Ok(Rewind::Clean);
         }
         Err(err) => err,
@@ -111,7 +112,7 @@ fn session_reset(baseline: &Baseline, sequences: bool) -> String {
         .as_deref()
         .filter(|_| sequences)
         .unwrap_or("");
-    format!("{SESSION}{sequences}")
+    budget::rewind_statement(&format!("{PREPARED}{sequences}"))
 }
 
 async fn rewind_only(conn: &mut PgConnection, reset: &str) -> sqlx::Result<Rewind> {
@@ -121,7 +122,7 @@ async fn rewind_only(conn: &mut PgConnection, reset: &str) -> sqlx::Result<Rewin
         .await
     {
         Ok(rows) => {
-            deallocate_prepared(conn, &rows).await?;
+            restore_session(conn, &rows).await?;
             Ok(Rewind::Clean)
         }
         Err(err) if is_escape(&err) => Ok(Rewind::Escaped(describe(&err))),
@@ -130,11 +131,26 @@ async fn rewind_only(conn: &mut PgConnection, reset: &str) -> sqlx::Result<Rewin
 }
 
 pub(crate) async fn reset_session(conn: &mut PgConnection) -> sqlx::Result<()> {
-    let sql = format!("{COMMITTED_SESSION}{SESSION}");
+    // The slot first, while the session's note of it is there: `RESET ALL` clears the note,
+    // written again after it.
+    let sql = format!(
+        "{}; {COMMITTED_SESSION}{}",
+        budget::rewind_statement(PREPARED),
+        budget::renote()
+    );
     let rows = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
         .fetch_all(&mut *conn)
         .await?;
-    deallocate_prepared(conn, &rows).await
+    restore_session(conn, &rows).await
+}
+
+/// After a session reset (`rows`): takes the connection's slot in the budget again if the reset
+/// could not take it back (waiting for one), and deallocates the test's prepared statements.
+async fn restore_session(conn: &mut PgConnection, rows: &[PgRow]) -> sqlx::Result<()> {
+    if let Err(previous) = budget::rewound(rows) {
+        budget::retake(conn, previous).await?;
+    }
+    deallocate_prepared(conn, rows).await
 }
 
 /// Deallocates the test's own prepared statements, if `rows` (the session reset's) counted any.

@@ -31,6 +31,7 @@
 )]
 
 mod backend;
+mod budget;
 mod committed;
 mod copies;
 mod fixtures;

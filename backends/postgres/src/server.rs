@@ -1,10 +1,13 @@
 use std::fmt;
 use std::str::FromStr;
+use std::time::{Duration, Instant};
 
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 use sqlx::{ConnectOptions, Connection};
 use testdb::{Error, Result};
 use url::Url;
+
+use crate::budget;
 
 /// Environment variables read by [`Postgres::from_env`], in order.
 pub(crate) const URL_VARIABLES: [&str; 2] = ["TESTDB_POSTGRES_URL", "DATABASE_URL"];
@@ -90,12 +93,41 @@ impl Postgres {
         self.options.clone().database(name)
     }
 
-    /// Opens a connection to the database named in the URL, for creating and dropping.
+    /// Opens a connection to the database named in the URL, for creating and dropping, and takes
+    /// a slot in the connection budget for it if one is free (see [`budget::admit_if_free`]).
+    /// While the server refuses connections for too many clients, waits (up to
+    /// [`budget::TIMEOUT`]).
     pub(crate) async fn connect_maintenance(&self) -> Result<PgConnection> {
-        self.options
-            .connect()
-            .await
-            .map_err(|source| self.connect_error(source))
+        // A bad budget size is the user's to fix: said now, not after a timeout.
+        budget::configured().map_err(|bad| Error::NotConfigured {
+            backend: NAME,
+            hint: bad.to_string(),
+        })?;
+        let deadline = Instant::now() + budget::TIMEOUT;
+        let mut backoff = Duration::from_millis(10);
+        let mut conn = loop {
+            match self.options.connect().await {
+                Ok(conn) => break conn,
+                Err(source) if budget::is_too_many(&source) && Instant::now() < deadline => {
+                    budget::note_full(&self.options);
+                    // Jittered, so that processes refused together do not come back together.
+                    let pause = backoff.mul_f64(0.5 + f64::from(budget::random(100)) / 100.0);
+                    tokio::time::sleep(
+                        pause.min(deadline.saturating_duration_since(Instant::now())),
+                    )
+                    .await;
+                    backoff = (backoff * 2).min(Duration::from_millis(500));
+                }
+                Err(source) => return Err(self.connect_error(source)),
+            }
+        };
+        match budget::admit_if_free(&mut conn, &self.options).await {
+            Ok(_) => Ok(conn),
+            Err(source) => {
+                close(conn).await;
+                Err(self.connect_error(source))
+            }
+        }
     }
 
     pub(crate) fn connect_error(&self, source: sqlx::Error) -> Error {
@@ -108,14 +140,18 @@ impl Postgres {
                  TESTDB_POSTGRES_URL to a role that may log in and create databases"
                     .to_string()
             }
+            Some("53300") => budget::full_hint(&budget::server_key(&self.options)),
             Some("3D000") => format!(
                 "the database named in the URL ({}) does not exist: testdb connects to it to \
                  create test databases, so name one that exists, e.g. postgres",
                 self.options.get_database().unwrap_or("the default")
             ),
-            _ => "is the server running and listening at that address? Start it, or set \
-                  TESTDB_POSTGRES_URL to the URL of one that is"
-                .to_string(),
+            _ => match budget::hint(&self.options, &source) {
+                Some(hint) => hint,
+                None => "is the server running and listening at that address? Start it, or set \
+                         TESTDB_POSTGRES_URL to the URL of one that is"
+                    .to_string(),
+            },
         };
         Error::Connect {
             backend: NAME,
