@@ -398,7 +398,14 @@ impl<B: Backend> TestDatabase<B> {
     /// process holds the connections it uses), each on testdb's runtime too.
     async fn open_first(&self) -> Result<()> {
         let pool = self.pool.clone();
-        let opened = runtime::run(async move { pool.acquire().await.map(drop) }).await?;
+        // Back in the pool before this returns, so that the next acquire takes it rather than
+        // opening a second.
+        let opened = runtime::run(async move {
+            let mut connection = pool.acquire().await?;
+            connection.return_to_pool().await;
+            Ok::<_, sqlx::Error>(())
+        })
+        .await?;
         opened.map_err(|source| self.error("connect", source))
     }
 

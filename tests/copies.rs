@@ -50,6 +50,17 @@ fn leased_suite() -> testdb::Result<Setup<Postgres>> {
 /// The suite every child runs; its template is built by the first child to need it.
 static LEASED: Suite<Postgres> = Suite::new("copies_leased", leased_suite);
 
+/// The same suite in the other isolations, for counting connections.
+static IN_TRANSACTIONS: Suite<Postgres> = Suite::new("copies_transaction", || {
+    Ok(leased_suite()?.isolation(Isolation::Transaction))
+});
+static COMMITTED: Suite<Postgres> = Suite::new("copies_committed", || {
+    Ok(leased_suite()?.isolation(Isolation::Committed))
+});
+static FRESH: Suite<Postgres> = Suite::new("copies_fresh", || {
+    Ok(leased_suite()?.isolation(Isolation::FreshDatabase))
+});
+
 /// A child process and the lines it prints.
 struct Spawned {
     child: Child,
@@ -99,7 +110,13 @@ fn finished(mut child: Spawned) {
 #[ignore = "run by the tests of this file"]
 async fn child_runs_a_leased_test() {
     let mode = std::env::var("TESTDB_COPIES_MODE").unwrap_or_default();
-    let (name, items) = LEASED
+    let suite = match mode.as_str() {
+        "Transaction" => &IN_TRANSACTIONS,
+        "Committed" => &COMMITTED,
+        "FreshDatabase" => &FRESH,
+        _ => &LEASED,
+    };
+    let (name, items) = suite
         .run(async |conn: &mut sqlx::PgConnection, ()| {
             let name: String = sqlx::query_scalar("SELECT current_database()::text")
                 .fetch_one(&mut *conn)
@@ -123,8 +140,12 @@ async fn child_runs_a_leased_test() {
                     println!("COMMITTED yes");
                     tokio::time::sleep(Duration::from_secs(60)).await;
                 }
-                // Holds its copy for a moment, so that others run at the same time.
-                "hold" => tokio::time::sleep(Duration::from_secs(5)).await,
+                // Holds its copy for a moment, so that others run at the same time (or its
+                // connections can be counted).
+                "hold" | "Savepoint" | "Transaction" | "Committed" | "FreshDatabase" => {
+                    println!("HOLDING {}", std::process::id());
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                }
                 _ => {}
             }
             Ok::<_, sqlx::Error>((name, items))
@@ -410,4 +431,46 @@ async fn a_postgres_template_unused_too_long_is_swept_with_its_copies() {
     .map(|row| row.get(0))
     .collect();
     assert!(left.is_empty(), "swept with its copy: {left:?}");
+}
+
+/// What a process running one test holds on the server, per isolation: the connections to its
+/// database and its owner keeper's session (which also holds its template and copy locks).
+#[tokio::test]
+async fn a_process_holds_the_connections_it_uses() {
+    if common::postgres().is_none() {
+        return;
+    }
+    let _turn = one_at_a_time().await;
+    let mut admin = common::admin().await;
+    // Own database connections, at most: the test's own connection; in `Committed`, the pool's
+    // first connection beside the dedicated one the tests run on.
+    for (isolation, most) in [
+        ("Savepoint", 1),
+        ("Transaction", 1),
+        ("Committed", 2),
+        ("FreshDatabase", 1),
+    ] {
+        let mut process = child("child_runs_a_leased_test", isolation);
+        let copy = said(&mut process, "COPY");
+        let pid = said(&mut process, "HOLDING");
+        let on_copy: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE datname = $1")
+                .bind(&copy)
+                .fetch_one(&mut admin)
+                .await
+                .unwrap();
+        let keepers: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE application_name = $1")
+                .bind(format!("testdb owner {pid}"))
+                .fetch_one(&mut admin)
+                .await
+                .unwrap();
+        eprintln!("{isolation}: {on_copy} connection(s) to its database, {keepers} keeper");
+        assert!(
+            (1..=most).contains(&on_copy),
+            "{isolation}: {on_copy} connections to {copy}"
+        );
+        assert_eq!(keepers, 1, "{isolation}: one owner keeper session");
+        finished(process);
+    }
 }
