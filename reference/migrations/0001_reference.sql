@@ -1,0 +1,12 @@
+-- The reference schema (benches/reference/mod.rs): ten tables, each after the first referencing
+-- the one before it. The same SQL on SQLite and PostgreSQL.
+CREATE TABLE t0 (id INTEGER PRIMARY KEY, name TEXT NOT NULL, amount REAL, created DATE, flag BOOLEAN NOT NULL);
+CREATE TABLE t1 (id INTEGER PRIMARY KEY, name TEXT NOT NULL, amount REAL, created DATE, flag BOOLEAN NOT NULL, parent_id INTEGER NOT NULL REFERENCES t0 (id));
+CREATE TABLE t2 (id INTEGER PRIMARY KEY, name TEXT NOT NULL, amount REAL, created DATE, flag BOOLEAN NOT NULL, parent_id INTEGER NOT NULL REFERENCES t1 (id));
+CREATE TABLE t3 (id INTEGER PRIMARY KEY, name TEXT NOT NULL, amount REAL, created DATE, flag BOOLEAN NOT NULL, parent_id INTEGER NOT NULL REFERENCES t2 (id));
+CREATE TABLE t4 (id INTEGER PRIMARY KEY, name TEXT NOT NULL, amount REAL, created DATE, flag BOOLEAN NOT NULL, parent_id INTEGER NOT NULL REFERENCES t3 (id));
+CREATE TABLE t5 (id INTEGER PRIMARY KEY, name TEXT NOT NULL, amount REAL, created DATE, flag BOOLEAN NOT NULL, parent_id INTEGER NOT NULL REFERENCES t4 (id));
+CREATE TABLE t6 (id INTEGER PRIMARY KEY, name TEXT NOT NULL, amount REAL, created DATE, flag BOOLEAN NOT NULL, parent_id INTEGER NOT NULL REFERENCES t5 (id));
+CREATE TABLE t7 (id INTEGER PRIMARY KEY, name TEXT NOT NULL, amount REAL, created DATE, flag BOOLEAN NOT NULL, parent_id INTEGER NOT NULL REFERENCES t6 (id));
+CREATE TABLE t8 (id INTEGER PRIMARY KEY, name TEXT NOT NULL, amount REAL, created DATE, flag BOOLEAN NOT NULL, parent_id INTEGER NOT NULL REFERENCES t7 (id));
+CREATE TABLE t9 (id INTEGER PRIMARY KEY, name TEXT NOT NULL, amount REAL, created DATE, flag BOOLEAN NOT NULL, parent_id INTEGER NOT NULL REFERENCES t8 (id));
