@@ -140,15 +140,20 @@ pub(crate) async fn sweep_once<B: Backend>(backend: &B) -> Result<()> {
     {
         return Ok(());
     }
-    let result = backend.sweep().await;
-    if result.is_ok()
-        && let Ok((unused_for, keep_at_most)) = template_policy()
-    {
-        // Best effort: a template left now is removed by a later sweep.
-        let _ = backend
-            .remove_unused_templates(unused_for, keep_at_most)
-            .await;
-    }
+    // A bad setting is an error here, not a sweep skipped in silence.
+    let result = match template_policy() {
+        Ok((unused_for, keep_at_most)) => {
+            let swept = backend.sweep().await;
+            if swept.is_ok() {
+                // Best effort: a template left now is removed by a later sweep.
+                let _ = backend
+                    .remove_unused_templates(unused_for, keep_at_most)
+                    .await;
+            }
+            swept
+        }
+        Err(err) => Err(err),
+    };
     if result.is_err() {
         // Try again next time rather than never.
         if let Some(set) = swept().as_mut() {
@@ -163,22 +168,23 @@ pub(crate) async fn sweep_once<B: Backend>(backend: &B) -> Result<()> {
 const TEMPLATE_DAYS: f64 = 3.0;
 /// How many templates a sweep keeps on a server or in a directory, at most, unless
 /// `TESTDB_MAX_TEMPLATES` says otherwise.
-const MAX_TEMPLATES: usize = 50;
+const MAX_TEMPLATES: usize = 200;
 
 /// How long a template may go unused, and how many a sweep keeps: `TESTDB_TEMPLATE_DAYS` (a
 /// number of days, fractions allowed) and `TESTDB_MAX_TEMPLATES`.
 pub(crate) fn template_policy() -> Result<(Duration, usize)> {
-    let days = match setting("TESTDB_TEMPLATE_DAYS") {
-        None => TEMPLATE_DAYS,
+    let unused_for = match setting("TESTDB_TEMPLATE_DAYS") {
+        None => Duration::from_secs_f64(TEMPLATE_DAYS * 86_400.0),
         Some(value) => value
             .trim()
             .parse::<f64>()
             .ok()
-            .filter(|days| days.is_finite() && *days >= 0.0)
+            .and_then(|days| Duration::try_from_secs_f64(days * 86_400.0).ok())
+            .filter(|period| *period <= Duration::from_secs(100 * 365 * 86_400))
             .ok_or_else(|| crate::Error::InvalidSetting {
                 variable: "TESTDB_TEMPLATE_DAYS",
                 value,
-                reason: "expected a number of days, such as 3 or 0.5".into(),
+                reason: "expected a number of days from 0 to 36500, such as 3 or 0.5".into(),
             })?,
     };
     let most = match setting("TESTDB_MAX_TEMPLATES") {
@@ -189,10 +195,10 @@ pub(crate) fn template_policy() -> Result<(Duration, usize)> {
             .map_err(|_| crate::Error::InvalidSetting {
                 variable: "TESTDB_MAX_TEMPLATES",
                 value,
-                reason: "expected a whole number of templates, such as 50".into(),
+                reason: "expected a whole number of templates, such as 200".into(),
             })?,
     };
-    Ok((Duration::from_secs_f64(days * 86_400.0), most))
+    Ok((unused_for, most))
 }
 
 fn setting(variable: &str) -> Option<String> {

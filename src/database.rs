@@ -36,6 +36,8 @@ pub struct TestDatabase<B: Backend> {
     // A leased copy that is as its template has it (every test on it undone): given back for the
     // next lease rather than removed.
     reusable: Arc<AtomicBool>,
+    // Other connections were handed out where what they commit is not undone: never reusable.
+    reached: Arc<AtomicBool>,
     fences: Arc<Fences>,
 }
 
@@ -183,8 +185,13 @@ impl<B: Backend> TestDatabase<B> {
         let pool = watched::<B>(pool_options, connect_options.clone(), fences.clone())
             .connect_lazy_with(connect_options.clone());
         let reusable = Arc::new(AtomicBool::new(false));
-        let registration =
-            cleanup::register(remover::<B>(slot.clone(), pool.clone(), reusable.clone()));
+        let reached = Arc::new(AtomicBool::new(false));
+        let registration = cleanup::register(remover::<B>(
+            slot.clone(),
+            pool.clone(),
+            reusable.clone(),
+            reached.clone(),
+        ));
         let database = TestDatabase {
             name,
             url,
@@ -194,6 +201,7 @@ impl<B: Backend> TestDatabase<B> {
             registration,
             owned: slot,
             reusable,
+            reached,
             fences,
         };
         database.open_first().await?;
@@ -265,6 +273,7 @@ fn remover<B: Backend>(
     slot: Arc<Mutex<Option<B::Owned>>>,
     pool: Pool<B::Database>,
     reusable: Arc<AtomicBool>,
+    reached: Arc<AtomicBool>,
 ) -> Box<dyn FnOnce() -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> + Send> {
     Box::new(move || {
         // Closing marks the pool closed at once; connections still checked out are cut off by
@@ -274,7 +283,7 @@ fn remover<B: Backend>(
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .take();
-        let reusable = reusable.load(Ordering::SeqCst);
+        let reusable = reusable.load(Ordering::SeqCst) && !reached.load(Ordering::SeqCst);
         Box::pin(async move {
             if let Some(owned) = owned {
                 let name = owned.name().to_owned();
@@ -374,6 +383,11 @@ impl<B: Backend> TestDatabase<B> {
     /// for another lease rather than removed, when dropped or at exit.
     pub(crate) fn set_reusable(&self, reusable: bool) {
         self.reusable.store(reusable, Ordering::SeqCst);
+    }
+
+    /// The flag a [`Handle`](crate::Handle) sets once it hands out other connections.
+    pub(crate) fn reached(&self) -> Arc<AtomicBool> {
+        self.reached.clone()
     }
 
     /// Leaves the database in place (a failed test's, for inspection): not removed at drop or

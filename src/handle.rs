@@ -4,6 +4,7 @@
 use std::any::Any;
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use sqlx::Pool;
 
@@ -20,15 +21,24 @@ pub struct Handle<B: Backend> {
     url: String,
     pool: Pool<B::Database>,
     isolation: Isolation,
+    // Set once other connections are handed out: in isolations that never commit, what they
+    // commit is not undone, so the database (a leased copy) is not given back as clean.
+    reached: Arc<AtomicBool>,
 }
 
 impl<B: Backend> Handle<B> {
     pub(crate) fn new(database: &TestDatabase<B>, isolation: Isolation) -> Self {
+        let reached = match isolation {
+            Isolation::Savepoint | Isolation::Transaction => database.reached(),
+            // Committed restores what any connection writes; a fresh copy is never given back.
+            _ => Arc::new(AtomicBool::new(false)),
+        };
         Handle {
             name: database.name().to_owned(),
             url: database.url().to_owned(),
             pool: database.pool().clone(),
             isolation,
+            reached,
         }
     }
 
@@ -40,13 +50,19 @@ impl<B: Backend> Handle<B> {
     /// A connection string for the database. It holds the server's password if the configured
     /// URL has one: do not print it.
     pub fn url(&self) -> &str {
+        self.reached.store(true, Ordering::SeqCst);
         &self.url
     }
 
     /// A pool on the database. Its connections see what the isolation lets them: the test's
-    /// data in `Committed` and `FreshDatabase`, the baseline only in `Transaction`, none of the
-    /// setup in `Savepoint`.
+    /// data in `Committed` and `FreshDatabase`, the baseline only in `Transaction` and
+    /// `Savepoint`.
+    ///
+    /// In `Savepoint` and `Transaction`, what they (or connections to [`url`](Handle::url))
+    /// commit is not undone: the suite's copy of the template is then removed when the process
+    /// ends, rather than given back for the next process.
     pub fn pool(&self) -> &Pool<B::Database> {
+        self.reached.store(true, Ordering::SeqCst);
         &self.pool
     }
 
@@ -85,6 +101,7 @@ impl<B: Backend> Clone for Handle<B> {
             url: self.url.clone(),
             pool: self.pool.clone(),
             isolation: self.isolation,
+            reached: self.reached.clone(),
         }
     }
 }

@@ -49,7 +49,7 @@ pub use suite::{Building, Ending, Live, Session, Stopper, Target, TemplateKey};
 /// databases of processes that have since died, and nothing else of theirs; copies of templates
 /// that such a process left leased; and templates (with their copies) unused for longer than
 /// `TESTDB_TEMPLATE_DAYS` (3 days by default), and the least recently used beyond
-/// `TESTDB_MAX_TEMPLATES` (50). Returns how many databases it removed.
+/// `TESTDB_MAX_TEMPLATES` (200). Returns how many databases it removed.
 ///
 /// testdb does this by itself the first time a process creates a database on a server or in a
 /// directory; call it to clean up without creating one (e.g. in a CI step).

@@ -140,6 +140,13 @@ async fn child_runs_a_leased_test() {
                     println!("COMMITTED yes");
                     tokio::time::sleep(Duration::from_secs(60)).await;
                 }
+                // Commits a row through the suite's pool: not undone by the rollback.
+                "pool" => {
+                    let db = testdb::current::<Postgres>().map_err(sqlx::Error::config)?;
+                    sqlx::query("INSERT INTO items (id, note) VALUES (4, 'pool')")
+                        .execute(db.pool())
+                        .await?;
+                }
                 // Holds its copy for a moment, so that others run at the same time (or its
                 // connections can be counted).
                 "hold" | "Savepoint" | "Transaction" | "Committed" | "FreshDatabase" => {
@@ -473,4 +480,27 @@ async fn a_process_holds_the_connections_it_uses() {
         assert_eq!(keepers, 1, "{isolation}: one owner keeper session");
         finished(process);
     }
+}
+
+#[tokio::test]
+async fn a_copy_written_by_other_connections_is_not_given_back() {
+    if common::postgres().is_none() {
+        return;
+    }
+    let _turn = one_at_a_time().await;
+    let mut admin = common::admin().await;
+    let mut writer = child("child_runs_a_leased_test", "pool");
+    let copy = said(&mut writer, "COPY");
+    finished(writer);
+    // Its pool's commit is in the copy: not clean, so not given back (removed at exit).
+    let state = state_of(&mut admin, &copy).await;
+    assert_ne!(state.as_deref(), Some("testdb copy v1; clean"), "{copy}");
+    let mut next = child("child_runs_a_leased_test", "plain");
+    said(&mut next, "COPY");
+    assert_eq!(
+        said(&mut next, "ITEMS"),
+        "2",
+        "the next process sees only the baseline"
+    );
+    finished(next);
 }

@@ -48,11 +48,12 @@ const DEFAULT_TIME_LIMIT: Duration = Duration::from_secs(60);
 /// Django's `TestCase`.
 ///
 /// Declare it once as a `static`; every test calls [`run`](Suite::run) (or
-/// [`run_blocking`](Suite::run_blocking) from a plain `#[test]`). The first test to run creates
-/// the suite's databases, opens a transaction on each (the suite transaction, never committed),
-/// runs the setup inside it, and establishes a savepoint. Each test then gets the suite's
-/// connections, inside that savepoint, and its own clone of the setup's value; when it ends,
-/// however it ends, everything it did is rolled back to the savepoint.
+/// [`run_blocking`](Suite::run_blocking) from a plain `#[test]`). The suite's databases are
+/// migrated and set up once per run, into templates shared by every process; the first test of a
+/// process leases a copy of each, opens a transaction on it (the suite transaction, never
+/// committed) and establishes a savepoint. Each test then gets the suite's connections, inside
+/// that savepoint, and its own clone of the setup's value; when it ends, however it ends,
+/// everything it did is rolled back to the savepoint.
 ///
 /// Tests of one suite take turns on its connections (libtest's parallel threads wait for each
 /// other, they do not interleave); different suites run in parallel.
@@ -385,9 +386,9 @@ impl<D: Databases, T> Setup<D, T> {
     /// The setup function: runs once, inside a transaction, with the suite's connection(s), and
     /// returns the value every test gets a clone of (ids, names, …).
     ///
-    /// In savepoint isolation that transaction is the suite transaction, never committed. In the
-    /// others it is committed into the suite's template, with the value (which is why it must be
-    /// serde: processes that reuse the template read it back instead of running the function).
+    /// That transaction is committed into the suite's template, with the value (which is why it
+    /// must be serde: processes that reuse the template read it back instead of running the
+    /// function), once per run; every isolation then works on copies of the template.
     pub fn data<U, E, F>(self, setup: F) -> Setup<D, U>
     where
         F: for<'c> AsyncFnOnce(D::Connections<'c>) -> std::result::Result<U, E> + 'static,

@@ -33,9 +33,10 @@ impl TemplateKey {
     {
         let binary = binary();
         let mut group = DefaultHasher::new();
-        // Suites of one name in one binary replace each other's templates, unless one restores
-        // committed data and the other does not (their templates differ by design).
-        (inputs.suite, &binary.stem, inputs.committed).hash(&mut group);
+        // Suites of one name in one binary (one path, however often rebuilt) replace each other's
+        // templates, unless one restores committed data and the other does not (their templates
+        // differ by design). Another checkout's binary of the same name is another group.
+        (inputs.suite, &binary.stem, &binary.place, inputs.committed).hash(&mut group);
 
         let mut hasher = DefaultHasher::new();
         "testdb template v2".hash(&mut hasher);
@@ -70,6 +71,8 @@ impl TemplateKey {
 struct Binary {
     /// The test binary's name without cargo's hash (`committed` for `committed-0a1b2c…`).
     stem: String,
+    /// The directory it is in (a checkout's target directory).
+    place: String,
     /// Its path, size and modification time: changes whenever it is rebuilt.
     identity: String,
 }
@@ -93,7 +96,15 @@ fn binary() -> Binary {
         ),
         Err(_) => path.display().to_string(),
     };
-    Binary { stem, identity }
+    let place = path
+        .parent()
+        .map(|dir| dir.display().to_string())
+        .unwrap_or_default();
+    Binary {
+        stem,
+        place,
+        identity,
+    }
 }
 
 #[cfg(test)]

@@ -140,9 +140,9 @@ impl<B: Backend> Test<B> {
         } = self;
         let ended = end_on(&mut connection, &shared, &opened, ending).await;
         // Clean if this was the last test running and it put the sequences back.
-        let restored =
-            matches!(ended, Ok((Rewind::Clean | Rewind::Violated(_), true))) && shared.sequences;
+        let restored = matches!(ended, Ok((Rewind::Clean | Rewind::Violated(_), true, true)));
         shared.decide_reuse(Some(restored));
+        let ended = ended.map(|(rewind, vouched, _)| (rewind, vouched));
         drop(running);
         drop(opened);
         let vouched = matches!(ended, Ok((Rewind::Clean | Rewind::Violated(_), true)));
@@ -162,12 +162,14 @@ impl<B: Backend> Test<B> {
     }
 }
 
+/// Ends the test on its connection: the rewind, whether the connection can be vouched for, and
+/// whether the sequences were put back.
 async fn end_on<B: Backend>(
     connection: &mut PoolConnection<B::Database>,
     shared: &Shared<B>,
     opened: &Opened,
     ending: Ending,
-) -> Result<(Rewind, bool)> {
+) -> Result<(Rewind, bool, bool)> {
     let database = &shared.database;
     stop::<B>(connection, None, opened.fence(), database, ending).await?;
     let check = matches!(ending, Ending::Returned { .. });
@@ -178,7 +180,7 @@ async fn end_on<B: Backend>(
         .await
         .map_err(|source| database.error("roll back the test", source))?;
     if let Rewind::Escaped(_) = rewind {
-        return Ok((rewind, false));
+        return Ok((rewind, false, false));
     }
     if Manager::<B>::get_transaction_depth(connection) != 1 {
         // The test kept a transaction of the driver's own open inside (it forgot its guard):
@@ -187,12 +189,12 @@ async fn end_on<B: Backend>(
         B::execute_script(connection, "ROLLBACK")
             .await
             .map_err(|source| database.error("roll back the test", source))?;
-        return Ok((rewind, false));
+        return Ok((rewind, false, sequences));
     }
     Manager::<B>::rollback(connection)
         .await
         .map_err(|source| database.error("roll back the test", source))?;
-    Ok((rewind, true))
+    Ok((rewind, true, sequences))
 }
 
 impl<B: Backend> Shared<B> {

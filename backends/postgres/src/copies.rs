@@ -267,11 +267,12 @@ async fn mark(conn: &mut PgConnection, name: &str, state: &str) -> Result<()> {
         .map_err(|source| failed(name, "mark the copy", source))
 }
 
-/// "database already exists".
+/// "database already exists", or a `CREATE DATABASE` of that name still running on the server
+/// (one whose process has ended: a unique violation on `pg_database`).
 fn is_duplicate(err: &sqlx::Error) -> bool {
     err.as_database_error()
         .and_then(|db| db.code())
-        .is_some_and(|code| code == "42P04")
+        .is_some_and(|code| code == "42P04" || code == "23505")
 }
 
 /// Drops the copies that no process leases and that are not clean (their process died, or a
@@ -323,13 +324,14 @@ pub(crate) async fn remove_unleased(conn: &mut PgConnection, name: &str) -> sqlx
     if !free {
         return Ok(false);
     }
-    let dropped = owner::drop_database(conn, name).await;
+    // Not while a session is on it: a live process whose keeper lost its lease for a moment.
+    let dropped = owner::drop_unused(conn, name).await;
     sqlx::query("SELECT pg_advisory_unlock($1, hashtext($2))")
         .bind(LEASE_CLASS)
         .bind(name)
         .execute(&mut *conn)
         .await?;
-    dropped.map(|()| true)
+    dropped
 }
 
 #[cfg(test)]
