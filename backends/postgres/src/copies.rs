@@ -207,6 +207,15 @@ pub(crate) async fn release(server: &Postgres, name: &str, lease: Lease) -> Resu
 /// are.
 async fn end_sessions(conn: &mut PgConnection, name: &str) -> Result<bool> {
     let step = |source| failed(name, "end the copy's sessions", source);
+    // PostgreSQL 14 and later wait for each session to end (up to 5 s), so that the loop below
+    // finds none at once; an older server refuses the call, and the loop ends and waits instead.
+    let _ = sqlx::query(
+        "SELECT count(pg_terminate_backend(pid, 5000)) FROM pg_stat_activity \
+         WHERE datname = $1 AND pid <> pg_backend_pid()",
+    )
+    .bind(name)
+    .execute(&mut *conn)
+    .await;
     for _ in 0..100 {
         let left: i64 = sqlx::query_scalar(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
