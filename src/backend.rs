@@ -247,16 +247,19 @@ pub trait Backend: Clone + fmt::Debug + Send + Sync + 'static {
     /// A database as template `name` has it, for this process to use until it gives it back
     /// ([`OwnedDatabase::release`], when it is as clean as it came) or removes it
     /// ([`OwnedDatabase::destroy`]). A server keeps a pool of such copies beside each template,
-    /// each leased by one process at a time, so that a process neither copies nor drops one;
-    /// `spare` asks for that many free copies to be kept ready for the next lease. The default
-    /// makes a new copy ([`clone_template`](Backend::clone_template)).
-    fn lease_copy(
-        &self,
-        name: &str,
-        spare: usize,
-    ) -> impl Future<Output = Result<Self::Owned>> + Send {
-        let _ = spare;
+    /// each leased by one process at a time, so that a process neither copies nor drops one.
+    /// The default makes a new copy ([`clone_template`](Backend::clone_template)).
+    fn lease_copy(&self, name: &str) -> impl Future<Output = Result<Self::Owned>> + Send {
         self.clone_template(name)
+    }
+
+    /// Makes sure that `spare` free copies of template `name` are ready for the next lease (this
+    /// process's or another's). Run in the background after a lease that uses its copy up (one
+    /// per test); the process waits for it at exit, since a copy whose making an exit cuts short
+    /// is of no use to anyone. The default keeps none.
+    fn keep_spare(&self, name: &str, spare: usize) -> impl Future<Output = Result<()>> + Send {
+        let _ = (name, spare);
+        async { Ok(()) }
     }
 
     /// Whether removing a database takes long enough (a server's `DROP DATABASE` forces a

@@ -397,6 +397,17 @@ async fn a_postgres_template_unused_too_long_is_swept_with_its_copies() {
     let mut admin = common::admin().await;
     let template = "testdb_tpl_00000001_0_000000000000000000000001";
     let copy = format!("{template}_0");
+    // Held while they are made: another test binary's sweep would remove them half made (an
+    // unstamped template counts as expired, an unmarked copy as dirty).
+    let (template_class, lease_class) = (0x7470_6c74_i32, 0x636f_7079_i32);
+    for (class, name) in [(template_class, template), (lease_class, copy.as_str())] {
+        sqlx::query("SELECT pg_advisory_lock($1, hashtext($2))")
+            .bind(class)
+            .bind(name)
+            .execute(&mut admin)
+            .await
+            .expect("lock");
+    }
     for name in [template, copy.as_str()] {
         let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
             "DROP DATABASE IF EXISTS \"{name}\""
@@ -425,6 +436,10 @@ async fn a_postgres_template_unused_too_long_is_swept_with_its_copies() {
     .execute(&mut admin)
     .await
     .expect("mark");
+    sqlx::query("SELECT pg_advisory_unlock_all()")
+        .execute(&mut admin)
+        .await
+        .expect("unlock");
 
     testdb::sweep(&backend).await.expect("sweep");
     let left: Vec<String> = sqlx::query(

@@ -40,14 +40,23 @@ impl<B: Backend> Target<B> {
     }
 
     /// A database as `template` has it, leased for this process ([`Backend::lease_copy`], with
-    /// `spare` free copies kept ready), owned by testdb; its pool opened on testdb's runtime.
+    /// `spare` free copies kept ready: [`Backend::keep_spare`]), owned by testdb; its pool opened
+    /// on testdb's runtime.
     pub(crate) async fn lease(&self, template: &str, spare: usize) -> Result<TestDatabase<B>> {
         let backend = self.backend.clone();
         let pool_options = self.pool_options.clone();
         let template = template.to_owned();
         runtime::run(async move {
             crate::cleanup::sweep_once(&backend).await?;
-            let owned = backend.lease_copy(&template, spare).await?;
+            let owned = backend.lease_copy(&template).await?;
+            if spare > 0 {
+                let backend = backend.clone();
+                let template = template.clone();
+                // Best effort: without a spare, the next lease makes its copy itself.
+                let _ = crate::cleanup::spawn_awaited(async move {
+                    let _ = backend.keep_spare(&template, spare).await;
+                });
+            }
             TestDatabase::from_owned(owned, pool_options).await
         })
         .await?

@@ -162,8 +162,8 @@ impl Backend for Postgres {
         template::clone(self, name).await
     }
 
-    async fn lease_copy(&self, name: &str, spare: usize) -> Result<PostgresDatabase> {
-        let (copy, lease) = copies::lease(self, name, spare).await?;
+    async fn lease_copy(&self, name: &str) -> Result<PostgresDatabase> {
+        let (copy, lease) = copies::lease(self, name).await?;
         Ok(PostgresDatabase {
             url: self.url_of(&copy),
             options: self.options_of(&copy),
@@ -171,6 +171,10 @@ impl Backend for Postgres {
             name: copy,
             lease: Some(lease),
         })
+    }
+
+    async fn keep_spare(&self, name: &str, spare: usize) -> Result<()> {
+        copies::keep_spare(self, name, spare).await
     }
 
     // A `DROP DATABASE` forces a checkpoint: tens of milliseconds a process need not wait at exit.

@@ -18,6 +18,7 @@ use sqlx::postgres::PgConnection;
 use testdb::{Error, Result};
 
 use crate::Postgres;
+use crate::maintenance;
 use crate::owner::{self, KeeperLock, Named, Owner};
 use crate::server::{self, NAME};
 use crate::sql;
@@ -65,45 +66,77 @@ fn failed(name: &str, step: &str, source: sqlx::Error) -> Error {
 }
 
 /// A copy of `template` leased to this process: a free clean one, or a new one. Copies found
-/// dirty on the way are dropped. If fewer than `spare` clean copies are left free, one more is
-/// made in the background, for the next lease (this process's or another's).
-pub(crate) async fn lease(
-    server: &Postgres,
-    template: &str,
-    spare: usize,
-) -> Result<(String, Lease)> {
+/// dirty on the way are dropped in the background.
+pub(crate) async fn lease(server: &Postgres, template: &str) -> Result<(String, Lease)> {
     let keeper = owner::owner(server).await?;
-    let mut conn = server.connect_maintenance().await?;
-    let leased = lease_on(&keeper, &mut conn, template).await;
-    server::close(conn).await;
-    let (name, lease, clean_left) = leased?;
-    if clean_left < spare {
-        let server = server.clone();
+    let found = {
+        let keeper = keeper.clone();
         let template = template.to_owned();
-        // Not waited for: a copy whose creation an exit cuts short is dropped by a later lease.
-        tokio::spawn(async move {
-            let _ = make_spare(&server, &template).await;
-        });
+        maintenance::run(server, move |conn| {
+            Box::pin(async move { take_free(&keeper, conn, &template).await })
+        })
+        .await?
+    };
+    if !found.dirty.is_empty() {
+        let server = server.clone();
+        // Not waited for: what an exit cuts short, a later lease or sweep drops.
+        tokio::spawn(async move { drop_dirty(&server, found.dirty).await });
     }
-    Ok((name, lease))
+    match found.taken {
+        Some(taken) => Ok(taken),
+        None => {
+            let mut conn = server.connect_maintenance().await?;
+            let mut numbers = found.numbers;
+            let made = create(&keeper, &mut conn, template, &mut numbers, LEASED).await;
+            server::close(conn).await;
+            made
+        }
+    }
 }
 
-async fn lease_on(
-    keeper: &Arc<Owner>,
-    conn: &mut PgConnection,
-    template: &str,
-) -> Result<(String, Lease, usize)> {
+/// Makes clean copies of `template` until `spare` are free (each process that looks at once may
+/// make one: never more than ran at once).
+pub(crate) async fn keep_spare(server: &Postgres, template: &str, spare: usize) -> Result<()> {
+    let of = template.to_owned();
+    let clean = maintenance::run(server, move |conn| {
+        Box::pin(async move {
+            list(conn, &of)
+                .await
+                .map_err(|source| failed(&of, "list the template's copies", source))
+        })
+    })
+    .await?
+    .iter()
+    .filter(|(_, _, comment)| comment.as_deref() == Some(CLEAN))
+    .count();
+    for _ in clean..spare {
+        make_spare(server, template).await?;
+    }
+    Ok(())
+}
+
+/// What a look for a free copy found.
+struct Found {
+    /// The copy leased, marked leased.
+    taken: Option<(String, Lease)>,
+    /// The numbers of the copies that exist, for a new one's.
+    numbers: Vec<usize>,
+    /// Free copies that are not clean, leased for their drop.
+    dirty: Vec<(String, KeeperLock)>,
+}
+
+async fn take_free(keeper: &Arc<Owner>, conn: &mut PgConnection, template: &str) -> Result<Found> {
     let copies = list(conn, template)
         .await
         .map_err(|source| failed(template, "list the template's copies", source))?;
-    let mut taken = None;
-    let mut clean_left = 0;
-    let mut numbers = Vec::with_capacity(copies.len());
-    for (name, n, comment) in copies {
-        numbers.push(n);
-        let clean = comment.as_deref() == Some(CLEAN);
-        if taken.is_some() {
-            clean_left += usize::from(clean);
+    let mut found = Found {
+        taken: None,
+        numbers: Vec::with_capacity(copies.len()),
+        dirty: Vec::new(),
+    };
+    for (name, n, _listed) in copies {
+        found.numbers.push(n);
+        if found.taken.is_some() {
             continue;
         }
         let Some(held) = keeper.try_lock(lease_lock(&name)).await? else {
@@ -115,19 +148,26 @@ async fn lease_on(
             .map_err(|source| failed(&name, "read the copy's state", source))?;
         if comment.as_deref() == Some(CLEAN) {
             mark(conn, &name, LEASED).await?;
-            taken = Some((name, Lease { _held: held }));
-        } else if owner::drop_unused(conn, &name).await.unwrap_or(false) {
-            // Left dirty by a process that died, or half made: nobody's, and not clean. (One that
-            // a session is still connected to is a live process's whose keeper lost its session
-            // for a moment: left alone.)
-            numbers.pop();
+            found.taken = Some((name, Lease { _held: held }));
+        } else {
+            // Left dirty by a process that died, or half made: nobody's, and not clean.
+            found.dirty.push((name, held));
         }
     }
-    if let Some((name, lease)) = taken {
-        return Ok((name, lease, clean_left));
+    Ok(found)
+}
+
+/// Drops free copies that are not clean, each under its lease; one that a session is still
+/// connected to (a live process whose keeper lost its session for a moment) is left alone.
+async fn drop_dirty(server: &Postgres, dirty: Vec<(String, KeeperLock)>) {
+    let Ok(mut conn) = server.connect_maintenance().await else {
+        return;
+    };
+    for (name, held) in dirty {
+        let _ = owner::drop_unused(&mut conn, &name).await;
+        drop(held);
     }
-    let (name, lease) = create(keeper, conn, template, &mut numbers, LEASED).await?;
-    Ok((name, lease, clean_left))
+    server::close(conn).await;
 }
 
 /// Makes a new copy of `template`, marked `state`, under a lease (taken first, so that nobody
@@ -187,50 +227,29 @@ async fn make_spare(server: &Postgres, template: &str) -> Result<()> {
 
 /// Gives a leased copy back, clean: ends every session still on it (a suite transaction is rolled
 /// back with its session), then marks it clean; the lease ends as `lease` is dropped.
+///
+/// The sessions are signalled, not waited for: they are this process's own, idle (its tests are
+/// over, and none handed a connection out, or the copy would not be given back), so none can
+/// commit anything once signalled, and what they hold uncommitted nobody else can see. Waiting
+/// for them to end cost 100 ms per process (the server's wait polls at that interval).
 pub(crate) async fn release(server: &Postgres, name: &str, lease: Lease) -> Result<()> {
-    let mut conn = server.connect_maintenance().await?;
-    let released = async {
-        if !end_sessions(&mut conn, name).await? {
-            // Someone would not leave: not provably clean.
-            let _ = owner::drop_database(&mut conn, name).await;
-            return Ok(());
-        }
-        mark(&mut conn, name, CLEAN).await
-    }
+    let name = name.to_owned();
+    let released = maintenance::run(server, move |conn| {
+        Box::pin(async move {
+            sqlx::query(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+                 WHERE datname = $1 AND pid <> pg_backend_pid()",
+            )
+            .bind(&name)
+            .execute(&mut *conn)
+            .await
+            .map_err(|source| failed(&name, "end the copy's sessions", source))?;
+            mark(conn, &name, CLEAN).await
+        })
+    })
     .await;
-    server::close(conn).await;
     drop(lease);
     released
-}
-
-/// Ends the sessions connected to `name` and waits (up to 5 s) until they are gone; whether they
-/// are.
-async fn end_sessions(conn: &mut PgConnection, name: &str) -> Result<bool> {
-    let step = |source| failed(name, "end the copy's sessions", source);
-    // PostgreSQL 14 and later wait for each session to end (up to 5 s), so that the loop below
-    // finds none at once; an older server refuses the call, and the loop ends and waits instead.
-    let _ = sqlx::query(
-        "SELECT count(pg_terminate_backend(pid, 5000)) FROM pg_stat_activity \
-         WHERE datname = $1 AND pid <> pg_backend_pid()",
-    )
-    .bind(name)
-    .execute(&mut *conn)
-    .await;
-    for _ in 0..100 {
-        let left: i64 = sqlx::query_scalar(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
-             WHERE datname = $1 AND pid <> pg_backend_pid()",
-        )
-        .bind(name)
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(step)?;
-        if left == 0 {
-            return Ok(true);
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    Ok(false)
 }
 
 /// The copies of `template`: name, number, comment.

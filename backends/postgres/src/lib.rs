@@ -36,6 +36,7 @@ mod committed;
 mod copies;
 mod fixtures;
 mod isolation;
+mod maintenance;
 mod owner;
 mod server;
 mod sql;

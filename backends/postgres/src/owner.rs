@@ -31,6 +31,7 @@ use testdb::{Error, Result};
 use tokio::sync::{OnceCell, mpsc, oneshot};
 
 use crate::Postgres;
+use crate::maintenance;
 use crate::server::{self, NAME};
 use crate::sql;
 
@@ -523,10 +524,15 @@ fn parse_marker(comment: &str) -> Option<(i32, &str)> {
 
 /// Drops the databases whose owner is gone; returns how many.
 pub(crate) async fn sweep(server: &Postgres) -> Result<usize> {
-    let mut conn = server.connect_maintenance().await?;
-    let result = sweep_on(server, &mut conn).await;
-    server::close(conn).await;
-    result
+    // A suite's next step needs the keeper: its session opens meanwhile. Not waited for: if this
+    // task is cut short, the next use starts the keeper again.
+    let early = server.clone();
+    tokio::spawn(async move { owner(&early).await.map(drop) });
+    let on = server.clone();
+    maintenance::run(server, move |conn| {
+        Box::pin(async move { sweep_on(&on, conn).await })
+    })
+    .await
 }
 
 async fn sweep_on(server: &Postgres, conn: &mut PgConnection) -> Result<usize> {

@@ -18,6 +18,7 @@ use testdb::{Error, OwnedDatabase, Result};
 use crate::Postgres;
 use crate::backend::PostgresDatabase;
 use crate::copies;
+use crate::maintenance;
 use crate::owner::{self, TEMPLATE_PREFIX};
 use crate::server::{self, NAME};
 use crate::sql::{self, ident};
@@ -46,26 +47,54 @@ pub(crate) async fn lock(server: &Postgres, name: &str, shared: bool) -> Result<
 }
 
 pub(crate) async fn find(server: &Postgres, name: &str) -> Result<Option<String>> {
-    let mut conn = server.connect_maintenance().await?;
-    let comment: sqlx::Result<Option<Option<String>>> = sqlx::query_scalar(
-        "SELECT shobj_description(oid, 'pg_database') FROM pg_database \
-         WHERE datname = $1 AND datistemplate",
+    let name = name.to_owned();
+    maintenance::run(server, move |conn| {
+        Box::pin(async move {
+            find_on(conn, &name)
+                .await
+                .map_err(|source| failed(&name, "look the template up", source))
+        })
+    })
+    .await
+}
+
+/// The template's setup value if it is complete; its last use is stamped if the stamp is older
+/// than [`STAMP_EVERY`].
+async fn find_on(conn: &mut PgConnection, name: &str) -> sqlx::Result<Option<String>> {
+    let found: Option<(Option<String>, Option<String>)> = sqlx::query_as(
+        "SELECT shobj_description(d.oid, 'pg_database'), \
+         (SELECT split_part(c, '=', 2) FROM unnest(s.setconfig) c WHERE starts_with(c, $2)) \
+         FROM pg_database d LEFT JOIN pg_db_role_setting s \
+         ON s.setdatabase = d.oid AND s.setrole = 0 \
+         WHERE d.datname = $1 AND d.datistemplate",
     )
     .bind(name)
-    .fetch_optional(&mut conn)
-    .await;
-    let comment = comment.map_err(|source| failed(name, "look the template up", source));
-    let data = comment.map(|comment| {
-        comment
-            .flatten()
-            .and_then(|comment| comment.strip_prefix(MARKER).map(str::to_owned))
-    });
-    if let Ok(Some(_)) = &data {
+    .bind(format!("{USED}="))
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some((comment, used)) = found else {
+        return Ok(None);
+    };
+    let data = comment.and_then(|comment| comment.strip_prefix(MARKER).map(str::to_owned));
+    let stale = used
+        .and_then(|used| used.parse::<u64>().ok())
+        .is_none_or(|used| now().saturating_sub(used) >= STAMP_EVERY.as_secs());
+    if data.is_some() && stale {
         // Found for use: a sweep keeps it while it is used. Best effort.
-        let _ = stamp(&mut conn, name).await;
+        let _ = stamp(conn, name).await;
     }
-    server::close(conn).await;
-    data
+    Ok(data)
+}
+
+/// How stale a template's last-use stamp may get before a use writes it again: a write to the
+/// shared catalog per process would cost every nextest process a commit, and expiry counts in
+/// days.
+const STAMP_EVERY: Duration = Duration::from_secs(3600);
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs())
 }
 
 /// The setting that records when a template was last used (seconds since the epoch): stored in
@@ -74,9 +103,7 @@ pub(crate) async fn find(server: &Postgres, name: &str) -> Result<Option<String>
 const USED: &str = "testdb.used";
 
 async fn stamp(conn: &mut PgConnection, name: &str) -> sqlx::Result<()> {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |since| since.as_secs());
+    let now = now();
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "ALTER DATABASE {} SET {USED} TO {}",
         ident(name),
@@ -206,10 +233,15 @@ pub(crate) async fn remove_unused(
     unused_for: Duration,
     keep_at_most: usize,
 ) -> Result<usize> {
-    let mut conn = server.connect_maintenance().await?;
-    let result = remove_unused_on(&mut conn, unused_for, keep_at_most).await;
-    server::close(conn).await;
-    result.map_err(|source| failed(server.redacted_url(), "remove unused templates", source))
+    let url = server.redacted_url().to_owned();
+    maintenance::run(server, move |conn| {
+        Box::pin(async move {
+            remove_unused_on(conn, unused_for, keep_at_most)
+                .await
+                .map_err(|source| failed(&url, "remove unused templates", source))
+        })
+    })
+    .await
 }
 
 async fn remove_unused_on(
@@ -226,9 +258,7 @@ async fn remove_unused_on(
     .bind(format!("{USED}="))
     .fetch_all(&mut *conn)
     .await?;
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |since| since.as_secs());
+    let now = now();
     let mut templates = Vec::new();
     let mut copies_of = std::collections::HashMap::<String, Vec<String>>::new();
     for row in &rows {
