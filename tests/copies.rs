@@ -456,7 +456,8 @@ async fn a_postgres_template_unused_too_long_is_swept_with_its_copies() {
 }
 
 /// What a process running one test holds on the server, per isolation: the connections to its
-/// database and its owner keeper's session (which also holds its template and copy locks).
+/// database, its owner keeper's session (which also holds its template and copy locks) and at most
+/// one maintenance session (closed when idle).
 #[tokio::test]
 async fn a_process_holds_the_connections_it_uses() {
     if common::postgres().is_none() {
@@ -487,7 +488,20 @@ async fn a_process_holds_the_connections_it_uses() {
                 .fetch_one(&mut admin)
                 .await
                 .unwrap();
-        eprintln!("{isolation}: {on_copy} connection(s) to its database, {keepers} keeper");
+        let maintenance: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE application_name = $1")
+                .bind(format!("testdb maintenance {pid}"))
+                .fetch_one(&mut admin)
+                .await
+                .unwrap();
+        eprintln!(
+            "{isolation}: {on_copy} connection(s) to its database, {keepers} keeper, \
+             {maintenance} maintenance"
+        );
+        assert!(
+            maintenance <= 1,
+            "{isolation}: {maintenance} maintenance sessions"
+        );
         assert!(
             (1..=most).contains(&on_copy),
             "{isolation}: {on_copy} connections to {copy}"

@@ -134,7 +134,12 @@ fn worker(server: &Postgres) -> Result<mpsc::UnboundedSender<Job>> {
 /// found leased, and dropped.
 async fn open(server: &Postgres) -> Result<PgConnection> {
     let mut conn = server.connect_maintenance().await?;
-    match sqlx::raw_sql("SET synchronous_commit = off")
+    // Named, like the keeper's, so that whoever looks at `pg_stat_activity` knows whose it is.
+    let setup = format!(
+        "SET synchronous_commit = off; SET application_name = 'testdb maintenance {}'",
+        std::process::id()
+    );
+    match sqlx::raw_sql(sqlx::AssertSqlSafe(setup))
         .execute(&mut conn)
         .await
     {
