@@ -30,6 +30,7 @@ async fn library<H: Harness>(backend: H) -> TestDatabase<H> {
 
 on_both!(
     csv_files_load_in_foreign_key_order,
+    files_and_directories_are_paths,
     json_and_yaml_documents_load,
     self_references_and_cycles_load,
     django_fixtures_load_as_they_are,
@@ -40,6 +41,20 @@ on_both!(
     bad_input_names_where_and_loads_nothing,
     fixtures_load_with_the_database,
 );
+
+async fn files_and_directories_are_paths<H: Harness>(backend: H) {
+    let db = library(backend).await;
+    let here = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    // A `PathBuf`, a `&Path` found in a directory given as a `PathBuf`, and a name without
+    // extension found there too.
+    let fixtures = Fixtures::new()
+        .directories([here.join("tests/fixtures")])
+        .file(here.join("tests/fixtures/authors.csv"))
+        .file(std::path::Path::new("books.csv"));
+    let loaded = db.load(&fixtures).await.unwrap();
+    assert_eq!(loaded.tables, ["authors", "books"]);
+    assert_eq!(loaded.rows, 6);
+}
 
 async fn csv_files_load_in_foreign_key_order<H: Harness>(backend: H) {
     let db = library(backend).await;
