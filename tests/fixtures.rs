@@ -34,6 +34,7 @@ on_both!(
     json_and_yaml_documents_load,
     self_references_and_cycles_load,
     django_fixtures_load_as_they_are,
+    django_renamed_columns_are_found_by_case,
     sql_files_run_as_they_are,
     sequences_are_reset_after_explicit_ids,
     csv_null_and_table_can_be_chosen,
@@ -149,6 +150,30 @@ async fn self_references_and_cycles_load<H: Harness>(backend: H) {
     assert!(
         orphan.await.is_err(),
         "constraints are back in force after the load"
+    );
+}
+
+async fn django_renamed_columns_are_found_by_case<H: Harness>(backend: H) {
+    let db = library(backend).await;
+    // `invoicedate` → "InvoiceDate", `note` → "Note": one column each, but for case.
+    let loaded = db.load(&Fixtures::files(["chinook.json"])).await.unwrap();
+    assert_eq!(loaded.rows, 2);
+    assert_eq!(
+        H::scalar(
+            db.pool(),
+            "SELECT count(*) FROM chinook_invoice \
+             WHERE \"InvoiceDate\" = '2007-01-02' AND \"Note\" = 'paid' AND \"InvoiceId\" = 2"
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        H::scalar(
+            db.pool(),
+            "SELECT count(*) FROM chinook_invoice WHERE \"Note\" IS NULL AND \"InvoiceId\" = 1"
+        )
+        .await,
+        1
     );
 }
 
@@ -346,6 +371,17 @@ async fn bad_input_names_where_and_loads_nothing<H: Harness>(backend: H) {
             row: None,
             column: None,
             says: &["invalid UTF-8 at line 2, column 25"],
+        },
+        Bad {
+            file: "bad/unmatched_fields.json",
+            table: Some("chinook_invoice"),
+            row: Some("chinook.invoice pk 1, object 0 of the file"),
+            column: Some("amount"),
+            says: &[
+                "table chinook_invoice: amount, paid",
+                "table library_author: nickname",
+                ".field_column(\"chinook.invoice\", \"paid\", \"<column>\")",
+            ],
         },
         Bad {
             file: "bad/broken_cycle.json",
