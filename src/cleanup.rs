@@ -181,10 +181,15 @@ pub(crate) fn template_policy() -> Result<(Duration, usize)> {
             .ok()
             .and_then(|days| Duration::try_from_secs_f64(days * 86_400.0).ok())
             .filter(|period| *period <= Duration::from_secs(100 * 365 * 86_400))
+            // A backend may record a use only hourly: a shorter period would remove templates
+            // used within it.
+            .filter(|period| period.is_zero() || *period >= Duration::from_secs(3_600))
             .ok_or_else(|| crate::Error::InvalidSetting {
                 variable: "TESTDB_TEMPLATE_DAYS",
                 value,
-                reason: "expected a number of days from 0 to 36500, such as 3 or 0.5".into(),
+                reason: "expected 0 (keep no unused template) or a number of days from 0.042 (an \
+                         hour: uses are recorded hourly) to 36500, such as 3 or 0.5"
+                    .into(),
             })?,
     };
     let most = match setting("TESTDB_MAX_TEMPLATES") {

@@ -29,8 +29,12 @@ pub struct Handle<B: Backend> {
 impl<B: Backend> Handle<B> {
     pub(crate) fn new(database: &TestDatabase<B>, isolation: Isolation) -> Self {
         let reached = match isolation {
-            Isolation::Savepoint | Isolation::Transaction => database.reached(),
-            // Committed restores what any connection writes; a fresh copy is never given back.
+            // Committed restores what any connection writes during a test, but a connection to
+            // `url` may write after the test's restore, where no restore follows.
+            Isolation::Savepoint | Isolation::Transaction | Isolation::Committed => {
+                database.reached()
+            }
+            // A fresh copy is never given back.
             _ => Arc::new(AtomicBool::new(false)),
         };
         Handle {
@@ -49,6 +53,11 @@ impl<B: Backend> Handle<B> {
 
     /// A connection string for the database. It holds the server's password if the configured
     /// URL has one: do not print it.
+    ///
+    /// Connections made with it are not the suite's: in `Savepoint`, `Transaction` and
+    /// `Committed`, the suite's copy of the template is then removed when the process ends,
+    /// rather than given back for the next process (what they commit after a test's restore, or
+    /// at all outside `Committed`, nothing undoes).
     pub fn url(&self) -> &str {
         self.reached.store(true, Ordering::SeqCst);
         &self.url
@@ -62,7 +71,11 @@ impl<B: Backend> Handle<B> {
     /// commit is not undone: the suite's copy of the template is then removed when the process
     /// ends, rather than given back for the next process.
     pub fn pool(&self) -> &Pool<B::Database> {
-        self.reached.store(true, Ordering::SeqCst);
+        // In Committed the pool is the suite's own: what it writes is restored, and its
+        // connections end with the test's.
+        if self.isolation != Isolation::Committed {
+            self.reached.store(true, Ordering::SeqCst);
+        }
         &self.pool
     }
 

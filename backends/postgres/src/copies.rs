@@ -30,7 +30,7 @@ const LEASED: &str = "testdb copy v1; leased";
 
 /// What a leased copy holds: the lease itself.
 pub(crate) struct Lease {
-    _held: KeeperLock,
+    held: KeeperLock,
 }
 
 /// Copy `n` of `template`.
@@ -148,7 +148,7 @@ async fn take_free(keeper: &Arc<Owner>, conn: &mut PgConnection, template: &str)
             .map_err(|source| failed(&name, "read the copy's state", source))?;
         if comment.as_deref() == Some(CLEAN) {
             mark(conn, &name, LEASED).await?;
-            found.taken = Some((name, Lease { _held: held }));
+            found.taken = Some((name, Lease { held }));
         } else {
             // Left dirty by a process that died, or half made: nobody's, and not clean.
             found.dirty.push((name, held));
@@ -202,7 +202,7 @@ async fn create(
             let _ = owner::drop_database(conn, &name).await;
             return Err(err);
         }
-        return Ok((name, Lease { _held: held }));
+        return Ok((name, Lease { held }));
     }
 }
 
@@ -248,7 +248,7 @@ pub(crate) async fn release(server: &Postgres, name: &str, lease: Lease) -> Resu
         })
     })
     .await;
-    drop(lease);
+    lease.held.release().await;
     released
 }
 

@@ -28,6 +28,10 @@ use crate::server;
 
 /// How long the session stays open without work.
 const IDLE: Duration = Duration::from_secs(2);
+/// How long it keeps its slot in the connection budget without work: long enough for the next
+/// step of a process's start, short enough that the process's own connections do not wait for
+/// it.
+const SLOT_IDLE: Duration = Duration::from_millis(50);
 
 /// A future that borrows the session.
 pub(crate) type OnSession<'c, T> = Pin<Box<dyn Future<Output = Result<T>> + Send + 'c>>;
@@ -152,25 +156,53 @@ async fn open(server: &Postgres) -> Result<PgConnection> {
 }
 
 /// Serves jobs one at a time; opens the session when a job comes and none is open, checks it
-/// before each job (a server may have dropped it), closes it after [`IDLE`] without work.
+/// before each job (a server may have dropped it), gives its budget slot back after
+/// [`SLOT_IDLE`] without work (a process's own connections may be waiting for one), and closes it
+/// after [`IDLE`].
 async fn serve(server: Postgres, mut jobs: mpsc::UnboundedReceiver<Job>) {
     let mut session: Option<PgConnection> = None;
+    // Whether the session gave its slot back, and takes one again before its next job.
+    let mut released = false;
     loop {
-        let job = match tokio::time::timeout(IDLE, jobs.recv()).await {
+        let wait = if session.is_some() && !released {
+            SLOT_IDLE
+        } else {
+            IDLE
+        };
+        let job = match tokio::time::timeout(wait, jobs.recv()).await {
             Ok(Some(job)) => job,
             Ok(None) => break,
             Err(_idle) => {
+                if let Some(conn) = session.as_mut()
+                    && !released
+                {
+                    // The session holds no other advisory lock between jobs.
+                    released = true;
+                    if sqlx::raw_sql("SELECT pg_advisory_unlock_all()")
+                        .execute(&mut *conn)
+                        .await
+                        .is_ok()
+                    {
+                        continue;
+                    }
+                }
                 if let Some(conn) = session.take() {
                     server::close(conn).await;
                 }
                 continue;
             }
         };
-        if let Some(conn) = session.as_mut()
-            && conn.ping().await.is_err()
-        {
-            session = None;
+        if let Some(conn) = session.as_mut() {
+            let alive = if released {
+                server.readmit(conn).await.is_ok()
+            } else {
+                conn.ping().await.is_ok()
+            };
+            if !alive {
+                session = None;
+            }
         }
+        released = false;
         if session.is_none() {
             match open(&server).await {
                 Ok(conn) => session = Some(conn),

@@ -65,8 +65,8 @@ enum Request {
         lock: Named,
         reply: oneshot::Sender<Result<bool>>,
     },
-    /// Release one hold of a lock taken by [`Request::Lock`].
-    Unlock(Named),
+    /// Release one hold of a lock taken by [`Request::Lock`]; say when it is released, if asked.
+    Unlock(Named, Option<oneshot::Sender<()>>),
 }
 
 /// A session advisory lock the keeper holds for the process: `(class, hashtext(name))`, shared or
@@ -91,6 +91,8 @@ pub(crate) struct Owner {
 pub(crate) struct KeeperLock {
     owner: Arc<Owner>,
     lock: Named,
+    /// Released already (by [`KeeperLock::release`]).
+    released: bool,
 }
 
 impl std::fmt::Debug for KeeperLock {
@@ -104,7 +106,28 @@ impl std::fmt::Debug for KeeperLock {
 
 impl Drop for KeeperLock {
     fn drop(&mut self) {
-        let _ = self.owner.checks.send(Request::Unlock(self.lock.clone()));
+        if self.released {
+            return;
+        }
+        let _ = self
+            .owner
+            .checks
+            .send(Request::Unlock(self.lock.clone(), None));
+    }
+}
+
+impl KeeperLock {
+    /// Releases the lock and waits until the server has: for a lease given back at exit, which
+    /// the next process should find free, not still held by a session that is ending.
+    pub(crate) async fn release(mut self) {
+        let (reply, released) = oneshot::channel();
+        // Released here, not again when dropped.
+        self.released = true;
+        let _ = self
+            .owner
+            .checks
+            .send(Request::Unlock(self.lock.clone(), Some(reply)));
+        let _ = released.await;
     }
 }
 
@@ -122,6 +145,7 @@ impl Owner {
         Ok(taken.then(|| KeeperLock {
             owner: self.clone(),
             lock,
+            released: false,
         }))
     }
 
@@ -279,13 +303,16 @@ async fn keep(
                 }
                 let _ = reply.send(taken);
             }
-            Some(Request::Unlock(lock)) => {
+            Some(Request::Unlock(lock, reply)) => {
                 if let Some(at) = held.iter().position(|hold| *hold == lock) {
                     held.swap_remove(at);
                     if let Some(session) = session.as_mut() {
                         // A lost session released it already.
                         let _ = unlock_on(&mut session.conn, &lock).await;
                     }
+                }
+                if let Some(reply) = reply {
+                    let _ = reply.send(());
                 }
             }
         }

@@ -130,6 +130,12 @@ impl Postgres {
         }
     }
 
+    /// Takes a budget slot for a maintenance connection that gave its slot back while idle, if
+    /// one is free (see [`budget::admit_if_free`]); whether it holds one now.
+    pub(crate) async fn readmit(&self, conn: &mut PgConnection) -> sqlx::Result<bool> {
+        budget::admit_if_free(conn, &self.options).await
+    }
+
     pub(crate) fn connect_error(&self, source: sqlx::Error) -> Error {
         let code = source
             .as_database_error()
