@@ -213,6 +213,21 @@ async fn sql_files_run_as_they_are<H: Harness>(backend: H) {
         H::scalar(db.pool(), "SELECT count(*) FROM books WHERE author_id = 90").await,
         1
     );
+    // The script gave explicit ids: the next row without one comes after them (on PostgreSQL
+    // the identity would otherwise start at 1 and collide only later; here it must be 91).
+    H::exec(
+        db.pool(),
+        "INSERT INTO authors (name) VALUES ('after the script')",
+    )
+    .await;
+    assert_eq!(
+        H::scalar(
+            db.pool(),
+            "SELECT CAST(id AS BIGINT) FROM authors WHERE name = 'after the script'"
+        )
+        .await,
+        91
+    );
 }
 
 async fn sequences_are_reset_after_explicit_ids<H: Harness>(backend: H) {
