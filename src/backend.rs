@@ -32,6 +32,12 @@ pub trait Backend: Clone + fmt::Debug + Send + Sync + 'static {
     /// reading alongside only takes CPU from the server on a small machine.
     const LOAD_WHILE_READING: bool = false;
 
+    /// Whether the engine stores a value as it is given, converting nothing to its column's
+    /// declared type (SQLite). Values of Django-format fixtures are then converted as Django's
+    /// own backend for the engine would store them (a datetime as UTC text without `T`, …), so
+    /// that the ORM's queries find them.
+    const STORES_AS_GIVEN: bool = false;
+
     /// How many rows a fixture load hands [`insert_rows`](Backend::insert_rows) at a time, at
     /// least, while the rest of a table is still being read: small where statements are cheap
     /// (SQLite), a whole table where each bulk statement costs.

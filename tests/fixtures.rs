@@ -691,3 +691,88 @@ async fn large_tables_load_in_chunks_and_errors_still_name_the_row<H: Harness>(b
         0
     );
 }
+
+/// Django's SQLite backend stores a fixture's values in its own forms, and its ORM's queries
+/// send values in those forms: the values below are written down from Django's rules
+/// (`DatabaseOperations.adapt_datetimefield_value` and friends, and Python's `str()`), not
+/// computed by testdb.
+#[tokio::test]
+async fn django_values_are_stored_on_sqlite_as_django_stores_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let schema = dir.path().join("migrations");
+    std::fs::create_dir(&schema).unwrap();
+    // The column types Django's SQLite backend declares.
+    std::fs::write(
+        schema.join("0001_shop.sql"),
+        "CREATE TABLE shop_order (id integer NOT NULL PRIMARY KEY AUTOINCREMENT, \
+         placed datetime NOT NULL, day date NOT NULL, opens time NOT NULL, \
+         price decimal NOT NULL, paid bool NOT NULL, code varchar(40) NOT NULL, note text NULL);",
+    )
+    .unwrap();
+    let fixture = dir.path().join("orders.json");
+    std::fs::write(
+        &fixture,
+        r#"[
+  {"model": "shop.order", "pk": 1, "fields": {"placed": "2007-01-01T00:00:00Z",
+   "day": "2007-01-01", "opens": "08:15", "price": "1.98", "paid": true,
+   "code": 0.30000000000000004, "note": 1e16}},
+  {"model": "shop.order", "pk": 2, "fields": {"placed": "2007-01-01T01:30:00.5+02:00",
+   "day": "2007-01-02", "opens": "23:59:59.25", "price": "10.00", "paid": false,
+   "code": "x", "note": null}}
+]"#,
+    )
+    .unwrap();
+    let db = TestDatabase::builder(testdb_sqlite::Sqlite::new().directory(dir.path().join("db")))
+        .migrations(schema.clone())
+        .create()
+        .await
+        .unwrap();
+    db.load(&Fixtures::files([&fixture])).await.unwrap();
+    type Stored = (
+        i64,
+        String,
+        String,
+        String,
+        String,
+        i64,
+        String,
+        Option<String>,
+    );
+    let rows: Vec<Stored> = sqlx::query_as(
+        "SELECT id, placed, day, opens, CAST(price AS TEXT), paid, code, note \
+         FROM shop_order ORDER BY id",
+    )
+    .fetch_all(db.pool())
+    .await
+    .unwrap();
+    let expected: Vec<Stored> = vec![
+        (
+            1,
+            "2007-01-01 00:00:00".into(),
+            "2007-01-01".into(),
+            "08:15:00".into(),
+            "1.98".into(),
+            1,
+            "0.30000000000000004".into(),
+            Some("1e+16".into()),
+        ),
+        (
+            2,
+            "2006-12-31 23:30:00.500000".into(),
+            "2007-01-02".into(),
+            "23:59:59.250000".into(),
+            "10".into(),
+            0,
+            "x".into(),
+            None,
+        ),
+    ];
+    assert_eq!(rows, expected);
+    // Found the way Django's ORM asks for it.
+    let found: i64 = sqlx::query_scalar("SELECT count(*) FROM shop_order WHERE placed = ?")
+        .bind("2007-01-01 00:00:00")
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(found, 1);
+}
