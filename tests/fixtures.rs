@@ -499,7 +499,8 @@ async fn fixtures_load_with_the_database<H: Harness>(backend: H) {
 
 on_both!(
     a_dump_loads_back_to_the_same_rows,
-    a_csv_dump_loads_back_to_the_same_rows
+    a_csv_dump_loads_back_to_the_same_rows,
+    a_dump_of_a_missing_table_says_so
 );
 
 async fn a_dump_loads_back_to_the_same_rows<H: Harness>(backend: H) {
@@ -542,6 +543,25 @@ async fn a_dump_loads_back_to_the_same_rows<H: Harness>(backend: H) {
     ] {
         assert_eq!(H::scalar(copy.pool(), sql).await, 1, "{sql}");
     }
+}
+
+async fn a_dump_of_a_missing_table_says_so<H: Harness>(backend: H) {
+    let db = library(backend).await;
+    let dir = tempfile::tempdir().unwrap();
+    let err = db
+        .dump(&["no_such_table"], dir.path().join("out.json"))
+        .await
+        .unwrap_err();
+    let Error::Fixture { table, message, .. } = &err else {
+        panic!("expected a fixture error, got {err:?}");
+    };
+    assert_eq!(table.as_deref(), Some("no_such_table"), "{err}");
+    let message = message.to_lowercase();
+    assert!(
+        message.contains("does not exist") || message.contains("no such table"),
+        "{err}"
+    );
+    assert!(!dir.path().join("out.json").exists(), "nothing written");
 }
 
 async fn a_csv_dump_loads_back_to_the_same_rows<H: Harness>(backend: H) {

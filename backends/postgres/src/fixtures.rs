@@ -300,6 +300,10 @@ pub(crate) async fn dump_rows(
     .bind(table)
     .fetch_all(&mut *conn)
     .await?;
+    if columns.is_empty() {
+        // No such table (or none with columns): the caller asks the server what is wrong.
+        return Ok((Vec::new(), Vec::new()));
+    }
     let key: Vec<String> = sqlx::query_scalar(
         "SELECT a.attname::text FROM pg_index i \
          JOIN pg_class c ON c.oid = i.indrelid \

@@ -250,6 +250,10 @@ pub(crate) async fn dump_rows(
             .bind(table)
             .fetch_all(&mut *conn)
             .await?;
+    if columns.is_empty() {
+        // No such table: the caller asks SQLite what is wrong.
+        return Ok((Vec::new(), Vec::new()));
+    }
     let mut key: Vec<(i64, String)> = columns
         .iter()
         .filter(|(_, pk)| *pk > 0)
