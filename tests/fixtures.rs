@@ -500,7 +500,8 @@ async fn fixtures_load_with_the_database<H: Harness>(backend: H) {
 on_both!(
     a_dump_loads_back_to_the_same_rows,
     a_csv_dump_loads_back_to_the_same_rows,
-    a_dump_of_a_missing_table_says_so
+    a_dump_of_a_missing_table_says_so,
+    json_nulls_and_strings_survive_a_dump
 );
 
 async fn a_dump_loads_back_to_the_same_rows<H: Harness>(backend: H) {
@@ -540,6 +541,34 @@ async fn a_dump_loads_back_to_the_same_rows<H: Harness>(backend: H) {
         "SELECT count(*) FROM authors WHERE born = '1929-10-21' AND active",
         "SELECT count(*) FROM authors WHERE id = 2 AND NOT active",
         "SELECT count(*) FROM books WHERE id = 20 AND tags IS NOT NULL",
+    ] {
+        assert_eq!(H::scalar(copy.pool(), sql).await, 1, "{sql}");
+    }
+}
+
+async fn json_nulls_and_strings_survive_a_dump<H: Harness>(backend: H) {
+    let original = library(backend.clone()).await;
+    H::exec(
+        original.pool(),
+        "INSERT INTO authors (id, name) VALUES (50, 'j')",
+    )
+    .await;
+    // A JSON `null` and a JSON string in a `jsonb` column (PostgreSQL), text on SQLite.
+    H::exec(
+        original.pool(),
+        "INSERT INTO books (id, author_id, title, tags) VALUES (51, 50, 'a', 'null'), \
+         (52, 50, 'b', '\"str\"'), (53, 50, 'c', NULL)",
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let dump = dir.path().join("books.json");
+    original.dump(&["authors", "books"], &dump).await.unwrap();
+    let copy = library(backend).await;
+    copy.load(&Fixtures::files([&dump])).await.unwrap();
+    for sql in [
+        "SELECT count(*) FROM books WHERE id = 51 AND tags IS NOT NULL",
+        "SELECT count(*) FROM books WHERE id = 52 AND CAST(tags AS TEXT) = '\"str\"'",
+        "SELECT count(*) FROM books WHERE id = 53 AND tags IS NULL",
     ] {
         assert_eq!(H::scalar(copy.pool(), sql).await, 1, "{sql}");
     }
