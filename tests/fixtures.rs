@@ -498,11 +498,39 @@ async fn fixtures_load_with_the_database<H: Harness>(backend: H) {
 }
 
 on_both!(
+    django_sqlmigrate_output_runs_as_a_migration,
     a_dump_loads_back_to_the_same_rows,
     a_csv_dump_loads_back_to_the_same_rows,
     a_dump_of_a_missing_table_says_so,
     json_nulls_and_strings_survive_a_dump
 );
+
+/// What the README says to do with `manage.py sqlmigrate`'s output: its own `BEGIN`/`COMMIT`,
+/// under sqlx's `-- no-transaction`.
+async fn django_sqlmigrate_output_runs_as_a_migration<H: Harness>(backend: H) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("0001_shop.sql"),
+        "-- no-transaction\nBEGIN;\n--\n-- Create model Order\n--\n\
+         CREATE TABLE shop_order (id integer NOT NULL PRIMARY KEY, code varchar(40) NOT NULL);\n\
+         COMMIT;\n",
+    )
+    .unwrap();
+    let db = TestDatabase::builder(backend)
+        .migrations(dir.path().to_path_buf())
+        .create()
+        .await
+        .expect("sqlmigrate's output migrates");
+    H::exec(
+        db.pool(),
+        "INSERT INTO shop_order (id, code) VALUES (1, 'a')",
+    )
+    .await;
+    assert_eq!(
+        H::scalar(db.pool(), "SELECT count(*) FROM shop_order").await,
+        1
+    );
+}
 
 async fn a_dump_loads_back_to_the_same_rows<H: Harness>(backend: H) {
     let original = library(backend.clone()).await;
