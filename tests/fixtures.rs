@@ -342,7 +342,7 @@ async fn bad_input_names_where_and_loads_nothing<H: Harness>(backend: H) {
             file: "bad/missing_parent.json",
             table: Some("books"),
             row: Some("row 1"),
-            column: None,
+            column: Some("author_id"),
             says: &["foreign key"],
         },
         Bad {
@@ -401,9 +401,9 @@ async fn bad_input_names_where_and_loads_nothing<H: Harness>(backend: H) {
         Bad {
             file: "bad/broken_cycle.json",
             table: Some("teams"),
-            row: None,
-            column: None,
-            says: &["foreign key"],
+            row: Some("row 0"),
+            column: Some("captain_id"),
+            says: &["foreign key", "no row of players has id = 555"],
         },
     ];
     for case in cases {
