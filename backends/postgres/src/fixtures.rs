@@ -294,12 +294,13 @@ pub(crate) async fn dump_rows(
          JOIN pg_namespace n ON n.oid = c.relnamespace \
          JOIN pg_type t ON t.oid = a.atttypid \
          WHERE n.nspname = current_schema() AND c.relname = $1 \
-           AND a.attnum > 0 AND NOT a.attisdropped \
+           AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '' \
          ORDER BY a.attnum",
     )
     .bind(table)
     .fetch_all(&mut *conn)
     .await?;
+    // Generated columns are left out: a load could not write them, and recomputes them.
     if columns.is_empty() {
         // No such table (or none with columns): the caller asks the server what is wrong.
         return Ok((Vec::new(), Vec::new()));
