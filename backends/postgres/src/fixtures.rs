@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
+use serde_json::value::RawValue;
 use sqlx::postgres::{PgConnection, PgDatabaseError};
 use sqlx::{AssertSqlSafe, Executor, Row};
 use testdb::{Catalog, ErrorSite, ForeignKey, TableInfo, Value};
@@ -23,11 +24,9 @@ pub(crate) async fn catalog(conn: &mut PgConnection) -> sqlx::Result<Catalog> {
     .fetch_all(&mut *conn)
     .await?;
     for row in columns {
-        tables
-            .entry(row.get(0))
-            .or_default()
-            .columns
-            .push(row.get(1));
+        let table = tables.entry(row.get(0)).or_default();
+        table.columns.push(row.get(1));
+        table.column_types.push(row.get(2));
     }
     let keys = sqlx::query(
         "SELECT c.relname::text, a.attname::text FROM pg_index i \
@@ -88,10 +87,21 @@ const CHUNK: usize = 1 << 16;
 pub(crate) async fn insert_rows(
     conn: &mut PgConnection,
     table: &str,
-    _info: &TableInfo,
+    info: &TableInfo,
     columns: &[String],
     rows: &[Vec<Value>],
 ) -> sqlx::Result<()> {
+    // A JSON array into an array column is written as PostgreSQL's array literal.
+    let arrays: Vec<bool> = columns
+        .iter()
+        .map(|column| {
+            info.columns
+                .iter()
+                .position(|known| known == column)
+                .and_then(|at| info.column_types.get(at))
+                .is_some_and(|kind| kind.ends_with("[]"))
+        })
+        .collect();
     let columns: Vec<String> = columns.iter().map(|column| ident(column)).collect();
     let statement = format!("COPY {} ({}) FROM STDIN", ident(table), columns.join(", "));
     let mut copy = conn.copy_in_raw(&statement).await?;
@@ -101,7 +111,18 @@ pub(crate) async fn insert_rows(
             if index > 0 {
                 buffer.push('\t');
             }
-            write_value(&mut buffer, value);
+            match value {
+                Value::Json(json) if arrays.get(index) == Some(&true) && json.starts_with('[') => {
+                    let literal = array_literal(json).map_err(|err| {
+                        sqlx::Error::Protocol(format!(
+                            "column {}: a JSON array for an array column: {err}",
+                            columns.get(index).map_or("?", String::as_str)
+                        ))
+                    })?;
+                    write_value(&mut buffer, &Value::Text(literal.into()));
+                }
+                _ => write_value(&mut buffer, value),
+            }
         }
         buffer.push('\n');
         if buffer.len() >= CHUNK {
@@ -146,6 +167,40 @@ fn write_value(out: &mut String, value: &Value) {
         }
         _ => out.push_str("\\N"),
     }
+}
+
+/// A JSON array as PostgreSQL's array literal: `[1, [2, null], "a\"b"]` → `{1,{2,NULL},"a\"b"}`.
+/// Numbers and booleans keep their text; strings and objects (for `jsonb[]`) are quoted.
+fn array_literal(json: &str) -> Result<String, serde_json::Error> {
+    let items: Vec<&RawValue> = serde_json::from_str(json)?;
+    let mut out = String::from("{");
+    for (index, item) in items.iter().enumerate() {
+        if index > 0 {
+            out.push(',');
+        }
+        let text = item.get();
+        match text.as_bytes().first() {
+            Some(b'[') => out.push_str(&array_literal(text)?),
+            Some(b'n') => out.push_str("NULL"),
+            Some(b'"') => quoted(&mut out, &serde_json::from_str::<String>(text)?),
+            Some(b'{') => quoted(&mut out, text),
+            _ => out.push_str(text),
+        }
+    }
+    out.push('}');
+    Ok(out)
+}
+
+/// An array element in double quotes, its quotes and backslashes escaped.
+fn quoted(out: &mut String, text: &str) {
+    out.push('"');
+    for ch in text.chars() {
+        if ch == '"' || ch == '\\' {
+            out.push('\\');
+        }
+        out.push(ch);
+    }
+    out.push('"');
 }
 
 pub(crate) async fn defer_foreign_keys(

@@ -2,6 +2,7 @@
 //! keys, and AUTOINCREMENT counters.
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::sync::Arc;
 
 use sqlx::sqlite::SqliteConnection;
@@ -92,15 +93,14 @@ pub(crate) async fn insert_rows(
     columns: &[String],
     rows: &[Vec<Value>],
 ) -> sqlx::Result<()> {
-    // SQLite stores `true` in a BOOLEAN column as the text 'true', which reads back as false:
-    // give boolean columns the 1 and 0 that SQLite means by true and false.
-    let boolean: Vec<bool> = columns
+    let kinds: Vec<Affinity> = columns
         .iter()
         .map(|column| {
             info.columns
                 .iter()
                 .zip(&info.column_types)
-                .any(|(name, kind)| name == column && kind.to_ascii_uppercase().contains("BOOL"))
+                .find(|(name, _)| *name == column)
+                .map_or(Affinity::Other, |(_, kind)| Affinity::of(kind))
         })
         .collect();
     let per_statement = MAX_ROWS.min(MAX_VALUES / columns.len()).max(1);
@@ -123,9 +123,24 @@ pub(crate) async fn insert_rows(
             .clone();
         let mut query = sqlx::query(AssertSqlSafe(sql));
         for row in chunk {
-            for (value, boolean) in row.iter().zip(&boolean) {
-                let value = match value {
-                    Value::Text(text) if *boolean => boolean_text(text).unwrap_or(value),
+            for (value, kind) in row.iter().zip(&kinds) {
+                let converted;
+                let value = match (value, kind) {
+                    (Value::Text(text), Affinity::Boolean) => boolean_text(text).unwrap_or(value),
+                    (Value::Text(text), Affinity::Real) => match infinity(text) {
+                        Some(float) => {
+                            converted = Value::Float(float);
+                            &converted
+                        }
+                        None => value,
+                    },
+                    (Value::Text(text), Affinity::Blob) => {
+                        if let Some(bytes) = hex_bytes(text) {
+                            query = query.bind(bytes);
+                            continue;
+                        }
+                        value
+                    }
                     _ => value,
                 };
                 query = match value {
@@ -141,6 +156,70 @@ pub(crate) async fn insert_rows(
         query.execute(&mut *conn).await?;
     }
     Ok(())
+}
+
+/// What a column's declared type makes of fixture text that SQLite itself would store as text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Affinity {
+    /// SQLite stores `true` in a BOOLEAN column as the text 'true', which reads back as false:
+    /// boolean columns get the 1 and 0 that SQLite means by true and false.
+    Boolean,
+    /// `Infinity` and `-Infinity` (how a dump writes them: JSON has no such number) are floats.
+    Real,
+    /// `\x` and hex digits (how a dump writes a BLOB) are the bytes they spell.
+    Blob,
+    Other,
+}
+
+impl Affinity {
+    /// By SQLite's rules for a declared type's affinity (`INT` wins over `REAL`, `CHAR` and
+    /// `BLOB` as SQLite decides), with BOOLEAN singled out.
+    fn of(declared: &str) -> Affinity {
+        let declared = declared.to_ascii_uppercase();
+        if declared.contains("BOOL") {
+            Affinity::Boolean
+        } else if declared.contains("INT")
+            || ["CHAR", "CLOB", "TEXT"]
+                .iter()
+                .any(|t| declared.contains(t))
+        {
+            Affinity::Other
+        } else if declared.contains("BLOB") || declared.trim().is_empty() {
+            Affinity::Blob
+        } else if ["REAL", "FLOA", "DOUB"]
+            .iter()
+            .any(|t| declared.contains(t))
+        {
+            Affinity::Real
+        } else {
+            Affinity::Other
+        }
+    }
+}
+
+/// The float of `Infinity` or `-Infinity`.
+fn infinity(text: &str) -> Option<f64> {
+    match text {
+        "Infinity" | "inf" => Some(f64::INFINITY),
+        "-Infinity" | "-inf" => Some(f64::NEG_INFINITY),
+        _ => None,
+    }
+}
+
+/// The bytes of `\x0a1B…` (PostgreSQL's spelling of binary data, and a dump's).
+fn hex_bytes(text: &str) -> Option<Vec<u8>> {
+    let digits = text.strip_prefix("\\x")?.as_bytes();
+    if digits.len() % 2 != 0 {
+        return None;
+    }
+    digits
+        .chunks(2)
+        .map(|pair| {
+            let high = char::from(pair[0]).to_digit(16)?;
+            let low = char::from(pair[1]).to_digit(16)?;
+            u8::try_from(high * 16 + low).ok()
+        })
+        .collect()
 }
 
 /// The integer SQLite means by a boolean's text, if it is one.
@@ -280,7 +359,7 @@ pub(crate) async fn dump_rows(
     let mut out = Vec::with_capacity(rows.len());
     for row in rows {
         let mut values = Vec::with_capacity(columns.len());
-        for (index, (column, _)) in columns.iter().enumerate() {
+        for index in 0..columns.len() {
             let raw = row.try_get_raw(index)?;
             let class = if sqlx::ValueRef::is_null(&raw) {
                 "NULL".to_string()
@@ -292,13 +371,15 @@ pub(crate) async fn dump_rows(
                 "INTEGER" => Value::Int(row.try_get_unchecked(index)?),
                 "REAL" => Value::Float(row.try_get_unchecked(index)?),
                 "TEXT" => Value::Text(row.try_get_unchecked::<String, _>(index)?.into()),
+                // As `\x` and hex digits, which a BLOB column reads back as these bytes.
                 _ => {
-                    return Err(sqlx::Error::Decode(
-                        format!(
-                            "column {column} holds a BLOB, which fixture files cannot hold yet"
-                        )
-                        .into(),
-                    ));
+                    let bytes: Vec<u8> = row.try_get_unchecked(index)?;
+                    let mut text = String::with_capacity(2 + 2 * bytes.len());
+                    text.push_str("\\x");
+                    for byte in bytes {
+                        let _ = write!(text, "{byte:02x}");
+                    }
+                    Value::Text(text.into())
                 }
             });
         }
