@@ -11,31 +11,69 @@ use testdb::{Catalog, ErrorSite, ForeignKey, TableInfo, Value};
 
 use crate::sql::{ident, literal};
 
+/// A table's name in fixtures: its own in the current schema, `schema.table` in another (and when
+/// the name has a dot of its own, so that the first dot always ends the schema).
+macro_rules! table_name {
+    ($class:literal, $namespace:literal) => {
+        concat!(
+            "CASE WHEN ",
+            $namespace,
+            ".nspname = current_schema() AND strpos(",
+            $class,
+            ".relname, '.') = 0 THEN ",
+            $class,
+            ".relname::text ELSE ",
+            $namespace,
+            ".nspname || '.' || ",
+            $class,
+            ".relname END"
+        )
+    };
+}
+
+/// The schemas whose tables fixtures can fill: every one but the system's.
+const USER_SCHEMAS: &str = "n.nspname <> 'information_schema' AND n.nspname NOT LIKE 'pg\\_%'";
+
+/// `table` (a fixture's name for it) quoted: `"schema"."table"` when it names its schema.
+pub(crate) fn table_ident(table: &str) -> String {
+    match table.split_once('.') {
+        Some((schema, name)) => format!("{}.{}", ident(schema), ident(name)),
+        None => ident(table),
+    }
+}
+
 pub(crate) async fn catalog(conn: &mut PgConnection) -> sqlx::Result<Catalog> {
     let mut tables: BTreeMap<String, TableInfo> = BTreeMap::new();
-    let columns = sqlx::query(
-        "SELECT c.relname::text, a.attname::text, format_type(a.atttypid, a.atttypmod) \
+    let columns = sqlx::query(AssertSqlSafe(format!(
+        "SELECT {}, a.attname::text, format_type(a.atttypid, a.atttypmod), \
+           (SELECT {} FROM pg_inherits h JOIN pg_class p ON p.oid = h.inhparent \
+              JOIN pg_namespace pn ON pn.oid = p.relnamespace \
+            WHERE h.inhrelid = c.oid AND c.relispartition) \
          FROM pg_class c \
          JOIN pg_namespace n ON n.oid = c.relnamespace \
          JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped \
-         WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p') \
-         ORDER BY c.relname, a.attnum",
-    )
+         WHERE {USER_SCHEMAS} AND c.relkind IN ('r', 'p') \
+         ORDER BY 1, a.attnum",
+        table_name!("c", "n"),
+        table_name!("p", "pn"),
+    )))
     .fetch_all(&mut *conn)
     .await?;
     for row in columns {
         let table = tables.entry(row.get(0)).or_default();
         table.columns.push(row.get(1));
         table.column_types.push(row.get(2));
+        table.partition_of = row.get(3);
     }
-    let keys = sqlx::query(
-        "SELECT c.relname::text, a.attname::text FROM pg_index i \
+    let keys = sqlx::query(AssertSqlSafe(format!(
+        "SELECT {}, a.attname::text FROM pg_index i \
          JOIN pg_class c ON c.oid = i.indrelid \
          JOIN pg_namespace n ON n.oid = c.relnamespace \
          JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = ANY (i.indkey) \
-         WHERE i.indisprimary AND n.nspname = current_schema() \
-         ORDER BY c.relname, array_position(i.indkey::int2[], a.attnum)",
-    )
+         WHERE i.indisprimary AND {USER_SCHEMAS} \
+         ORDER BY 1, array_position(i.indkey::int2[], a.attnum)",
+        table_name!("c", "n"),
+    )))
     .fetch_all(&mut *conn)
     .await?;
     for row in keys {
@@ -43,8 +81,8 @@ pub(crate) async fn catalog(conn: &mut PgConnection) -> sqlx::Result<Catalog> {
             table.primary_key.push(row.get(1));
         }
     }
-    let foreign = sqlx::query(
-        "SELECT con.conname::text, c.relname::text, p.relname::text, con.condeferrable, \
+    let foreign = sqlx::query(AssertSqlSafe(format!(
+        "SELECT con.conname::text, {}, {}, con.condeferrable, \
            ARRAY(SELECT a.attname::text FROM unnest(con.conkey) WITH ORDINALITY k(num, ord) \
                  JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.num \
                  ORDER BY k.ord), \
@@ -55,9 +93,12 @@ pub(crate) async fn catalog(conn: &mut PgConnection) -> sqlx::Result<Catalog> {
          JOIN pg_class c ON c.oid = con.conrelid \
          JOIN pg_class p ON p.oid = con.confrelid \
          JOIN pg_namespace n ON n.oid = c.relnamespace \
-         WHERE con.contype = 'f' AND n.nspname = current_schema() \
-         ORDER BY c.relname, con.conname",
-    )
+         JOIN pg_namespace pn ON pn.oid = p.relnamespace \
+         WHERE con.contype = 'f' AND {USER_SCHEMAS} \
+         ORDER BY 2, con.conname",
+        table_name!("c", "n"),
+        table_name!("p", "pn"),
+    )))
     .fetch_all(&mut *conn)
     .await?;
     for row in foreign {
@@ -103,7 +144,11 @@ pub(crate) async fn insert_rows(
         })
         .collect();
     let columns: Vec<String> = columns.iter().map(|column| ident(column)).collect();
-    let statement = format!("COPY {} ({}) FROM STDIN", ident(table), columns.join(", "));
+    let statement = format!(
+        "COPY {} ({}) FROM STDIN",
+        table_ident(table),
+        columns.join(", ")
+    );
     let mut copy = conn.copy_in_raw(&statement).await?;
     let mut buffer = String::with_capacity(CHUNK + 1024);
     for row in rows {
@@ -243,7 +288,7 @@ fn alter_deferrable(keys: &[(String, ForeignKey)], mode: &str) -> String {
         let _ = writeln!(
             script,
             "ALTER TABLE {} ALTER CONSTRAINT {} {mode};",
-            ident(table),
+            table_ident(table),
             ident(&fk.name)
         );
     }
@@ -270,17 +315,18 @@ pub(crate) async fn reset_sequences(
     if tables.is_empty() {
         return Ok(());
     }
-    let owned = sqlx::query(
-        "SELECT c.relname::text, a.attname::text, \
+    let owned = sqlx::query(AssertSqlSafe(format!(
+        "SELECT {name}, a.attname::text, \
            pg_get_serial_sequence(quote_ident(n.nspname) || '.' || quote_ident(c.relname), \
                                   a.attname)::text \
          FROM pg_class c \
          JOIN pg_namespace n ON n.oid = c.relnamespace \
          JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped \
-         WHERE n.nspname = current_schema() AND c.relname = ANY ($1) \
+         WHERE {USER_SCHEMAS} AND {name} = ANY ($1) \
            AND pg_get_serial_sequence(quote_ident(n.nspname) || '.' || quote_ident(c.relname), \
                                       a.attname) IS NOT NULL",
-    )
+        name = table_name!("c", "n"),
+    )))
     .bind(tables)
     .fetch_all(&mut *conn)
     .await?;
@@ -299,7 +345,7 @@ pub(crate) async fn reset_sequences(
                  FROM (SELECT max({col})::bigint AS m FROM {tab}) AS top)",
                 seq = literal(&sequence),
                 col = ident(&column),
-                tab = ident(&table),
+                tab = table_ident(&table),
             )
         })
         .collect();
@@ -343,15 +389,16 @@ pub(crate) async fn dump_rows(
     conn: &mut PgConnection,
     table: &str,
 ) -> sqlx::Result<(Vec<String>, Vec<Vec<Value>>)> {
-    let columns: Vec<(String, String)> = sqlx::query_as(
-        "SELECT a.attname::text, t.typname::text FROM pg_attribute a \
+    let columns: Vec<(String, String, bool)> = sqlx::query_as(AssertSqlSafe(format!(
+        "SELECT a.attname::text, t.typname::text, c.relkind = 'p' FROM pg_attribute a \
          JOIN pg_class c ON c.oid = a.attrelid \
          JOIN pg_namespace n ON n.oid = c.relnamespace \
          JOIN pg_type t ON t.oid = a.atttypid \
-         WHERE n.nspname = current_schema() AND c.relname = $1 \
+         WHERE {USER_SCHEMAS} AND {} = $1 \
            AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '' \
          ORDER BY a.attnum",
-    )
+        table_name!("c", "n"),
+    )))
     .bind(table)
     .fetch_all(&mut *conn)
     .await?;
@@ -360,21 +407,30 @@ pub(crate) async fn dump_rows(
         // No such table (or none with columns): the caller asks the server what is wrong.
         return Ok((Vec::new(), Vec::new()));
     }
-    let key: Vec<String> = sqlx::query_scalar(
+    let key: Vec<String> = sqlx::query_scalar(AssertSqlSafe(format!(
         "SELECT a.attname::text FROM pg_index i \
          JOIN pg_class c ON c.oid = i.indrelid \
          JOIN pg_namespace n ON n.oid = c.relnamespace \
          JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = ANY (i.indkey) \
-         WHERE i.indisprimary AND n.nspname = current_schema() AND c.relname = $1 \
+         WHERE i.indisprimary AND {USER_SCHEMAS} AND {} = $1 \
          ORDER BY array_position(i.indkey::int2[], a.attnum)",
-    )
+        table_name!("c", "n"),
+    )))
     .bind(table)
     .fetch_all(&mut *conn)
     .await?;
     let select: Vec<String> = columns
         .iter()
-        .map(|(name, _)| format!("{}::text", ident(name)))
+        .map(|(name, _, _)| format!("{}::text", ident(name)))
         .collect();
+    // A table's own rows, not those of the tables that inherit from it (dumped as theirs); a
+    // partitioned table has none of its own, only its partitions' (which a dump of every table
+    // leaves out).
+    let only = if columns.iter().any(|(_, _, partitioned)| *partitioned) {
+        ""
+    } else {
+        "ONLY "
+    };
     let order = if key.is_empty() {
         (1..=columns.len())
             .map(|n| n.to_string())
@@ -383,9 +439,9 @@ pub(crate) async fn dump_rows(
         key.iter().map(|column| ident(column)).collect()
     };
     let statement = format!(
-        "SELECT {} FROM {} ORDER BY {}",
+        "SELECT {} FROM {only}{} ORDER BY {}",
         select.join(", "),
-        ident(table),
+        table_ident(table),
         order.join(", ")
     );
     let rows = sqlx::query(AssertSqlSafe(statement))
@@ -394,7 +450,7 @@ pub(crate) async fn dump_rows(
     let mut out = Vec::with_capacity(rows.len());
     for row in rows {
         let mut values = Vec::with_capacity(columns.len());
-        for (index, (_, kind)) in columns.iter().enumerate() {
+        for (index, (_, kind, _)) in columns.iter().enumerate() {
             let text: Option<String> = row.try_get(index)?;
             values.push(match text {
                 None => Value::Null,
@@ -403,7 +459,7 @@ pub(crate) async fn dump_rows(
         }
         out.push(values);
     }
-    Ok((columns.into_iter().map(|(name, _)| name).collect(), out))
+    Ok((columns.into_iter().map(|(name, _, _)| name).collect(), out))
 }
 
 /// A column's text as the JSON type that loads back to it exactly.
