@@ -4,6 +4,13 @@
 //! 500-row prepared `INSERT`s in one transaction). Every load commits its own transaction; the
 //! tables are emptied between loads, untimed.
 //!
+//! `fixtures-django/<engine>`: testdb's load of a Django dumpdata fixture shaped like Chinook
+//! (15,607 objects in 11 models, `benches/django`) into the app's `sqlmigrate` schema, which
+//! `benches/django/run` sets beside Django's own `loaddata` of the same file. With
+//! `TESTDB_DJANGO_FIXTURE=<file>` the binary only writes that fixture and exits; with
+//! `TESTDB_DJANGO_SNAPSHOT=<dir>` the group also leaves what one load stored there, for comparing
+//! with what `loaddata` stores.
+//!
 //! PostgreSQL runs when `TESTDB_POSTGRES_URL` (or `DATABASE_URL`) is set.
 
 // Tests, examples and benches may panic and print; the library may not (see Cargo.toml).
@@ -15,14 +22,16 @@
 )]
 
 use std::fmt::Write as _;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{Criterion, SamplingMode, Throughput, criterion_group};
 use sqlx::{AssertSqlSafe, Connection, Database};
 use testdb::{Backend, Fixtures, TestDatabase, load_fixtures};
 use testdb_postgres::Postgres;
 use testdb_sqlite::Sqlite;
 
+mod django;
 mod reference;
 
 use reference::{ROWS, Reference, TABLES, fixture_file, rows, schema};
@@ -224,5 +233,200 @@ fn postgres(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, sqlite, postgres);
-criterion_main!(benches);
+/// What the Django group needs of each engine.
+trait Chinook: Backend {
+    /// Django's `sqlmigrate` output for the engine.
+    const SCHEMA: &'static str;
+    /// Empties every table of the app, untimed.
+    fn empty(conn: &mut Conn<Self>) -> impl Future<Output = ()>;
+    /// The rows of `table`.
+    fn count(conn: &mut Conn<Self>, table: &str) -> impl Future<Output = usize>;
+    /// Leaves what the database holds in `dir`, for `benches/django/run` to compare.
+    fn snapshot(conn: &mut Conn<Self>, dir: &Path) -> impl Future<Output = ()>;
+}
+
+impl Chinook for Sqlite {
+    const SCHEMA: &'static str = django::SCHEMA_SQLITE;
+    async fn empty(conn: &mut sqlx::SqliteConnection) {
+        // Children first: each statement checks its keys as it ends.
+        for (model, _) in django::MODELS.iter().rev() {
+            let sql = format!("DELETE FROM {}", django::table(model));
+            sqlx::query(AssertSqlSafe(sql))
+                .execute(&mut *conn)
+                .await
+                .unwrap();
+        }
+    }
+    async fn count(conn: &mut sqlx::SqliteConnection, table: &str) -> usize {
+        let sql = format!("SELECT count(*) FROM {table}");
+        let count: i64 = sqlx::query_scalar(AssertSqlSafe(sql))
+            .fetch_one(conn)
+            .await
+            .unwrap();
+        usize::try_from(count).unwrap()
+    }
+    async fn snapshot(conn: &mut sqlx::SqliteConnection, dir: &Path) {
+        let file = dir.join("testdb.sqlite3");
+        let _ = std::fs::remove_file(&file);
+        let sql = format!(
+            "VACUUM INTO '{}'",
+            file.display().to_string().replace('\'', "''")
+        );
+        sqlx::query(AssertSqlSafe(sql)).execute(conn).await.unwrap();
+    }
+}
+
+impl Chinook for Postgres {
+    const SCHEMA: &'static str = django::SCHEMA_POSTGRES;
+    async fn empty(conn: &mut sqlx::PgConnection) {
+        // As Django's flush does: emptied tables leave no dead rows to slow the next load.
+        let tables: Vec<String> = django::MODELS
+            .iter()
+            .map(|(model, _)| django::table(model))
+            .collect();
+        let sql = format!("TRUNCATE {}", tables.join(", "));
+        sqlx::query(AssertSqlSafe(sql)).execute(conn).await.unwrap();
+    }
+    async fn count(conn: &mut sqlx::PgConnection, table: &str) -> usize {
+        let sql = format!("SELECT count(*) FROM {table}");
+        let count: i64 = sqlx::query_scalar(AssertSqlSafe(sql))
+            .fetch_one(conn)
+            .await
+            .unwrap();
+        usize::try_from(count).unwrap()
+    }
+    /// Each table's rows as PostgreSQL writes them as text (`t::text`, in UTC), by id, and each
+    /// sequence's next value: `testdb.postgres.txt`, in the form `benches/django/app/loadbench.py`
+    /// writes Django's.
+    async fn snapshot(conn: &mut sqlx::PgConnection, dir: &Path) {
+        sqlx::query("SET TIME ZONE 'UTC'")
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+        let mut tables: Vec<String> = django::MODELS
+            .iter()
+            .map(|(model, _)| django::table(model))
+            .collect();
+        tables.sort();
+        let mut text = String::new();
+        for table in &tables {
+            let sql = format!("SELECT t::text FROM {table} t ORDER BY t.id");
+            let rows: Vec<String> = sqlx::query_scalar(AssertSqlSafe(sql))
+                .fetch_all(&mut *conn)
+                .await
+                .unwrap();
+            let _ = writeln!(text, "# {table} {}", rows.len());
+            for row in rows {
+                let _ = writeln!(text, "{row}");
+            }
+        }
+        text.push_str("# sequences\n");
+        for table in &tables {
+            let sql = format!("SELECT pg_get_serial_sequence('{table}', 'id')");
+            let sequence: String = sqlx::query_scalar(AssertSqlSafe(sql))
+                .fetch_one(&mut *conn)
+                .await
+                .unwrap();
+            let sql = format!(
+                "SELECT CASE WHEN is_called THEN last_value + 1 ELSE last_value END FROM {sequence}"
+            );
+            let next: i64 = sqlx::query_scalar(AssertSqlSafe(sql))
+                .fetch_one(&mut *conn)
+                .await
+                .unwrap();
+            let _ = writeln!(text, "{table} {next}");
+        }
+        std::fs::write(dir.join("testdb.postgres.txt"), text).unwrap();
+    }
+}
+
+/// testdb's load of the Django fixture, committed, the tables emptied after each, untimed.
+fn django_load<B: Chinook>(c: &mut Criterion, backend: B)
+where
+    for<'c> &'c mut Conn<B>: sqlx::Executor<'c>,
+{
+    let rt = runtime();
+    let mut group = c.benchmark_group(format!("fixtures-django/{}", B::NAME));
+    group
+        .throughput(Throughput::Elements(django::OBJECTS as u64))
+        // A debug build's load takes seconds: ten of them, each a sample.
+        .sampling_mode(SamplingMode::Flat)
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(15));
+    // Set up only when the filter selects the group.
+    let mut setup = None;
+    group.bench_function("testdb load_fixtures", |b| {
+        let (_dir, db, fixtures) = setup.get_or_insert_with(|| {
+            let dir = tempfile::tempdir().unwrap();
+            let migrations = dir.path().join("migrations");
+            std::fs::create_dir(&migrations).unwrap();
+            std::fs::write(migrations.join("0001_chinook.sql"), B::SCHEMA).unwrap();
+            let file = dir.path().join("chinook.json");
+            django::write_fixture(&file);
+            let builder = TestDatabase::builder(backend.clone()).migrations(migrations.as_path());
+            let db = rt.block_on(builder.create()).unwrap();
+            let fixtures = django::fixtures(&file);
+            // One load, checked: every object is a row of its model's table.
+            rt.block_on(async {
+                let mut conn = <Conn<B> as Connection>::connect_with(db.connect_options())
+                    .await
+                    .unwrap();
+                let loaded = load_fixtures::<B>(&mut conn, &fixtures).await.unwrap();
+                assert_eq!(loaded.rows, django::OBJECTS);
+                for (model, objects) in django::MODELS {
+                    let table = django::table(model);
+                    assert_eq!(B::count(&mut conn, &table).await, objects, "{table}");
+                }
+                if let Some(dir) = std::env::var_os("TESTDB_DJANGO_SNAPSHOT") {
+                    std::fs::create_dir_all(&dir).unwrap();
+                    B::snapshot(&mut conn, Path::new(&dir)).await;
+                }
+                B::empty(&mut conn).await;
+            });
+            (dir, db, fixtures)
+        });
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let mut conn = <Conn<B> as Connection>::connect_with(db.connect_options())
+                    .await
+                    .unwrap();
+                let mut took = Duration::ZERO;
+                for _ in 0..iters {
+                    let started = Instant::now();
+                    let loaded = load_fixtures::<B>(&mut conn, fixtures).await.unwrap();
+                    took += started.elapsed();
+                    assert_eq!(loaded.rows, django::OBJECTS);
+                    B::empty(&mut conn).await;
+                }
+                took
+            })
+        });
+    });
+    group.finish();
+}
+
+fn django_sqlite(c: &mut Criterion) {
+    django_load(c, Sqlite::new());
+}
+
+fn django_postgres(c: &mut Criterion) {
+    match Postgres::from_env() {
+        Ok(backend) => django_load(c, backend),
+        Err(_) => {
+            eprintln!("fixtures-django/PostgreSQL skipped: set TESTDB_POSTGRES_URL to measure it");
+        }
+    }
+}
+
+criterion_group!(benches, sqlite, postgres, django_sqlite, django_postgres);
+
+fn main() {
+    // For benches/django/run: the fixture Django's loaddata is timed on, and nothing else.
+    if let Some(file) = std::env::var_os("TESTDB_DJANGO_FIXTURE") {
+        django::write_fixture(Path::new(&file));
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

@@ -1,0 +1,198 @@
+"""The Django side of benches/django/run.
+
+    loadbench.py createdb URL NAME      drop and create database NAME on the server of URL
+    loadbench.py dropdb URL NAME        drop it
+    loadbench.py time FIXTURE ROUNDS    flush, then time loaddata (in-process), ROUNDS times;
+                                        prints JSON {"times": [...], "median": s}; leaves the
+                                        last load in place
+    loadbench.py dump-postgres OUT      the configured PostgreSQL database's rows as text, in the
+                                        form benches/fixtures.rs writes testdb's
+    loadbench.py dump-sqlite FILE OUT   a SQLite file's rows, each as Python's repr (its types)
+    loadbench.py pgenv URL NAME         shell exports of the settings for database NAME on URL
+    loadbench.py report WORK            the table of benches/django/run's results in WORK
+
+The database is the one bench/settings.py configures (DJANGO_BENCH_ENGINE and friends).
+"""
+
+import json
+import os
+import sqlite3
+import statistics
+import sys
+import time
+
+TABLES = sorted(
+    "chinook_" + model
+    for model in [
+        "genre",
+        "mediatype",
+        "artist",
+        "album",
+        "track",
+        "employee",
+        "customer",
+        "invoice",
+        "invoiceline",
+        "playlist",
+        "playlisttrack",
+    ]
+)
+
+
+def server(url, name, create):
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        if create:
+            conn.execute(f'CREATE DATABASE "{name}"')
+
+
+def django_setup():
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.settings")
+    import django
+
+    django.setup()
+
+
+def time_loaddata(fixture, rounds):
+    django_setup()
+    from django.core.management import call_command
+
+    times = []
+    for _ in range(rounds):
+        call_command("flush", interactive=False, verbosity=0)
+        started = time.perf_counter()
+        call_command("loaddata", fixture, verbosity=0)
+        times.append(time.perf_counter() - started)
+    print(json.dumps({"times": times, "median": statistics.median(times)}))
+
+
+def dump_postgres(out):
+    django_setup()
+    from django.db import connection
+
+    lines = []
+    with connection.cursor() as cursor:
+        cursor.execute("SET TIME ZONE 'UTC'")
+        for table in TABLES:
+            cursor.execute(f"SELECT t::text FROM {table} t ORDER BY t.id")
+            rows = cursor.fetchall()
+            lines.append(f"# {table} {len(rows)}")
+            lines.extend(row[0] for row in rows)
+        lines.append("# sequences")
+        for table in TABLES:
+            cursor.execute(f"SELECT pg_get_serial_sequence('{table}', 'id')")
+            (sequence,) = cursor.fetchone()
+            cursor.execute(
+                "SELECT CASE WHEN is_called THEN last_value + 1 ELSE last_value END "
+                f"FROM {sequence}"
+            )
+            lines.append(f"{table} {cursor.fetchone()[0]}")
+    with open(out, "w", encoding="utf-8") as file:
+        file.write("\n".join(lines) + "\n")
+
+
+def dump_sqlite(path, out):
+    conn = sqlite3.connect(path)
+    lines = []
+    for table in TABLES:
+        rows = conn.execute(f"SELECT * FROM {table} ORDER BY id").fetchall()
+        lines.append(f"# {table} {len(rows)}")
+        lines.extend(repr(row) for row in rows)
+    lines.append("# sequences")
+    sequences = "SELECT name, seq FROM sqlite_sequence WHERE name LIKE 'chinook%' ORDER BY name"
+    for name, seq in conn.execute(sequences):
+        lines.append(f"{name} {seq}")
+    conn.close()
+    with open(out, "w", encoding="utf-8") as file:
+        file.write("\n".join(lines) + "\n")
+
+
+def pgenv(url, name):
+    import shlex
+    from urllib.parse import unquote, urlsplit
+
+    parts = urlsplit(url)
+    settings = {
+        "DJANGO_BENCH_PG_HOST": parts.hostname or "127.0.0.1",
+        "DJANGO_BENCH_PG_PORT": str(parts.port or 5432),
+        "DJANGO_BENCH_PG_USER": unquote(parts.username or "postgres"),
+        "DJANGO_BENCH_PG_PASSWORD": unquote(parts.password or ""),
+        "DJANGO_BENCH_PG_NAME": name,
+    }
+    for key, value in settings.items():
+        print(f"export {key}={shlex.quote(value)}")
+
+
+def report(work):
+    import glob
+
+    def testdb(build, engine):
+        pattern = os.path.join(work, f"criterion-{build}", "*", "*", "new", "benchmark.json")
+        for path in glob.glob(pattern):
+            with open(path) as file:
+                if json.load(file)["group_id"] == f"fixtures-django/{engine}":
+                    with open(os.path.join(os.path.dirname(path), "estimates.json")) as file:
+                        return json.load(file)["median"]["point_estimate"] / 1e9
+        return None
+
+    header = (
+        "engine",
+        "Django loaddata s",
+        "testdb debug s",
+        "testdb release s",
+        "Django/debug",
+        "Django/release",
+        "debug/release",
+    )
+    rows = []
+    for engine, name in [("postgres", "PostgreSQL"), ("sqlite", "SQLite")]:
+        with open(os.path.join(work, f"django.{engine}.json")) as file:
+            django = json.load(file)["median"]
+        debug, release = testdb("debug", name), testdb("release", name)
+
+        def ratio(a, b):
+            return f"{a / b:.1f}x" if a and b else "-"
+
+        def seconds(value):
+            return f"{value:.3f}" if value else "-"
+
+        rows.append(
+            (
+                name,
+                seconds(django),
+                seconds(debug),
+                seconds(release),
+                ratio(django, debug),
+                ratio(django, release),
+                ratio(debug, release),
+            )
+        )
+    widths = [max(len(row[at]) for row in [header, *rows]) for at in range(len(header))]
+    for row in [header, *rows]:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+
+
+def main(args):
+    match args:
+        case ["createdb", url, name]:
+            server(url, name, create=True)
+        case ["dropdb", url, name]:
+            server(url, name, create=False)
+        case ["time", fixture, rounds]:
+            time_loaddata(fixture, int(rounds))
+        case ["dump-postgres", out]:
+            dump_postgres(out)
+        case ["dump-sqlite", path, out]:
+            dump_sqlite(path, out)
+        case ["pgenv", url, name]:
+            pgenv(url, name)
+        case ["report", work]:
+            report(work)
+        case _:
+            sys.exit(__doc__)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
