@@ -311,6 +311,13 @@ async fn bad_input_names_where_and_loads_nothing<H: Harness>(backend: H) {
             says: &["invalid JSON", "line 1"],
         },
         Bad {
+            file: "bad/malformed.yaml",
+            table: None,
+            row: None,
+            column: None,
+            says: &["invalid YAML", "line 2, column 5"],
+        },
+        Bad {
             file: "bad/unknown_table.json",
             table: Some("no_such_table"),
             row: None,
@@ -372,6 +379,13 @@ async fn bad_input_names_where_and_loads_nothing<H: Harness>(backend: H) {
             row: None,
             column: None,
             says: &["\"name\" appears twice", "line 1"],
+        },
+        Bad {
+            file: "bad/duplicate_key.yaml",
+            table: None,
+            row: None,
+            column: None,
+            says: &["duplicate mapping key `name`", "line 4, column 5"],
         },
         Bad {
             file: "bad/django_duplicate.json",
