@@ -3,8 +3,8 @@
 //! `app/` (whose `sqlmigrate` output is `schema.*.sql`). Deterministic: a small LCG, no crate.
 //!
 //! It is shaped as a real app's dump would be: mixed-case `db_column` renames (the invoice's
-//! `InvoiceDate`, `Total`, `CustomerId`…, and the invoice line's `unit_price` → `UnitPrice`,
-//! which needs `Fixtures::field_column`), aware datetimes (`2009-01-01T00:00:00Z`), decimals as
+//! `InvoiceDate`, `Total`, `CustomerId`…, and the invoice line's `unit_price` → `UnitPrice`
+//! found without `Fixtures::field_column`), aware datetimes (`2009-01-01T00:00:00Z`), decimals as
 //! strings, dates, booleans, NULLs, postal codes that are strings of digits (some with a leading
 //! zero), non-ASCII text. Objects are not in foreign-key order everywhere: the employees come
 //! boss last (a self-referencing key), invoice lines before invoices, playlist tracks before
@@ -44,10 +44,9 @@ pub fn table(model: &str) -> String {
     format!("chinook_{model}")
 }
 
-/// The fixture's file, with the one mapping testdb cannot guess (a snake-case field over a
-/// mixed-case column).
+/// The fixture's file: every field finds its column unaided (`unit_price` → `"UnitPrice"` too).
 pub fn fixtures(file: &Path) -> testdb::Fixtures {
-    testdb::Fixtures::files([file]).field_column("chinook.invoiceline", "unit_price", "UnitPrice")
+    testdb::Fixtures::files([file])
 }
 
 /// Writes the fixture to `file`.
