@@ -7,7 +7,7 @@ use sqlx::{Connection, Database};
 
 use crate::Result;
 use crate::fence::{Attribution, Fence};
-use crate::fixtures::{Catalog, ErrorSite, ForeignKey, TableInfo, Value};
+use crate::fixtures::{Catalog, ErrorSite, ForeignKey, LiftedKeys, TableInfo, Value};
 
 /// The connect options of a backend's sqlx driver.
 pub type ConnectOptions<DB> = <<DB as Database>::Connection as Connection>::Options;
@@ -205,6 +205,27 @@ pub trait Backend: Clone + fmt::Debug + Send + Sync + 'static {
         conn: &mut Self::Connection,
         keys: &[(String, ForeignKey)],
     ) -> impl Future<Output = sqlx::Result<Option<ErrorSite>>> + Send;
+
+    /// For a load in a transaction of its own (begun for it, committed at its end): lifts the
+    /// foreign keys of `tables` before any of their rows are inserted, so that the rows are not
+    /// checked one at a time; [`restore_foreign_keys`](Backend::restore_foreign_keys) puts them
+    /// back at the end, checking every row at once. Tables whose keys cannot be lifted (by
+    /// default, all) are left out of the result and keep their checks.
+    fn lift_foreign_keys(
+        _conn: &mut Self::Connection,
+        _tables: &[String],
+    ) -> impl Future<Output = sqlx::Result<LiftedKeys>> + Send {
+        async { Ok(LiftedKeys::default()) }
+    }
+
+    /// Runs `restore` (from [`lift_foreign_keys`](Backend::lift_foreign_keys)); returns the first
+    /// row that violates a key put back, if any.
+    fn restore_foreign_keys(
+        _conn: &mut Self::Connection,
+        _restore: &str,
+    ) -> impl Future<Output = sqlx::Result<Option<ErrorSite>>> + Send {
+        async { Ok(None) }
+    }
 
     /// Moves the sequences (identity, serial, AUTOINCREMENT) of `tables` past their largest
     /// value, so that the next insert without an id succeeds.

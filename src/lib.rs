@@ -32,7 +32,7 @@ pub use database::{Builder, TestDatabase};
 pub use error::{Error, Result};
 pub use fence::{Attribution, Fence, Fences};
 pub use fixtures::{
-    Catalog, ErrorSite, Fixtures, ForeignKey, Loaded, TableInfo, Value, dump_fixtures,
+    Catalog, ErrorSite, Fixtures, ForeignKey, LiftedKeys, Loaded, TableInfo, Value, dump_fixtures,
     load_fixtures,
 };
 pub use handle::{Handle, current};

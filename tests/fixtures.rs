@@ -521,8 +521,75 @@ on_both!(
     json_numbers_keep_every_digit,
     arrays_load_into_array_columns,
     every_type_survives_a_dump,
-    schemas_partitions_and_inheritance_load_and_dump_once
+    schemas_partitions_and_inheritance_load_and_dump_once,
+    a_load_over_tcp_turns_nagle_off
 );
+
+/// Whether this process's TCP socket to the server on `conn` has TCP_NODELAY set.
+#[cfg(target_os = "linux")]
+async fn nodelay(conn: &mut sqlx::PgConnection) -> bool {
+    use std::os::fd::{BorrowedFd, RawFd};
+    let (client, server): (i32, i32) =
+        sqlx::query_as("SELECT inet_client_port(), inet_server_port()")
+            .fetch_one(&mut *conn)
+            .await
+            .expect("a TCP connection");
+    for entry in std::fs::read_dir("/proc/self/fd").unwrap().flatten() {
+        let Ok(raw) = entry.file_name().to_string_lossy().parse::<RawFd>() else {
+            continue;
+        };
+        // SAFETY: only duplicated; a descriptor closed meanwhile fails to duplicate.
+        #[allow(unsafe_code)]
+        let Ok(owned) = unsafe { BorrowedFd::borrow_raw(raw) }.try_clone_to_owned() else {
+            continue;
+        };
+        let stream = std::net::TcpStream::from(owned);
+        if stream
+            .local_addr()
+            .is_ok_and(|at| i32::from(at.port()) == client)
+            && stream
+                .peer_addr()
+                .is_ok_and(|at| i32::from(at.port()) == server)
+        {
+            return stream.nodelay().unwrap();
+        }
+    }
+    panic!("no socket of this process has local port {client}");
+}
+
+/// sqlx 0.9.0 leaves Nagle's algorithm on, and each COPY of a load then waits 40 ms for the
+/// server's delayed acknowledgement: a load turns it off on its connection.
+async fn a_load_over_tcp_turns_nagle_off<H: Harness>(backend: H) {
+    if H::KEY != "postgres" {
+        return;
+    }
+    let db = library(backend).await;
+    #[cfg(target_os = "linux")]
+    {
+        use sqlx::Connection;
+        use std::str::FromStr;
+        let url = std::env::var("TESTDB_POSTGRES_URL")
+            .or_else(|_| std::env::var("DATABASE_URL"))
+            .unwrap();
+        // Over TCP whatever the configured URL says (a socket has no Nagle to turn off).
+        let options = sqlx::postgres::PgConnectOptions::from_str(&url)
+            .unwrap()
+            .host("127.0.0.1")
+            .database(db.name());
+        let Ok(mut conn) = sqlx::PgConnection::connect_with(&options).await else {
+            common::say("the server takes no TCP connections here: nothing to check");
+            return;
+        };
+        assert!(!nodelay(&mut conn).await, "sqlx turned Nagle off itself");
+        testdb::load_fixtures::<testdb_postgres::Postgres>(
+            &mut conn,
+            &Fixtures::files(["authors.csv"]),
+        )
+        .await
+        .unwrap();
+        assert!(nodelay(&mut conn).await, "the load left Nagle on");
+    }
+}
 
 /// PostgreSQL (SQLite has none of these): a table of another schema is `schema.table`, foreign
 /// keys into it order the load; a partitioned table's rows are dumped once, through it, not

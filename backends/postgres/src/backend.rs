@@ -125,6 +125,20 @@ impl Backend for Postgres {
         fixtures::check_foreign_keys(conn, keys).await
     }
 
+    async fn lift_foreign_keys(
+        conn: &mut sqlx::PgConnection,
+        tables: &[String],
+    ) -> sqlx::Result<testdb::LiftedKeys> {
+        fixtures::lift_foreign_keys(conn, tables).await
+    }
+
+    async fn restore_foreign_keys(
+        conn: &mut sqlx::PgConnection,
+        restore: &str,
+    ) -> sqlx::Result<Option<testdb::ErrorSite>> {
+        fixtures::restore_foreign_keys(conn, restore).await
+    }
+
     async fn reset_sequences(conn: &mut sqlx::PgConnection, tables: &[String]) -> sqlx::Result<()> {
         fixtures::reset_sequences(conn, tables).await
     }

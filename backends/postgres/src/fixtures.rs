@@ -7,8 +7,9 @@ use std::fmt::Write;
 use serde_json::value::RawValue;
 use sqlx::postgres::{PgConnection, PgDatabaseError};
 use sqlx::{AssertSqlSafe, Executor, Row};
-use testdb::{Catalog, ErrorSite, ForeignKey, TableInfo, Value};
+use testdb::{Catalog, ErrorSite, ForeignKey, LiftedKeys, TableInfo, Value};
 
+use crate::nodelay;
 use crate::sql::{ident, literal};
 
 /// A table's name in fixtures: its own in the current schema, `schema.table` in another (and when
@@ -43,6 +44,8 @@ pub(crate) fn table_ident(table: &str) -> String {
 }
 
 pub(crate) async fn catalog(conn: &mut PgConnection) -> sqlx::Result<Catalog> {
+    // Read before every load: the connection's COPYs are about to go out.
+    nodelay::set(conn).await?;
     let mut tables: BTreeMap<String, TableInfo> = BTreeMap::new();
     let columns = sqlx::query(AssertSqlSafe(format!(
         "SELECT {}, a.attname::text, format_type(a.atttypid, a.atttypmod), \
@@ -279,6 +282,70 @@ pub(crate) async fn check_foreign_keys(
         conn.execute(AssertSqlSafe(restore)).await?;
     }
     Ok(None)
+}
+
+/// Drops the foreign keys of `tables` (those the session's user owns; not partitions, whose keys
+/// are their parent's), for [`restore_foreign_keys`] to add back. PostgreSQL checks a key per row
+/// through a trigger (a query and a row lock on the parent each); added back, it checks all rows
+/// in one query. The drop locks the tables and their parents until the load commits, which is
+/// why the core lifts keys only in a load that is its own transaction.
+pub(crate) async fn lift_foreign_keys(
+    conn: &mut PgConnection,
+    tables: &[String],
+) -> sqlx::Result<LiftedKeys> {
+    let keys: Vec<(String, String, String)> = sqlx::query_as(AssertSqlSafe(format!(
+        "SELECT {}, con.conname::text, pg_get_constraintdef(con.oid) \
+         FROM pg_constraint con \
+         JOIN pg_class c ON c.oid = con.conrelid \
+         JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE con.contype = 'f' AND con.conparentid = 0 AND NOT c.relispartition \
+           AND pg_has_role(c.relowner, 'USAGE') AND {USER_SCHEMAS} AND {} = ANY ($1) \
+           AND NOT EXISTS (SELECT 1 FROM pg_trigger t \
+                           WHERE t.tgrelid = c.oid AND NOT t.tgisinternal AND t.tgdeferrable) \
+         ORDER BY 1, 2",
+        table_name!("c", "n"),
+        table_name!("c", "n"),
+    )))
+    .bind(tables)
+    .fetch_all(&mut *conn)
+    .await?;
+    if keys.is_empty() {
+        return Ok(LiftedKeys::default());
+    }
+    let mut lifted: Vec<String> = Vec::new();
+    let (mut drop, mut restore) = (String::new(), String::new());
+    for (table, name, definition) in &keys {
+        if lifted.last() != Some(table) {
+            lifted.push(table.clone());
+        }
+        let _ = writeln!(
+            drop,
+            "ALTER TABLE {} DROP CONSTRAINT {};",
+            table_ident(table),
+            ident(name)
+        );
+        let _ = writeln!(
+            restore,
+            "ALTER TABLE {} ADD CONSTRAINT {} {definition};",
+            table_ident(table),
+            ident(name)
+        );
+    }
+    conn.execute(AssertSqlSafe(drop)).await?;
+    Ok(LiftedKeys::new(lifted, restore))
+}
+
+/// Adds back the keys [`lift_foreign_keys`] dropped, each checked against every row at once; the
+/// first violation.
+pub(crate) async fn restore_foreign_keys(
+    conn: &mut PgConnection,
+    restore: &str,
+) -> sqlx::Result<Option<ErrorSite>> {
+    match conn.execute(AssertSqlSafe(restore.to_string())).await {
+        Ok(_) => Ok(None),
+        Err(err) if is_violation(&err) => Ok(Some(error_site(&err))),
+        Err(err) => Err(err),
+    }
 }
 
 /// `ALTER TABLE … ALTER CONSTRAINT … <mode>;` for each key declared not deferrable.

@@ -37,6 +37,7 @@ mod copies;
 mod fixtures;
 mod isolation;
 mod maintenance;
+mod nodelay;
 mod owner;
 mod server;
 mod sql;
