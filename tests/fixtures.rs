@@ -522,8 +522,40 @@ on_both!(
     arrays_load_into_array_columns,
     every_type_survives_a_dump,
     schemas_partitions_and_inheritance_load_and_dump_once,
-    a_load_over_tcp_turns_nagle_off
+    a_load_over_tcp_turns_nagle_off,
+    foreign_keys_come_back_as_they_were
 );
+
+/// A load on a connection of its own lifts the tables' foreign keys (PostgreSQL checks them all
+/// at once when it puts them back): they come back the same, and hold afterwards.
+async fn foreign_keys_come_back_as_they_were<H: Harness>(backend: H) {
+    if H::KEY != "postgres" {
+        return;
+    }
+    const KEYS: &str = "SELECT string_agg(conrelid::regclass || ' ' || conname || ' ' || \
+        pg_get_constraintdef(oid) || ' ' || condeferrable || condeferred || convalidated, '; ' \
+        ORDER BY conrelid::regclass::text, conname) FROM pg_constraint WHERE contype = 'f'";
+    let db = library(backend).await;
+    let before = H::text(db.pool(), KEYS).await;
+    assert!(before.as_deref().is_some_and(|keys| keys.contains("books")));
+    db.load(&Fixtures::files([
+        "authors.csv",
+        "books.csv",
+        "chinook.json",
+        "layouts.json",
+    ]))
+    .await
+    .unwrap();
+    assert_eq!(H::text(db.pool(), KEYS).await, before);
+    let mut conn = db.acquire().await.unwrap();
+    let dangling = H::try_exec_on(
+        &mut conn,
+        "INSERT INTO books (id, author_id, title) VALUES (900, 999, 'x')",
+    )
+    .await
+    .expect_err("the key holds after the load");
+    assert!(dangling.to_string().contains("foreign key"), "{dangling}");
+}
 
 /// Whether this process's TCP socket to the server on `conn` has TCP_NODELAY set.
 #[cfg(target_os = "linux")]
