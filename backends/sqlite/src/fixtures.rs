@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
 
-use sqlx::sqlite::SqliteConnection;
+use sqlx::Arguments as _;
+use sqlx::sqlite::{SqliteArguments, SqliteConnection};
 use sqlx::{AssertSqlSafe, Executor, Row};
 use testdb::{Catalog, ErrorSite, ForeignKey, TableInfo, Value, quote_identifier as ident};
 
@@ -121,39 +122,36 @@ pub(crate) async fn insert_rows(
             .entry(chunk.len())
             .or_insert_with(|| format!("{head}{}", vec![tuple.as_str(); chunk.len()].join(", ")))
             .clone();
-        let mut query = sqlx::query(AssertSqlSafe(sql));
+        // Arguments added in place: `Query::bind` moves the whole query for every value.
+        let mut args = SqliteArguments::default();
         for row in chunk {
             for (value, kind) in row.iter().zip(&kinds) {
-                let converted;
-                let value = match (value, kind) {
-                    (Value::Text(text), Affinity::Boolean) => boolean_text(text).unwrap_or(value),
-                    (Value::Text(text), Affinity::Real) => match infinity(text) {
-                        Some(float) => {
-                            converted = Value::Float(float);
-                            &converted
-                        }
-                        None => value,
+                let added = match (value, kind) {
+                    (Value::Text(text), Affinity::Boolean) => match boolean_text(text) {
+                        Some(flag) => args.add(flag),
+                        None => args.add(Arc::clone(text)),
                     },
-                    (Value::Text(text), Affinity::Blob) => {
-                        if let Some(bytes) = hex_bytes(text) {
-                            query = query.bind(bytes);
-                            continue;
-                        }
-                        value
-                    }
-                    _ => value,
+                    (Value::Text(text), Affinity::Real) => match infinity(text) {
+                        Some(float) => args.add(float),
+                        None => args.add(Arc::clone(text)),
+                    },
+                    (Value::Text(text), Affinity::Blob) => match hex_bytes(text) {
+                        Some(bytes) => args.add(bytes),
+                        None => args.add(Arc::clone(text)),
+                    },
+                    (Value::Null, _) => args.add(None::<String>),
+                    (Value::Bool(value), _) => args.add(*value),
+                    (Value::Int(value), _) => args.add(*value),
+                    (Value::Float(value), _) => args.add(*value),
+                    (Value::Text(text) | Value::Json(text), _) => args.add(Arc::clone(text)),
+                    _ => args.add(None::<String>),
                 };
-                query = match value {
-                    Value::Null => query.bind(None::<String>),
-                    Value::Bool(value) => query.bind(*value),
-                    Value::Int(value) => query.bind(*value),
-                    Value::Float(value) => query.bind(*value),
-                    Value::Text(text) | Value::Json(text) => query.bind(Arc::clone(text)),
-                    _ => query.bind(None::<String>),
-                };
+                added.map_err(sqlx::Error::Encode)?;
             }
         }
-        query.execute(&mut *conn).await?;
+        sqlx::query_with(AssertSqlSafe(sql), args)
+            .execute(&mut *conn)
+            .await?;
     }
     Ok(())
 }
@@ -223,12 +221,10 @@ fn hex_bytes(text: &str) -> Option<Vec<u8>> {
 }
 
 /// The integer SQLite means by a boolean's text, if it is one.
-fn boolean_text(text: &str) -> Option<&'static Value> {
-    const TRUE: Value = Value::Int(1);
-    const FALSE: Value = Value::Int(0);
+fn boolean_text(text: &str) -> Option<i64> {
     match text.to_ascii_lowercase().as_str() {
-        "true" | "t" | "yes" | "y" | "on" | "1" => Some(&TRUE),
-        "false" | "f" | "no" | "n" | "off" | "0" => Some(&FALSE),
+        "true" | "t" | "yes" | "y" | "on" | "1" => Some(1),
+        "false" | "f" | "no" | "n" | "off" | "0" => Some(0),
         _ => None,
     }
 }
