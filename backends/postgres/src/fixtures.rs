@@ -33,7 +33,9 @@ macro_rules! table_name {
 }
 
 /// The schemas whose tables fixtures can fill: every one but the system's.
-const USER_SCHEMAS: &str = "n.nspname <> 'information_schema' AND n.nspname NOT LIKE 'pg\\_%'";
+/// A schema whose name holds a dot is left out: `schema.table` could not name its tables.
+const USER_SCHEMAS: &str = "n.nspname <> 'information_schema' AND n.nspname NOT LIKE 'pg\\_%' \
+                            AND strpos(n.nspname, '.') = 0";
 
 /// `table` (a fixture's name for it) quoted: `"schema"."table"` when it names its schema.
 pub(crate) fn table_ident(table: &str) -> String {
@@ -194,8 +196,9 @@ pub(crate) async fn insert_rows(
 fn write_value(out: &mut String, value: &Value) {
     match value {
         Value::Null => out.push_str("\\N"),
-        Value::Bool(true) => out.push('t'),
-        Value::Bool(false) => out.push('f'),
+        // As words: `boolean`, text and `json` columns all read them as JSON's booleans.
+        Value::Bool(true) => out.push_str("true"),
+        Value::Bool(false) => out.push_str("false"),
         Value::Int(int) => {
             let _ = write!(out, "{int}");
         }
@@ -285,7 +288,8 @@ pub(crate) async fn check_foreign_keys(
 }
 
 /// Drops the foreign keys of `tables` (those the session's user owns; not partitions, whose keys
-/// are their parent's), for [`restore_foreign_keys`] to add back. PostgreSQL checks a key per row
+/// are their parent's; not a table with a key `NOT VALID`, which added back would check no rows),
+/// for [`restore_foreign_keys`] to add back. PostgreSQL checks a key per row
 /// through a trigger (a query and a row lock on the parent each); added back, it checks all rows
 /// in one query. The drop locks the tables and their parents until the load commits, which is
 /// why the core lifts keys only in a load that is its own transaction.
@@ -302,6 +306,8 @@ pub(crate) async fn lift_foreign_keys(
            AND pg_has_role(c.relowner, 'USAGE') AND {USER_SCHEMAS} AND {} = ANY ($1) \
            AND NOT EXISTS (SELECT 1 FROM pg_trigger t \
                            WHERE t.tgrelid = c.oid AND NOT t.tgisinternal AND t.tgdeferrable) \
+           AND NOT EXISTS (SELECT 1 FROM pg_constraint v \
+                           WHERE v.conrelid = c.oid AND v.contype = 'f' AND NOT v.convalidated) \
          ORDER BY 1, 2",
         table_name!("c", "n"),
         table_name!("c", "n"),

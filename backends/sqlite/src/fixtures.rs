@@ -101,7 +101,7 @@ pub(crate) async fn insert_rows(
                 .iter()
                 .zip(&info.column_types)
                 .find(|(name, _)| *name == column)
-                .map_or(Affinity::Other, |(_, kind)| Affinity::of(kind))
+                .map_or(Affinity::Text, |(_, kind)| Affinity::of(kind))
         })
         .collect();
     let per_statement = MAX_ROWS.min(MAX_VALUES / columns.len()).max(1);
@@ -131,7 +131,7 @@ pub(crate) async fn insert_rows(
                         Some(flag) => args.add(flag),
                         None => args.add(Arc::clone(text)),
                     },
-                    (Value::Text(text), Affinity::Real) => match infinity(text) {
+                    (Value::Text(text), Affinity::Number) => match infinity(text) {
                         Some(float) => args.add(float),
                         None => args.add(Arc::clone(text)),
                     },
@@ -162,35 +162,35 @@ enum Affinity {
     /// SQLite stores `true` in a BOOLEAN column as the text 'true', which reads back as false:
     /// boolean columns get the 1 and 0 that SQLite means by true and false.
     Boolean,
-    /// `Infinity` and `-Infinity` (how a dump writes them: JSON has no such number) are floats.
-    Real,
-    /// `\x` and hex digits (how a dump writes a BLOB) are the bytes they spell.
+    /// Text columns keep text as it is.
+    Text,
+    /// A column declared `BLOB`: `\x` and hex digits (how a dump writes a BLOB) are the bytes they
+    /// spell.
     Blob,
-    Other,
+    /// Numeric, real, integer or undeclared: `Infinity` and `-Infinity` (how a dump writes them;
+    /// JSON has no such number) are floats.
+    Number,
 }
 
 impl Affinity {
-    /// By SQLite's rules for a declared type's affinity (`INT` wins over `REAL`, `CHAR` and
-    /// `BLOB` as SQLite decides), with BOOLEAN singled out.
+    /// By SQLite's rules for a declared type's affinity (`INT` wins over `CHAR`, which wins over
+    /// `BLOB`), with BOOLEAN singled out; only a declared `BLOB` reads hex as bytes, so that text
+    /// in a column of no type stays text.
     fn of(declared: &str) -> Affinity {
         let declared = declared.to_ascii_uppercase();
         if declared.contains("BOOL") {
             Affinity::Boolean
-        } else if declared.contains("INT")
-            || ["CHAR", "CLOB", "TEXT"]
-                .iter()
-                .any(|t| declared.contains(t))
-        {
-            Affinity::Other
-        } else if declared.contains("BLOB") || declared.trim().is_empty() {
-            Affinity::Blob
-        } else if ["REAL", "FLOA", "DOUB"]
+        } else if declared.contains("INT") {
+            Affinity::Number
+        } else if ["CHAR", "CLOB", "TEXT"]
             .iter()
             .any(|t| declared.contains(t))
         {
-            Affinity::Real
+            Affinity::Text
+        } else if declared.contains("BLOB") {
+            Affinity::Blob
         } else {
-            Affinity::Other
+            Affinity::Number
         }
     }
 }
@@ -198,8 +198,8 @@ impl Affinity {
 /// The float of `Infinity` or `-Infinity`.
 fn infinity(text: &str) -> Option<f64> {
     match text {
-        "Infinity" | "inf" => Some(f64::INFINITY),
-        "-Infinity" | "-inf" => Some(f64::NEG_INFINITY),
+        "Infinity" => Some(f64::INFINITY),
+        "-Infinity" => Some(f64::NEG_INFINITY),
         _ => None,
     }
 }
