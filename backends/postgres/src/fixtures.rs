@@ -33,9 +33,10 @@ macro_rules! table_name {
 }
 
 /// The schemas whose tables fixtures can fill: every one but the system's.
-/// A schema whose name holds a dot is left out: `schema.table` could not name its tables.
+/// Not testdb's own (`testdb_baseline`, `committed.rs`), whose tables are no user's. A schema
+/// whose name holds a dot is left out too: `schema.table` could not name its tables.
 const USER_SCHEMAS: &str = "n.nspname <> 'information_schema' AND n.nspname NOT LIKE 'pg\\_%' \
-                            AND strpos(n.nspname, '.') = 0";
+                            AND n.nspname <> 'testdb_baseline' AND strpos(n.nspname, '.') = 0";
 
 /// `table` (a fixture's name for it) quoted: `"schema"."table"` when it names its schema.
 pub(crate) fn table_ident(table: &str) -> String {
