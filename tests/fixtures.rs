@@ -523,8 +523,68 @@ on_both!(
     every_type_survives_a_dump,
     schemas_partitions_and_inheritance_load_and_dump_once,
     a_load_over_tcp_turns_nagle_off,
-    foreign_keys_come_back_as_they_were
+    foreign_keys_come_back_as_they_were,
+    a_cancelled_load_leaves_nothing_and_the_keys_in_place
 );
+
+/// A load cut short (its future dropped mid-way, as a test's timeout does) leaves no row and, on
+/// PostgreSQL, every foreign key it had lifted; the next load on the same pool works.
+async fn a_cancelled_load_leaves_nothing_and_the_keys_in_place<H: Harness>(backend: H) {
+    const KEYS: &str = "SELECT string_agg(conrelid::regclass || ' ' || conname || ' ' || \
+        pg_get_constraintdef(oid), '; ' ORDER BY conrelid::regclass::text, conname) \
+        FROM pg_constraint WHERE contype = 'f'";
+    let db = library(backend).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("many.json");
+    let mut text = String::from("{\"authors\": [");
+    for id in 1..=20_000 {
+        let comma = if id > 1 { "," } else { "" };
+        text.push_str(&format!("{comma}{{\"id\": {id}, \"name\": \"a{id}\"}}"));
+    }
+    text.push_str("], \"books\": [");
+    for id in 1..=20_000 {
+        let comma = if id > 1 { "," } else { "" };
+        text.push_str(&format!(
+            "{comma}{{\"id\": {id}, \"author_id\": {id}, \"title\": \"t\"}}"
+        ));
+    }
+    text.push_str("]}");
+    std::fs::write(&file, text).unwrap();
+    let fixtures = Fixtures::files([&file]);
+    let before = if H::KEY == "postgres" {
+        H::text(db.pool(), KEYS).await
+    } else {
+        None
+    };
+    // Cut half way through, as long as a whole load takes (then sooner, should it finish).
+    let started = std::time::Instant::now();
+    db.load(&fixtures).await.unwrap();
+    let whole = started.elapsed();
+    H::exec(db.pool(), "DELETE FROM books").await;
+    H::exec(db.pool(), "DELETE FROM authors").await;
+    let mut cut = false;
+    for part in [2, 4, 8, 16] {
+        match tokio::time::timeout(whole / part, db.load(&fixtures)).await {
+            Err(_) => {
+                cut = true;
+                break;
+            }
+            Ok(loaded) => {
+                loaded.unwrap();
+                H::exec(db.pool(), "DELETE FROM books").await;
+                H::exec(db.pool(), "DELETE FROM authors").await;
+            }
+        }
+    }
+    assert!(cut, "every load finished before its limit: nothing was cut");
+    for sql in ["SELECT count(*) FROM authors", "SELECT count(*) FROM books"] {
+        assert_eq!(H::scalar(db.pool(), sql).await, 0, "{sql}");
+    }
+    if H::KEY == "postgres" {
+        assert_eq!(H::text(db.pool(), KEYS).await, before);
+    }
+    assert_eq!(db.load(&fixtures).await.unwrap().rows, 40_000);
+}
 
 /// A load on a connection of its own lifts the tables' foreign keys (PostgreSQL checks them all
 /// at once when it puts them back): they come back the same, and hold afterwards.
