@@ -38,6 +38,12 @@ pub trait Backend: Clone + fmt::Debug + Send + Sync + 'static {
     /// that the ORM's queries find them.
     const STORES_AS_GIVEN: bool = false;
 
+    /// Whether a fixture load of Django's objects defers every foreign key to its end, so that
+    /// they go in as they are read, in the file's order, as Django's `loaddata` puts them in
+    /// (SQLite's `PRAGMA defer_foreign_keys`, which costs nothing until a key is broken).
+    /// Otherwise tables go in foreign-key order, and only cycles are deferred.
+    const DEFERS_EVERY_KEY: bool = false;
+
     /// How many rows a fixture load hands [`insert_rows`](Backend::insert_rows) at a time, at
     /// least, while the rest of a table is still being read: small where statements are cheap
     /// (SQLite), a whole table where each bulk statement costs.

@@ -98,6 +98,7 @@ impl Backend for Sqlite {
     // One multi-row statement's worth, inserted while the rest of the file is read.
     const LOAD_WHILE_READING: bool = true;
     const STORES_AS_GIVEN: bool = true;
+    const DEFERS_EVERY_KEY: bool = true;
     const BULK_ROWS: usize = 500;
     const BEGIN_TEST: &'static str = "BEGIN IMMEDIATE; SAVEPOINT testdb_test";
 

@@ -248,21 +248,29 @@ pub(crate) async fn check_foreign_keys(
         return Ok(None);
     }
     let mut violation = None;
-    for (table, _) in keys {
-        let check = format!("PRAGMA foreign_key_check({})", ident(table));
-        if let Some(row) = sqlx::query(AssertSqlSafe(check))
-            .fetch_optional(&mut *conn)
-            .await?
-        {
-            let rowid: Option<i64> = row.get(1);
-            let parent: String = row.get(2);
-            let mut site = ErrorSite::new(format!(
-                "FOREIGN KEY constraint failed: rowid {} references a missing row of {parent}",
-                rowid.map_or_else(|| "?".to_string(), |id| id.to_string())
-            ));
-            site.table = Some(table.clone());
-            violation = Some(site);
-            break;
+    // SQLite counts what its transaction leaves unresolved: the tables are searched only when
+    // something is.
+    if crate::isolation::unresolved_keys(conn).await? > 0 {
+        let mut checked = std::collections::BTreeSet::new();
+        for (table, _) in keys {
+            if !checked.insert(table) {
+                continue;
+            }
+            let check = format!("PRAGMA foreign_key_check({})", ident(table));
+            if let Some(row) = sqlx::query(AssertSqlSafe(check))
+                .fetch_optional(&mut *conn)
+                .await?
+            {
+                let rowid: Option<i64> = row.get(1);
+                let parent: String = row.get(2);
+                let mut site = ErrorSite::new(format!(
+                    "FOREIGN KEY constraint failed: rowid {} references a missing row of {parent}",
+                    rowid.map_or_else(|| "?".to_string(), |id| id.to_string())
+                ));
+                site.table = Some(table.clone());
+                violation = Some(site);
+                break;
+            }
         }
     }
     conn.execute("PRAGMA defer_foreign_keys = OFF").await?;

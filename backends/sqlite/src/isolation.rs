@@ -207,6 +207,11 @@ struct Inspected {
     attached: Vec<String>,
 }
 
+/// How many foreign-key violations the connection's transaction has not resolved.
+pub(crate) async fn unresolved_keys(conn: &mut SqliteConnection) -> sqlx::Result<i32> {
+    Ok(inspect(conn, true).await?.unresolved)
+}
+
 async fn inspect(conn: &mut SqliteConnection, unresolved: bool) -> sqlx::Result<Inspected> {
     let mut handle = conn.lock_handle().await?;
     inspect_on(handle.as_raw_handle().as_ptr(), unresolved)
