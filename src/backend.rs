@@ -1,3 +1,6 @@
+//! What a backend crate implements, and the types it works with: the contract between the core
+//! and each engine. Writing tests needs none of it.
+
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
@@ -8,6 +11,8 @@ use sqlx::{Connection, Database};
 use crate::Result;
 use crate::fence::{Attribution, Fence};
 use crate::fixtures::{Catalog, ErrorSite, ForeignKey, LiftedKeys, TableInfo, Value};
+
+pub use crate::attribute::Engine;
 
 /// The connect options of a backend's sqlx driver.
 pub type ConnectOptions<DB> = <<DB as Database>::Connection as Connection>::Options;

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use sqlx::Pool;
 
+use crate::backend::ConnectOptions;
 use crate::fence::Fence;
 use crate::{Backend, Error, Isolation, Result, TestDatabase};
 
@@ -20,6 +21,7 @@ pub struct Handle<B: Backend> {
     name: String,
     url: String,
     pool: Pool<B::Database>,
+    options: ConnectOptions<B::Database>,
     isolation: Isolation,
     // Set once other connections are handed out: in isolations that never commit, what they
     // commit is not undone, so the database (a leased copy) is not given back as clean.
@@ -41,6 +43,7 @@ impl<B: Backend> Handle<B> {
             name: database.name().to_owned(),
             url: database.url().to_owned(),
             pool: database.pool().clone(),
+            options: database.connect_options().clone(),
             isolation,
             reached,
         }
@@ -61,6 +64,13 @@ impl<B: Backend> Handle<B> {
     pub fn url(&self) -> &str {
         self.reached.store(true, Ordering::SeqCst);
         &self.url
+    }
+
+    /// Options that connect to the database, for a connection or pool of your own; as with
+    /// [`url`](Handle::url), what such connections commit is theirs.
+    pub fn connect_options(&self) -> &ConnectOptions<B::Database> {
+        self.reached.store(true, Ordering::SeqCst);
+        &self.options
     }
 
     /// A pool on the database. Its connections see what the isolation lets them: the test's
@@ -113,6 +123,7 @@ impl<B: Backend> Clone for Handle<B> {
             name: self.name.clone(),
             url: self.url.clone(),
             pool: self.pool.clone(),
+            options: self.options.clone(),
             isolation: self.isolation,
             reached: self.reached.clone(),
         }

@@ -10,7 +10,8 @@
     )
 )]
 
-mod backend;
+mod attribute;
+pub mod backend;
 mod cleanup;
 mod concurrent;
 mod database;
@@ -41,6 +42,18 @@ pub use migrations::Migrations;
 pub use quote::{quote_identifier, quote_literal};
 pub use runtime::block_on;
 pub use suite::{Databases, Setup, Suite};
+/// `#[testdb::test]`: a test on a database testdb sets up, a drop-in for `#[sqlx::test]`.
+pub use testdb_macros::test;
+
+/// What `#[testdb::test]` expands to calls; not part of the API.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::attribute::{
+        Argument, Report, Schema, Spec, TestReturn, block_on_test, in_suite, returns,
+        with_argument, with_connection,
+    };
+}
+
 // Named by `Databases`' hidden methods; not part of the API.
 #[doc(hidden)]
 pub use suite::{Building, Ending, Live, Session, Stopper, Target, TemplateKey};

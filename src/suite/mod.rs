@@ -59,8 +59,15 @@ const DEFAULT_TIME_LIMIT: Duration = Duration::from_secs(60);
 /// other, they do not interleave); different suites run in parallel.
 pub struct Suite<D: Databases, T = ()> {
     name: &'static str,
-    setup: fn() -> Result<Setup<D, T>>,
+    setup: MakeSetup<D, T>,
     state: Mutex<Phase<D, T>>,
+}
+
+/// The function that describes a suite: a plain one (a `static` suite's), or a closure (the
+/// suites `#[testdb::test]` makes).
+enum MakeSetup<D: Databases, T> {
+    Plain(fn() -> Result<Setup<D, T>>),
+    Closure(Box<dyn Fn() -> Result<Setup<D, T>> + Send + Sync>),
 }
 
 /// What a suite is made of: its databases, how to fill them, its isolation, and its tests' time
@@ -98,7 +105,19 @@ impl<D: Databases, T: Clone + Send + Serialize + DeserializeOwned + 'static> Sui
     pub const fn new(name: &'static str, setup: fn() -> Result<Setup<D, T>>) -> Self {
         Suite {
             name,
-            setup,
+            setup: MakeSetup::Plain(setup),
+            state: Mutex::const_new(Phase::Empty),
+        }
+    }
+
+    /// [`new`](Suite::new), with a closure for the setup.
+    pub(crate) fn with_setup(
+        name: &'static str,
+        setup: Box<dyn Fn() -> Result<Setup<D, T>> + Send + Sync>,
+    ) -> Self {
+        Suite {
+            name,
+            setup: MakeSetup::Closure(setup),
             state: Mutex::const_new(Phase::Empty),
         }
     }
@@ -264,7 +283,10 @@ impl<D: Databases, T: Clone + Send + Serialize + DeserializeOwned + 'static> Sui
     }
 
     async fn build(&self) -> Result<Ready<D, T>> {
-        let setup = (self.setup)()?;
+        let setup = match &self.setup {
+            MakeSetup::Plain(setup) => setup()?,
+            MakeSetup::Closure(setup) => setup()?,
+        };
         let time_limit = setup.time_limit;
         let (live, data, templates) = self.copy_template(setup).await?;
         Ok(Ready {

@@ -30,6 +30,7 @@
     )
 )]
 
+mod attribute;
 mod backend;
 mod budget;
 mod committed;
@@ -46,7 +47,20 @@ mod template;
 pub use backend::PostgresDatabase;
 pub use server::Postgres;
 pub use template::TemplateLock;
-pub use testdb::{Error, Result, block_on, sweep};
+// What a test author writes, so that a test crate needs this crate (and sqlx) only.
+pub use testdb::{
+    Caller, Calls, Error, Fixtures, Handle, Isolation, Loaded, Migrations, Outcome, Outcomes,
+    Result, Setup, Suite, block_on, current, dump_fixtures, load_fixtures, remove_templates,
+    spawn_concurrent, sweep,
+};
+
+/// `#[testdb::test]`, for Postgres: a test on a database testdb sets up, a drop-in for
+/// `#[sqlx::test]`.
+pub use testdb_macros::postgres_test as test;
+
+// The expansion of `test` names testdb through this crate.
+#[doc(hidden)]
+pub use testdb as __testdb;
 
 /// A test database on PostgreSQL.
 pub type TestDatabase = testdb::TestDatabase<Postgres>;

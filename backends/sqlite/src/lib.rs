@@ -27,6 +27,7 @@
     )
 )]
 
+mod attribute;
 mod backend;
 mod committed;
 mod fixtures;
@@ -36,7 +37,20 @@ mod template;
 
 pub use backend::{Sqlite, SqliteDatabase};
 pub use template::TemplateLock;
-pub use testdb::{Error, Result, block_on, sweep};
+// What a test author writes, so that a test crate needs this crate (and sqlx) only.
+pub use testdb::{
+    Caller, Calls, Error, Fixtures, Handle, Isolation, Loaded, Migrations, Outcome, Outcomes,
+    Result, Setup, Suite, block_on, current, dump_fixtures, load_fixtures, remove_templates,
+    spawn_concurrent, sweep,
+};
+
+/// `#[testdb::test]`, for Sqlite: a test on a database testdb sets up, a drop-in for
+/// `#[sqlx::test]`.
+pub use testdb_macros::sqlite_test as test;
+
+// The expansion of `test` names testdb through this crate.
+#[doc(hidden)]
+pub use testdb as __testdb;
 
 /// A test database on SQLite.
 pub type TestDatabase = testdb::TestDatabase<Sqlite>;

@@ -1,0 +1,281 @@
+//! What `#[testdb::test]` expands to: the test function as written, inside a `#[test]` of the
+//! same name that runs it through `testdb::__private` (see `src/attribute.rs` in `testdb`).
+
+use std::path::{Path, PathBuf};
+
+use proc_macro2::TokenStream;
+use quote::{format_ident, quote, quote_spanned};
+use syn::spanned::Spanned;
+use syn::{FnArg, ItemFn, ReturnType, Type};
+
+use crate::args::{self, Args, Migrations};
+
+pub(crate) fn test(
+    args: proc_macro::TokenStream,
+    item: proc_macro::TokenStream,
+    krate: &[&str],
+) -> proc_macro::TokenStream {
+    // The test file's directory, which `fixtures(…)` names files from (as `include_str!` does).
+    let here = proc_macro::Span::call_site()
+        .local_file()
+        .map(|file| std::env::current_dir().map_or(file.clone(), |cwd| cwd.join(&file)))
+        .and_then(|file| file.parent().map(Path::to_path_buf));
+    match expand(args.into(), item.into(), krate, here) {
+        Ok(tokens) => tokens.into(),
+        Err(err) => err.to_compile_error().into(),
+    }
+}
+
+fn expand(
+    args: TokenStream,
+    item: TokenStream,
+    krate: &[&str],
+    here: Option<PathBuf>,
+) -> syn::Result<TokenStream> {
+    let function: ItemFn = syn::parse2(item)?;
+    let args = args::parse(args)?;
+    let segments = krate.iter().map(|name| format_ident!("{name}"));
+    let k = quote!(#(::#segments)*);
+    let signature = &function.sig;
+    if !signature.generics.params.is_empty() {
+        return Err(syn::Error::new_spanned(
+            &signature.generics,
+            "a test cannot be generic",
+        ));
+    }
+    let name = &signature.ident;
+    let output = &signature.output;
+    let attrs = &function.attrs;
+    let body = &function.block;
+    let mut inputs = Vec::new();
+    for input in &signature.inputs {
+        match input {
+            FnArg::Typed(typed) => inputs.push((*typed.ty).clone()),
+            FnArg::Receiver(receiver) => {
+                return Err(syn::Error::new_spanned(receiver, "a test takes no `self`"));
+            }
+        }
+    }
+    let returned: Type = match output {
+        ReturnType::Default => syn::parse_quote!(()),
+        ReturnType::Type(_, ty) => (**ty).clone(),
+    };
+
+    if inputs.is_empty() {
+        if let Some(first) = args.first {
+            return Err(syn::Error::new(
+                first,
+                "nothing to set up for a test without arguments: give it a pool, a connection \
+                 or options (`pool: PgPool`), or remove the attribute's arguments",
+            ));
+        }
+        let run = if signature.asyncness.is_some() {
+            quote! {
+                match #k::__private::block_on_test(async move #body) {
+                    ::core::result::Result::Ok(returned) => returned,
+                    ::core::result::Result::Err(error) => {
+                        ::core::panic!("{}", #k::__private::Report(&error))
+                    }
+                }
+            }
+        } else {
+            quote!(#body)
+        };
+        return Ok(quote! {
+            #(#attrs)*
+            #[::core::prelude::v1::test]
+            fn #name() #output {
+                #run
+            }
+        });
+    }
+
+    let check_return = quote_spanned! {returned.span()=>
+        #k::__private::returns::<#returned>();
+    };
+    let run = match &args.suite {
+        Some(suite) => in_suite(&k, suite, name, &inputs)?,
+        None => {
+            if let Some(extra) = inputs.get(2) {
+                return Err(syn::Error::new_spanned(
+                    extra,
+                    "a test takes one argument (a pool, a connection) or two (pool options and \
+                     connect options); with `suite = …`, the suite's connections and its setup \
+                     value",
+                ));
+            }
+            let spec = spec(&k, &args, name, here.as_deref(), should_panic(attrs)?)?;
+            on_database(&k, &spec, name, &inputs)
+        }
+    };
+    let signature_inputs = &signature.inputs;
+    Ok(quote! {
+        #(#attrs)*
+        #[::core::prelude::v1::test]
+        fn #name() #output {
+            async fn #name(#signature_inputs) #output #body
+            #check_return
+            match #run {
+                ::core::result::Result::Ok(returned) => returned,
+                ::core::result::Result::Err(error) => {
+                    ::core::panic!("{}", #k::__private::Report(&error))
+                }
+            }
+        }
+    })
+}
+
+/// The test on a database of its attribute's making: by connection, or by value (two values as
+/// one pair, as `#[sqlx::test]` gives pool and connect options).
+fn on_database(
+    k: &TokenStream,
+    spec: &TokenStream,
+    name: &syn::Ident,
+    inputs: &[Type],
+) -> TokenStream {
+    // Spanned at the argument's type: an argument testdb cannot give is reported there.
+    let span = inputs
+        .first()
+        .map_or_else(proc_macro2::Span::call_site, Spanned::span);
+    let test = syn::Ident::new(&name.to_string(), span);
+    match inputs {
+        [input @ Type::Reference(_)] => quote_spanned! {span=>
+            #k::__private::with_connection(#spec, async |connection: #input| #test(connection).await)
+        },
+        [input] => quote_spanned! {span=>
+            #k::__private::with_argument::<#input, _, _, _>(#spec, #test)
+        },
+        [first, second, ..] => quote_spanned! {span=>
+            #k::__private::with_argument::<(#first, #second), _, _, _>(
+                #spec,
+                |(first, second): (#first, #second)| #test(first, second),
+            )
+        },
+        // Tests without arguments are expanded before.
+        [] => TokenStream::new(),
+    }
+}
+
+/// The test in a declared suite: its connections, and its setup value if the test takes it.
+fn in_suite(
+    k: &TokenStream,
+    suite: &syn::Path,
+    name: &syn::Ident,
+    inputs: &[Type],
+) -> syn::Result<TokenStream> {
+    Ok(match inputs {
+        [connections] => quote! {
+            #k::__private::in_suite(&#suite, async |connections: #connections, _| {
+                #name(connections).await
+            })
+        },
+        [connections, data] => quote! {
+            #k::__private::in_suite(&#suite, async |connections: #connections, data: #data| {
+                #name(connections, data).await
+            })
+        },
+        _ => {
+            return Err(syn::Error::new_spanned(
+                &inputs[2],
+                "a suite's test takes its connections, and optionally the setup's value",
+            ));
+        }
+    })
+}
+
+/// What the test's database is built from.
+fn spec(
+    k: &TokenStream,
+    args: &Args,
+    name: &syn::Ident,
+    here: Option<&Path>,
+    should_panic: Option<String>,
+) -> syn::Result<TokenStream> {
+    let migrations = match &args.migrations {
+        Migrations::Inferred => {
+            // As `#[sqlx::test]`: `migrations/` beside Cargo.toml, if there is one.
+            let inferred = std::env::var_os("CARGO_MANIFEST_DIR")
+                .is_some_and(|dir| Path::new(&dir).join("migrations").is_dir());
+            if inferred {
+                quote!(#k::__private::Schema::Directory(concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/migrations"
+                )))
+            } else {
+                quote!(#k::__private::Schema::None)
+            }
+        }
+        Migrations::Directory(dir) => quote! {
+            #k::__private::Schema::Directory(concat!(env!("CARGO_MANIFEST_DIR"), "/", #dir))
+        },
+        Migrations::Migrator(path) => quote! {
+            #k::__private::Schema::Migrator(&#path, stringify!(#path))
+        },
+        Migrations::Disabled => quote!(#k::__private::Schema::None),
+    };
+    let mut fixtures = Vec::new();
+    let mut present = Vec::new();
+    for fixture in &args.fixtures {
+        let relative = &fixture.path;
+        let absolute = match here {
+            Some(dir) => dir.join(relative).display().to_string(),
+            None => {
+                return Err(syn::Error::new(
+                    fixture.span,
+                    "cannot tell which directory this test file is in, to find its fixtures",
+                ));
+            }
+        };
+        fixtures.push(absolute);
+        // A missing file fails the build here, as under `#[sqlx::test]`; a changed one rebuilds.
+        present.push(quote_spanned! {fixture.span=>
+            const _: &str = include_str!(#relative);
+        });
+    }
+    let should_panic = match should_panic {
+        Some(expected) => quote!(::core::option::Option::Some(#expected)),
+        None => quote!(::core::option::Option::None),
+    };
+    let isolation = match &args.isolation {
+        Some(variant) => quote!(::core::option::Option::Some(#k::Isolation::#variant)),
+        None => quote!(::core::option::Option::None),
+    };
+    Ok(quote! {{
+        #(#present)*
+        #k::__private::Spec {
+            test: concat!(module_path!(), "::", stringify!(#name)),
+            schema: #migrations,
+            fixtures: &[#(#fixtures),*],
+            isolation: #isolation,
+            should_panic: #should_panic,
+        }
+    }})
+}
+
+/// The text a `#[should_panic]` test's panic must hold (empty if any), if the test has one.
+fn should_panic(attrs: &[syn::Attribute]) -> syn::Result<Option<String>> {
+    let Some(attr) = attrs
+        .iter()
+        .find(|attr| attr.path().is_ident("should_panic"))
+    else {
+        return Ok(None);
+    };
+    let mut expected = String::new();
+    if let syn::Meta::List(_) = attr.meta {
+        attr.parse_nested_meta(|meta| {
+            if meta.path.is_ident("expected") {
+                let text: syn::LitStr = meta.value()?.parse()?;
+                expected = text.value();
+            }
+            Ok(())
+        })?;
+    } else if let syn::Meta::NameValue(pair) = &attr.meta
+        && let syn::Expr::Lit(syn::ExprLit {
+            lit: syn::Lit::Str(text),
+            ..
+        }) = &pair.value
+    {
+        expected = text.value();
+    }
+    Ok(Some(expected))
+}

@@ -1,0 +1,136 @@
+//! `#[testdb::test]` beyond `#[sqlx::test]`: a connection in a savepoint, an isolation chosen,
+//! a declared suite, a migrator.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::LazyLock;
+
+use sqlx::migrate::Migrator;
+use sqlx::{SqliteConnection, SqlitePool};
+use testdb::{Isolation, Setup, Suite};
+use testdb_sqlite::{Sqlite, TestDatabase};
+
+const MIGRATIONS: &str = "tests/drop_in_sqlite/migrations";
+
+/// A test that takes a connection runs in a savepoint of its suite's transaction: what it writes
+/// no other test sees, and it sees the fixtures.
+#[testdb::test(
+    migrations = "tests/drop_in_sqlite/migrations",
+    fixtures("drop_in_sqlite/fixtures/users.sql")
+)]
+async fn a_connection_runs_in_a_savepoint(conn: &mut SqliteConnection) -> sqlx::Result<()> {
+    let handle = testdb::current::<Sqlite>().unwrap();
+    assert_eq!(handle.isolation(), Isolation::Savepoint);
+    sqlx::query("DELETE FROM users").execute(&mut *conn).await?;
+    Ok(())
+}
+
+#[testdb::test(
+    migrations = "tests/drop_in_sqlite/migrations",
+    fixtures("drop_in_sqlite/fixtures/users.sql")
+)]
+async fn another_savepoint_test_sees_the_fixtures(conn: &mut SqliteConnection) -> sqlx::Result<()> {
+    let users: i64 = sqlx::query_scalar("SELECT count(*) FROM users")
+        .fetch_one(&mut *conn)
+        .await?;
+    assert_eq!(users, 2, "the other test's delete was rolled back");
+    Ok(())
+}
+
+#[testdb::test(
+    migrations = "tests/drop_in_sqlite/migrations",
+    isolation = "committed"
+)]
+async fn an_isolation_can_be_chosen(pool: SqlitePool) -> sqlx::Result<()> {
+    assert_eq!(
+        testdb::current::<Sqlite>().unwrap().isolation(),
+        Isolation::Committed
+    );
+    sqlx::query("INSERT INTO users (name) VALUES ('ada')")
+        .execute(&pool)
+        .await?;
+    Ok(())
+}
+
+#[testdb::test(migrations = "tests/drop_in_sqlite/migrations")]
+async fn a_pool_test_gets_a_database_of_its_own(pool: SqlitePool) -> sqlx::Result<()> {
+    assert_eq!(
+        testdb::current::<Sqlite>().unwrap().isolation(),
+        Isolation::FreshDatabase
+    );
+    let users: i64 = sqlx::query_scalar("SELECT count(*) FROM users")
+        .fetch_one(&pool)
+        .await?;
+    assert_eq!(users, 0);
+    Ok(())
+}
+
+static MIGRATOR: LazyLock<Migrator> = LazyLock::new(|| {
+    testdb::block_on(Migrator::new(std::path::Path::new(MIGRATIONS)))
+        .unwrap()
+        .unwrap()
+});
+
+#[testdb::test(migrator = "MIGRATOR")]
+async fn a_migrator_can_be_named(pool: SqlitePool) -> sqlx::Result<()> {
+    sqlx::query("INSERT INTO users (name) VALUES ('ada')")
+        .execute(&pool)
+        .await?;
+    Ok(())
+}
+
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
+struct Seed {
+    ada: i64,
+}
+
+static USERS: Suite<Sqlite, Seed> = Suite::new("users", || {
+    Ok(
+        Setup::new(TestDatabase::builder(Sqlite::new()).migrations(MIGRATIONS)).data(
+            async |conn: &mut SqliteConnection| {
+                sqlx::query("INSERT INTO users (id, name) VALUES (7, 'ada')")
+                    .execute(conn)
+                    .await?;
+                Ok::<_, sqlx::Error>(Seed { ada: 7 })
+            },
+        ),
+    )
+});
+
+#[testdb::test(suite = USERS)]
+async fn a_declared_suite_gives_its_setup_value(
+    conn: &mut SqliteConnection,
+    seed: Seed,
+) -> sqlx::Result<()> {
+    let name: String = sqlx::query_scalar("SELECT name FROM users WHERE id = ?")
+        .bind(seed.ada)
+        .fetch_one(&mut *conn)
+        .await?;
+    assert_eq!(name, "ada");
+    Ok(())
+}
+
+#[testdb::test(suite = USERS)]
+async fn a_declared_suite_without_its_value(conn: &mut SqliteConnection) {
+    sqlx::query("DELETE FROM users")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+}
+
+/// A test that panics fails (here, as it should), and its writes go with it.
+#[testdb::test(migrations = "tests/drop_in_sqlite/migrations")]
+#[should_panic(expected = "boom")]
+async fn a_panic_fails_the_test(conn: &mut SqliteConnection) {
+    sqlx::query("INSERT INTO users (name) VALUES ('ada')")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    let users: i64 = sqlx::query_scalar("SELECT count(*) FROM users")
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+    assert_eq!(users, 0, "boom");
+}
+
+// Linked for `#[testdb::test]`, which finds the backend from the argument's type.
+use testdb_sqlite as _;
