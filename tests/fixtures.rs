@@ -1300,4 +1300,32 @@ async fn django_objects_load_in_runs_whatever_their_order<H: Harness>(backend: H
     ] {
         assert_eq!(H::scalar(db.pool(), sql).await, 0, "{sql}: nothing stays");
     }
+
+    // Of a table's two keys, the broken one is named.
+    let file = dir.path().join("second_key.json");
+    std::fs::write(
+        &file,
+        r#"[{"model": "library.book_tags", "pk": 1, "fields": {"book": 1, "tag": 99}},
+            {"model": "library.tag", "pk": 1, "fields": {"label": "classic"}},
+            {"model": "library.author", "pk": 1, "fields": {"name": "Frank Herbert"}},
+            {"model": "library.book", "pk": 1, "fields": {"title": "Dune", "author": 1}}]"#,
+    )
+    .unwrap();
+    let err = db
+        .load(&Fixtures::files([&file]))
+        .await
+        .expect_err("tag 99 does not exist");
+    let Error::Fixture {
+        table, row, column, ..
+    } = &err
+    else {
+        panic!("expected a fixture error, got {err:?}");
+    };
+    assert_eq!(table.as_deref(), Some("library_book_tags"), "{err}");
+    assert_eq!(column.as_deref(), Some("tag_id"), "{err}");
+    assert_eq!(
+        row.as_deref(),
+        Some("library.book_tags pk 1, object 0 of the file"),
+        "{err}"
+    );
 }

@@ -263,11 +263,14 @@ pub(crate) async fn check_foreign_keys(
             {
                 let rowid: Option<i64> = row.get(1);
                 let parent: String = row.get(2);
+                let key: i64 = row.get(3);
                 let mut site = ErrorSite::new(format!(
                     "FOREIGN KEY constraint failed: rowid {} references a missing row of {parent}",
                     rowid.map_or_else(|| "?".to_string(), |id| id.to_string())
                 ));
                 site.table = Some(table.clone());
+                // Which of the table's keys, by the name the catalog gives it.
+                site.constraint = Some(format!("{table}_fk{key}"));
                 violation = Some(site);
                 break;
             }
