@@ -204,11 +204,13 @@ pub trait Backend: Clone + fmt::Debug + Send + Sync + 'static {
     ) -> impl Future<Output = sqlx::Result<()>> + Send;
 
     /// Makes these foreign keys (with their tables) checked at the end of the load rather than at
-    /// each row: they form cycles among the tables being loaded.
+    /// each row: they form cycles among the tables being loaded. Returns what puts the session's
+    /// deferral back as it was, to run after [`check_foreign_keys`](Backend::check_foreign_keys)
+    /// or after a load that failed inside the caller's transaction; empty if nothing needs it.
     fn defer_foreign_keys(
         conn: &mut Self::Connection,
         keys: &[(String, ForeignKey)],
-    ) -> impl Future<Output = sqlx::Result<()>> + Send;
+    ) -> impl Future<Output = sqlx::Result<String>> + Send;
 
     /// Checks the deferred foreign keys now, and restores them as they were; returns the first
     /// violation, if any.

@@ -1329,3 +1329,58 @@ async fn django_objects_load_in_runs_whatever_their_order<H: Harness>(backend: H
         "{err}"
     );
 }
+
+/// Inside a caller's transaction that already holds a broken (deferred) key of its own, a valid
+/// Django load is not blamed for it: only the tables it loaded are looked at.
+#[tokio::test]
+async fn a_load_in_a_transaction_is_not_blamed_for_the_callers_broken_keys() {
+    use sqlx::Connection as _;
+    let db = library(testdb_sqlite::Sqlite::new()).await;
+    let mut conn = db.connect().await.unwrap();
+    let mut tx = conn.begin().await.unwrap();
+    sqlx::query("PRAGMA defer_foreign_keys = ON")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO books (id, author_id, title) VALUES (1, 999, 'orphan')")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let loaded =
+        testdb::load_fixtures::<testdb_sqlite::Sqlite>(&mut tx, &Fixtures::files(["django.json"]))
+            .await
+            .expect("the load's own rows are sound");
+    assert_eq!(loaded.rows, 6);
+    // The caller's orphan is still the caller's: its commit fails on it.
+    assert!(
+        tx.commit().await.is_err(),
+        "the orphan book breaks the commit"
+    );
+}
+
+/// A load that fails inside the caller's transaction leaves the caller's keys as they were:
+/// checked at once, as before the load.
+#[tokio::test]
+async fn a_failed_load_in_a_transaction_leaves_the_keys_checked_at_once() {
+    use sqlx::Connection as _;
+    let db = library(testdb_sqlite::Sqlite::new()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("orphan.json");
+    std::fs::write(
+        &file,
+        r#"[{"model": "library.book", "pk": 1, "fields": {"title": "Dune", "author": 404}}]"#,
+    )
+    .unwrap();
+    let mut conn = db.connect().await.unwrap();
+    let mut tx = conn.begin().await.unwrap();
+    testdb::load_fixtures::<testdb_sqlite::Sqlite>(&mut tx, &Fixtures::files([&file]))
+        .await
+        .expect_err("author 404 does not exist");
+    let orphan = sqlx::query("INSERT INTO books (id, author_id, title) VALUES (1, 999, 'orphan')")
+        .execute(&mut *tx)
+        .await;
+    assert!(
+        orphan.is_err(),
+        "the caller's own orphan is refused at once, not deferred"
+    );
+}

@@ -39,7 +39,7 @@ pub(crate) async fn restore<B: Backend>(
             .begin()
             .await
             .map_err(|err| format!("cannot begin: {err}"))?;
-        B::defer_foreign_keys(&mut transaction, &order.deferred)
+        let undefer = B::defer_foreign_keys(&mut transaction, &order.deferred)
             .await
             .map_err(|err| format!("cannot defer foreign keys: {err}"))?;
         B::restore(&mut transaction, &children_first, sequences)
@@ -50,6 +50,11 @@ pub(crate) async fn restore<B: Backend>(
             .map_err(|err| format!("cannot check foreign keys: {err}"))?
         {
             return Err(format!("the restored rows break a foreign key: {site:?}"));
+        }
+        if !undefer.is_empty() {
+            B::execute_script(&mut transaction, &undefer)
+                .await
+                .map_err(|err| format!("cannot end the deferral: {err}"))?;
         }
         transaction
             .commit()

@@ -114,7 +114,7 @@ impl Backend for Postgres {
     async fn defer_foreign_keys(
         conn: &mut sqlx::PgConnection,
         keys: &[(String, testdb::ForeignKey)],
-    ) -> sqlx::Result<()> {
+    ) -> sqlx::Result<String> {
         fixtures::defer_foreign_keys(conn, keys).await
     }
 

@@ -258,14 +258,15 @@ fn quoted(out: &mut String, text: &str) {
 pub(crate) async fn defer_foreign_keys(
     conn: &mut PgConnection,
     keys: &[(String, ForeignKey)],
-) -> sqlx::Result<()> {
+) -> sqlx::Result<String> {
     if keys.is_empty() {
-        return Ok(());
+        return Ok(String::new());
     }
-    // Transactional, like the load: undone with it on failure, reverted after the check.
+    // Transactional, like the load: undone with it on failure, reverted by the check.
     let mut script = alter_deferrable(keys, "DEFERRABLE");
     let _ = writeln!(script, "SET CONSTRAINTS {} DEFERRED;", names(keys));
-    conn.execute(AssertSqlSafe(script)).await.map(drop)
+    conn.execute(AssertSqlSafe(script)).await?;
+    Ok(String::new())
 }
 
 pub(crate) async fn check_foreign_keys(

@@ -184,7 +184,7 @@ impl Backend for Sqlite {
     async fn defer_foreign_keys(
         conn: &mut sqlx::SqliteConnection,
         keys: &[(String, testdb::ForeignKey)],
-    ) -> sqlx::Result<()> {
+    ) -> sqlx::Result<String> {
         fixtures::defer_foreign_keys(conn, keys).await
     }
 

@@ -232,12 +232,22 @@ fn boolean_text(text: &str) -> Option<i64> {
 pub(crate) async fn defer_foreign_keys(
     conn: &mut SqliteConnection,
     keys: &[(String, ForeignKey)],
-) -> sqlx::Result<()> {
-    if !keys.is_empty() {
-        // Until the end of the transaction (the load's, or the one it is a savepoint of).
-        conn.execute("PRAGMA defer_foreign_keys = ON").await?;
+) -> sqlx::Result<String> {
+    if keys.is_empty() {
+        return Ok(String::new());
     }
-    Ok(())
+    // Already on (the caller's): left on. Turning it off would also forget the violations the
+    // caller's transaction has pending (SQLite zeroes their count), and its commit would pass.
+    let on: i64 = sqlx::query_scalar("PRAGMA defer_foreign_keys")
+        .fetch_one(&mut *conn)
+        .await?;
+    if on != 0 {
+        return Ok(String::new());
+    }
+    // Until the end of the transaction (the load's, or the one it is a savepoint of), or the
+    // statement returned.
+    conn.execute("PRAGMA defer_foreign_keys = ON").await?;
+    Ok("PRAGMA defer_foreign_keys = OFF".into())
 }
 
 pub(crate) async fn check_foreign_keys(
@@ -276,7 +286,6 @@ pub(crate) async fn check_foreign_keys(
             }
         }
     }
-    conn.execute("PRAGMA defer_foreign_keys = OFF").await?;
     Ok(violation)
 }
 
