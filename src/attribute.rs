@@ -17,9 +17,8 @@ use crate::backend::ConnectOptions;
 use crate::suite::Databases;
 use crate::{Backend, Error, Fixtures, Handle, Isolation, Result, Setup, Suite, TestDatabase};
 
-/// Stands for the setup function in a template's key: an attribute's suite has none, so its
-/// template is the same for every build of the test binary while its migrations and fixtures are.
-const VERSION: &str = "#[testdb::test] v1";
+/// Connections a test's pool may open, as `#[sqlx::test]` allows on PostgreSQL.
+const POOL: u32 = 5;
 
 /// The sqlx database that a backend serves: how `#[testdb::test]` finds the backend from a test's
 /// argument (`PgPool` → PostgreSQL), and makes one for tests.
@@ -44,9 +43,6 @@ pub struct Spec {
     pub fixtures: &'static [&'static str],
     /// The isolation asked for, if any.
     pub isolation: Option<Isolation>,
-    /// For a `#[should_panic]` test, the text its panic must hold (empty if any will do): such a
-    /// test, skipped, panics saying so (with that text), as a skipped test passes.
-    pub should_panic: Option<&'static str>,
 }
 
 /// Migrations, as the attribute names them.
@@ -136,6 +132,48 @@ impl<E: fmt::Debug> TestReturn for std::result::Result<(), E> {
     }
 }
 
+/// How a test went: what it returned (for libtest to report), or that it was skipped (no server
+/// configured), or a failure of testdb's (set-up, a broken deferred key, an escape, the time
+/// limit).
+pub enum Ran<R> {
+    /// What the test returned.
+    Returned(R),
+    /// Why it did not run.
+    Skipped(String),
+    /// Why it failed, though it may not have.
+    Failed(Error),
+}
+
+impl<R> fmt::Debug for Ran<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Ran::Returned(_) => f.write_str("Returned"),
+            Ran::Skipped(reason) => f.debug_tuple("Skipped").field(reason).finish(),
+            Ran::Failed(error) => f.debug_tuple("Failed").field(error).finish(),
+        }
+    }
+}
+
+impl<R> From<Result<R>> for Ran<R> {
+    fn from(result: Result<R>) -> Self {
+        match result {
+            Ok(returned) => Ran::Returned(returned),
+            Err(error) => Ran::Failed(error),
+        }
+    }
+}
+
+/// Fails a `#[should_panic]` test for testdb's own failure without panicking, which would pass
+/// it: says why, and ends the test process.
+pub fn exit_failed(error: &Error) -> ! {
+    let _ = writeln!(
+        std::io::stderr().lock(),
+        "error: a #[should_panic] test failed before it could: {}",
+        Report(error)
+    );
+    std::process::exit(101)
+}
+
 /// Checks, where the attribute's expansion calls it, that a test's return type can be reported.
 pub fn returns<R: TestReturn>() {}
 
@@ -167,7 +205,7 @@ pub fn block_on_test<F: Future>(test: F) -> Result<F::Output> {
 }
 
 /// Runs a test in a declared suite: its connections, and its setup value.
-pub fn in_suite<D, T, F, R>(suite: &Suite<D, T>, test: F) -> Result<R>
+pub fn in_suite<D, T, F, R>(suite: &Suite<D, T>, test: F) -> Ran<R>
 where
     D: Databases,
     T: Clone + Send + serde::Serialize + serde::de::DeserializeOwned + 'static,
@@ -177,11 +215,12 @@ where
     run_in(suite, async |connections: D::Connections<'_>, data: T| {
         Ok(test(connections, data).await)
     })
+    .into()
 }
 
 /// Runs a test that takes a connection: in a savepoint of its suite's transaction unless the
 /// attribute asks for another isolation.
-pub fn with_connection<C, B, F, R>(spec: Spec, test: F) -> Result<R>
+pub fn with_connection<C, B, F, R>(spec: Spec, test: F) -> Ran<R>
 where
     C: sqlx::Connection,
     C::Database: Engine<B> + Database<Connection = C>,
@@ -189,17 +228,20 @@ where
     F: for<'c> AsyncFnOnce(&'c mut C) -> R,
     R: TestReturn,
 {
-    let Some(suite) = suite_for::<B>(&spec, Isolation::Savepoint)? else {
-        return Ok(R::passed());
+    let suite = match suite_for::<B>(&spec, Isolation::Savepoint) {
+        Ok(Found::Suite(suite)) => suite,
+        Ok(Found::Skipped(reason)) => return Ran::Skipped(reason),
+        Err(error) => return Ran::Failed(error),
     };
     run_in(suite, async |connection: &mut C, ()| {
         Ok(test(connection).await)
     })
+    .into()
 }
 
 /// Runs a test that takes a value made from its database (a pool, a pooled connection, options):
 /// on a fresh copy of the template unless the attribute asks for another isolation.
-pub fn with_argument<A, B, F, Fut>(spec: Spec, test: F) -> Result<Fut::Output>
+pub fn with_argument<A, B, F, Fut>(spec: Spec, test: F) -> Ran<Fut::Output>
 where
     A: Argument<B>,
     B: Backend,
@@ -208,14 +250,17 @@ where
     Fut: Future,
     Fut::Output: TestReturn,
 {
-    let Some(suite) = suite_for::<B>(&spec, A::ISOLATION)? else {
-        return Ok(<Fut::Output>::passed());
+    let suite = match suite_for::<B>(&spec, A::ISOLATION) {
+        Ok(Found::Suite(suite)) => suite,
+        Ok(Found::Skipped(reason)) => return Ran::Skipped(reason),
+        Err(error) => return Ran::Failed(error),
     };
     type Conn<B> = <<B as Backend>::Database as Database>::Connection;
     run_in(suite, async |_: &mut Conn<B>, ()| {
         let argument = A::take(crate::current::<B>()?).await?;
         Ok(test(argument).await)
     })
+    .into()
 }
 
 /// Runs `test` in `suite`, on a runtime of its own; its return value goes back to libtest as it
@@ -270,10 +315,15 @@ impl fmt::Display for Failed {
 
 impl std::error::Error for Failed {}
 
+/// A test's suite, or why the test is skipped.
+enum Found<B: Backend> {
+    Suite(&'static Suite<B>),
+    Skipped(String),
+}
+
 /// The suite of every test of the binary with `spec`'s setup on backend `B`, in `isolation`
-/// unless `spec` names one; `None` when `B` is not configured here (the test is then skipped,
-/// and says so).
-fn suite_for<B>(spec: &Spec, isolation: Isolation) -> Result<Option<&'static Suite<B>>>
+/// unless `spec` names one; skipped when `B` is not configured here (the test says so).
+fn suite_for<B>(spec: &Spec, isolation: Isolation) -> Result<Found<B>>
 where
     B: Backend,
     B::Database: Engine<B>,
@@ -284,25 +334,10 @@ where
             if std::env::var_os("CI").is_some() {
                 return Err(err);
             }
+            let reason = format!("SKIPPED: {} test not run: {err} ({})", B::NAME, spec.test);
             // Past libtest's capture: a skipped test is never silent.
-            let _ = writeln!(
-                std::io::stderr().lock(),
-                "SKIPPED: {} test not run: {err} ({})",
-                B::NAME,
-                spec.test
-            );
-            if let (Some(expected), Error::NotConfigured { backend, hint }) =
-                (spec.should_panic, err)
-            {
-                return Err(Error::NotConfigured {
-                    backend,
-                    hint: format!(
-                        "{hint}; the test was SKIPPED (a #[should_panic] test skips by \
-                         panicking: {expected:?})"
-                    ),
-                });
-            }
-            return Ok(None);
+            let _ = writeln!(std::io::stderr().lock(), "{reason}");
+            return Ok(Found::Skipped(reason));
         }
         Err(err) => return Err(err),
     }
@@ -312,9 +347,17 @@ where
         Schema::Directory(dir) => format!("migrations {dir}"),
         Schema::Migrator(_, path) => format!("migrator {path}"),
     };
+    // Two migrators of one name (in two modules) are two setups.
+    let migrator = match spec.schema {
+        Schema::Migrator(migrator, _) => std::ptr::from_ref(migrator) as usize,
+        _ => 0,
+    };
     // One name (so one template) for every isolation of the same setup.
     let name = format!("#[testdb::test] {schema}, fixtures {:?}", spec.fixtures);
-    let key = (TypeId::of::<B>(), format!("{name} {isolation:?}"));
+    let key = (
+        TypeId::of::<B>(),
+        format!("{name} {isolation:?} {migrator:x}"),
+    );
     static SUITES: Mutex<Vec<(SuiteKey, AnySuite)>> = Mutex::new(Vec::new());
     let mut suites = SUITES
         .lock()
@@ -324,7 +367,7 @@ where
         .find(|(known, _)| *known == key)
         .and_then(|(_, suite)| suite.downcast_ref::<Suite<B>>())
     {
-        return Ok(Some(suite));
+        return Ok(Found::Suite(suite));
     }
     let schema = spec.schema;
     let fixtures: Vec<PathBuf> = spec.fixtures.iter().map(PathBuf::from).collect();
@@ -338,11 +381,18 @@ where
         if !fixtures.is_empty() {
             builder = builder.fixtures(Fixtures::files(&fixtures));
         }
-        Ok(Setup::new(builder).isolation(isolation).version(VERSION))
+        // The test's pool keeps as many connections for it as under `#[sqlx::test]`, beside the
+        // one testdb's session holds.
+        let builder = builder.pool_options(PoolOptions::new().max_connections(POOL + 1));
+        // No setup function: the template holds for every build of the test binary while the
+        // migrations, fixtures and testdb's version do.
+        Ok(Setup::new(builder)
+            .isolation(isolation)
+            .version(concat!("#[testdb::test] ", env!("CARGO_PKG_VERSION"))))
     };
     // One per distinct setup in a process: leaked, as a `static` suite would be.
     let name: &'static str = Box::leak(name.into_boxed_str());
     let suite: &'static Suite<B> = Box::leak(Box::new(Suite::with_setup(name, Box::new(setup))));
     suites.push((key, suite));
-    Ok(Some(suite))
+    Ok(Found::Suite(suite))
 }

@@ -9,10 +9,11 @@ use sqlx::migrate::Migrate;
 use sqlx::{Connection, Database};
 
 use crate::Result;
-use crate::fence::{Attribution, Fence};
-use crate::fixtures::{Catalog, ErrorSite, ForeignKey, LiftedKeys, TableInfo, Value};
 
 pub use crate::attribute::Engine;
+pub use crate::fence::{Attribution, Fence, Fences};
+pub use crate::fixtures::{Catalog, ErrorSite, ForeignKey, LiftedKeys, TableInfo, Value};
+pub use crate::quote::{quote_identifier, quote_literal};
 
 /// The connect options of a backend's sqlx driver.
 pub type ConnectOptions<DB> = <<DB as Database>::Connection as Connection>::Options;

@@ -361,8 +361,20 @@ impl<B: Backend> TestDatabase<B> {
 
     /// Loads fixtures into the database, committed: every row or none.
     pub async fn load(&self, fixtures: &Fixtures) -> Result<Loaded> {
-        let mut conn = self.acquire().await?;
-        crate::fixtures::load_into::<B>(&mut conn, fixtures, &self.name).await
+        /// Closes the connection of a load cut short (its future dropped mid-statement, say in
+        /// a `COPY`) rather than giving it back to the pool in a state the next user trips on.
+        struct CloseIfCut<DB: Database>(PoolConnection<DB>, bool);
+        impl<DB: Database> Drop for CloseIfCut<DB> {
+            fn drop(&mut self) {
+                if !self.1 {
+                    self.0.close_on_drop();
+                }
+            }
+        }
+        let mut conn = CloseIfCut(self.acquire().await?, false);
+        let loaded = crate::fixtures::load_into::<B>(&mut conn.0, fixtures, &self.name).await;
+        conn.1 = true;
+        loaded
     }
 
     /// Writes `tables` (all of them when empty) to a fixture file, `.json` or `.csv`, that loads

@@ -25,21 +25,18 @@ mod quote;
 mod runtime;
 mod suite;
 
-pub use backend::{Backend, ConnectOptions, OwnedDatabase, Rewind, TEST_SAVEPOINT};
+pub use backend::Backend;
+pub(crate) use backend::{ConnectOptions, OwnedDatabase, Rewind};
 pub use concurrent::{
     Caller, Calls, Outcome, Outcomes, run_concurrent, serve_callers, spawn_concurrent,
 };
 pub use database::{Builder, TestDatabase};
 pub use error::{Error, Result};
-pub use fence::{Attribution, Fence, Fences};
-pub use fixtures::{
-    Catalog, ErrorSite, Fixtures, ForeignKey, LiftedKeys, Loaded, TableInfo, Value, dump_fixtures,
-    load_fixtures,
-};
+pub use fixtures::{Fixtures, Loaded, dump_fixtures, load_fixtures};
 pub use handle::{Handle, current};
 pub use isolation::Isolation;
 pub use migrations::Migrations;
-pub use quote::{quote_identifier, quote_literal};
+pub(crate) use quote::quote_identifier;
 pub use runtime::block_on;
 pub use suite::{Databases, Setup, Suite};
 /// `#[testdb::test]`: a test on a database testdb sets up, a drop-in for `#[sqlx::test]`.
@@ -49,14 +46,10 @@ pub use testdb_macros::test;
 #[doc(hidden)]
 pub mod __private {
     pub use crate::attribute::{
-        Argument, Report, Schema, Spec, TestReturn, block_on_test, in_suite, returns,
-        with_argument, with_connection,
+        Argument, Ran, Report, Schema, Spec, TestReturn, block_on_test, exit_failed, in_suite,
+        returns, with_argument, with_connection,
     };
 }
-
-// Named by `Databases`' hidden methods; not part of the API.
-#[doc(hidden)]
-pub use suite::{Building, Ending, Live, Session, Stopper, Target, TemplateKey};
 
 /// Removes what testdb left on `backend`'s server or directory and no live process uses: the
 /// databases of processes that have since died, and nothing else of theirs; copies of templates

@@ -85,7 +85,9 @@ async fn no_debug_shows_a_password() {
 
     let owned = server.create().await.unwrap();
     assert_hidden("PostgresDatabase", &owned);
-    testdb::OwnedDatabase::destroy(owned).await.unwrap();
+    testdb::backend::OwnedDatabase::destroy(owned)
+        .await
+        .unwrap();
 
     let lock = server
         .share_template("testdb_tpl_redaction_test")

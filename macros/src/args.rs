@@ -84,6 +84,17 @@ pub(crate) fn parse(tokens: proc_macro2::TokenStream) -> syn::Result<Args> {
                 };
                 args.migrations = Migrations::Migrator(path.parse()?);
             }
+            Meta::NameValue(pair)
+                if pair.path.is_ident("isolation") && args.isolation.is_some() =>
+            {
+                return Err(syn::Error::new_spanned(
+                    pair.path,
+                    "`isolation` is given twice",
+                ));
+            }
+            Meta::NameValue(pair) if pair.path.is_ident("suite") && args.suite.is_some() => {
+                return Err(syn::Error::new_spanned(pair.path, "`suite` is given twice"));
+            }
             Meta::NameValue(pair) if pair.path.is_ident("isolation") => {
                 let Some(Lit::Str(name)) = literal(&pair.value) else {
                     return Err(syn::Error::new_spanned(pair.value, KEYS));

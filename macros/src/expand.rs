@@ -104,9 +104,38 @@ fn expand(
                      value",
                 ));
             }
-            let spec = spec(&k, &args, name, here.as_deref(), should_panic(attrs)?)?;
+            if let Some(isolation) = &args.isolation
+                && isolation != "Committed"
+                && isolation != "FreshDatabase"
+                && !matches!(inputs[0], Type::Reference(_))
+            {
+                return Err(syn::Error::new_spanned(
+                    isolation,
+                    "a pool or pooled connection's commits would outlive the test here: give a \
+                     test that takes a pool \"committed\" or \"fresh_database\", or take \
+                     `&mut` a connection",
+                ));
+            }
+            let spec = spec(&k, &args, name, here.as_deref())?;
             on_database(&k, &spec, name, &inputs)
         }
+    };
+    // A `#[should_panic]` test must not pass by testdb's failure, and passes only by panicking
+    // when skipped (with the text it expects).
+    let (skipped, failed) = match should_panic(attrs)? {
+        Some(expected) => (
+            quote!(
+                ::core::panic!("{} (a #[should_panic] test skips by panicking: {})", reason, #expected)
+            ),
+            quote!(#k::__private::exit_failed(&error)),
+        ),
+        None => (
+            quote! {{
+                let _ = reason;
+                <#returned as #k::__private::TestReturn>::passed()
+            }},
+            quote!(::core::panic!("{}", #k::__private::Report(&error))),
+        ),
     };
     let signature_inputs = &signature.inputs;
     Ok(quote! {
@@ -116,10 +145,9 @@ fn expand(
             async fn #name(#signature_inputs) #output #body
             #check_return
             match #run {
-                ::core::result::Result::Ok(returned) => returned,
-                ::core::result::Result::Err(error) => {
-                    ::core::panic!("{}", #k::__private::Report(&error))
-                }
+                #k::__private::Ran::Returned(returned) => returned,
+                #k::__private::Ran::Skipped(reason) => #skipped,
+                #k::__private::Ran::Failed(error) => #failed,
             }
         }
     })
@@ -137,7 +165,8 @@ fn on_database(
     let span = inputs
         .first()
         .map_or_else(proc_macro2::Span::call_site, Spanned::span);
-    let test = syn::Ident::new(&name.to_string(), span);
+    let mut test = name.clone();
+    test.set_span(span);
     match inputs {
         [input @ Type::Reference(_)] => quote_spanned! {span=>
             #k::__private::with_connection(#spec, async |connection: #input| #test(connection).await)
@@ -189,7 +218,6 @@ fn spec(
     args: &Args,
     name: &syn::Ident,
     here: Option<&Path>,
-    should_panic: Option<String>,
 ) -> syn::Result<TokenStream> {
     let migrations = match &args.migrations {
         Migrations::Inferred => {
@@ -209,7 +237,10 @@ fn spec(
             #k::__private::Schema::Directory(concat!(env!("CARGO_MANIFEST_DIR"), "/", #dir))
         },
         Migrations::Migrator(path) => quote! {
-            #k::__private::Schema::Migrator(&#path, stringify!(#path))
+            #k::__private::Schema::Migrator(
+                &#path,
+                concat!(module_path!(), ": ", stringify!(#path)),
+            )
         },
         Migrations::Disabled => quote!(#k::__private::Schema::None),
     };
@@ -232,10 +263,6 @@ fn spec(
             const _: &str = include_str!(#relative);
         });
     }
-    let should_panic = match should_panic {
-        Some(expected) => quote!(::core::option::Option::Some(#expected)),
-        None => quote!(::core::option::Option::None),
-    };
     let isolation = match &args.isolation {
         Some(variant) => quote!(::core::option::Option::Some(#k::Isolation::#variant)),
         None => quote!(::core::option::Option::None),
@@ -247,7 +274,6 @@ fn spec(
             schema: #migrations,
             fixtures: &[#(#fixtures),*],
             isolation: #isolation,
-            should_panic: #should_panic,
         }
     }})
 }

@@ -22,11 +22,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::Mutex;
 
-pub use building::Building;
 pub use databases::Databases;
-pub use live::{Ending, Live, Session, Stopper};
-pub use target::Target;
-pub use template::TemplateKey;
+pub(crate) use live::Ending;
+pub(crate) use template::TemplateKey;
 
 use crate::{Error, Isolation, Result, Rewind, handle};
 use template::Inputs;

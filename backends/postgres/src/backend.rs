@@ -1,5 +1,6 @@
 use sqlx::postgres::PgConnectOptions;
-use testdb::{Backend, Error, OwnedDatabase, Result};
+use testdb::backend::OwnedDatabase;
+use testdb::{Backend, Error, Result};
 
 use crate::owner;
 use crate::server::{self, NAME};
@@ -34,13 +35,13 @@ impl Backend for Postgres {
         crate::isolation::backend_pid(conn).await
     }
 
-    fn enter(pid: &i32, fence: &std::sync::Arc<testdb::Fence>) {
+    fn enter(pid: &i32, fence: &std::sync::Arc<testdb::backend::Fence>) {
         fence.set_own(i64::from(*pid));
     }
 
     async fn join(
         conn: &mut sqlx::PgConnection,
-        attribution: &testdb::Attribution,
+        attribution: &testdb::backend::Attribution,
     ) -> sqlx::Result<bool> {
         crate::isolation::join(conn, attribution).await
     }
@@ -48,14 +49,14 @@ impl Backend for Postgres {
     async fn end_taken(
         conn: &mut sqlx::PgConnection,
         options: &PgConnectOptions,
-        fence: &testdb::Fence,
+        fence: &testdb::backend::Fence,
     ) -> Result<()> {
         crate::isolation::end_taken(conn, options, fence).await
     }
 
     async fn interrupt(
         options: &PgConnectOptions,
-        fence: &testdb::Fence,
+        fence: &testdb::backend::Fence,
         end_own: bool,
     ) -> Result<()> {
         crate::isolation::interrupt(options, fence, end_own).await
@@ -82,7 +83,7 @@ impl Backend for Postgres {
         check: bool,
         baseline: &crate::isolation::Baseline,
         sequences: bool,
-    ) -> sqlx::Result<testdb::Rewind> {
+    ) -> sqlx::Result<testdb::backend::Rewind> {
         crate::isolation::rewind(conn, check, baseline, sequences).await
     }
 
@@ -93,7 +94,7 @@ impl Backend for Postgres {
         crate::isolation::reset_session(conn).await
     }
 
-    async fn catalog(conn: &mut sqlx::PgConnection) -> sqlx::Result<testdb::Catalog> {
+    async fn catalog(conn: &mut sqlx::PgConnection) -> sqlx::Result<testdb::backend::Catalog> {
         fixtures::catalog(conn).await
     }
 
@@ -104,38 +105,38 @@ impl Backend for Postgres {
     async fn insert_rows(
         conn: &mut sqlx::PgConnection,
         table: &str,
-        info: &testdb::TableInfo,
+        info: &testdb::backend::TableInfo,
         columns: &[String],
-        rows: &[Vec<testdb::Value>],
+        rows: &[Vec<testdb::backend::Value>],
     ) -> sqlx::Result<()> {
         fixtures::insert_rows(conn, table, info, columns, rows).await
     }
 
     async fn defer_foreign_keys(
         conn: &mut sqlx::PgConnection,
-        keys: &[(String, testdb::ForeignKey)],
+        keys: &[(String, testdb::backend::ForeignKey)],
     ) -> sqlx::Result<String> {
         fixtures::defer_foreign_keys(conn, keys).await
     }
 
     async fn check_foreign_keys(
         conn: &mut sqlx::PgConnection,
-        keys: &[(String, testdb::ForeignKey)],
-    ) -> sqlx::Result<Option<testdb::ErrorSite>> {
+        keys: &[(String, testdb::backend::ForeignKey)],
+    ) -> sqlx::Result<Option<testdb::backend::ErrorSite>> {
         fixtures::check_foreign_keys(conn, keys).await
     }
 
     async fn lift_foreign_keys(
         conn: &mut sqlx::PgConnection,
         tables: &[String],
-    ) -> sqlx::Result<testdb::LiftedKeys> {
+    ) -> sqlx::Result<testdb::backend::LiftedKeys> {
         fixtures::lift_foreign_keys(conn, tables).await
     }
 
     async fn restore_foreign_keys(
         conn: &mut sqlx::PgConnection,
         restore: &str,
-    ) -> sqlx::Result<Option<testdb::ErrorSite>> {
+    ) -> sqlx::Result<Option<testdb::backend::ErrorSite>> {
         fixtures::restore_foreign_keys(conn, restore).await
     }
 
@@ -146,11 +147,11 @@ impl Backend for Postgres {
     async fn dump_rows(
         conn: &mut sqlx::PgConnection,
         table: &str,
-    ) -> sqlx::Result<(Vec<String>, Vec<Vec<testdb::Value>>)> {
+    ) -> sqlx::Result<(Vec<String>, Vec<Vec<testdb::backend::Value>>)> {
         fixtures::dump_rows(conn, table).await
     }
 
-    fn error_site(err: &sqlx::Error) -> testdb::ErrorSite {
+    fn error_site(err: &sqlx::Error) -> testdb::backend::ErrorSite {
         fixtures::error_site(err)
     }
 

@@ -7,7 +7,7 @@ use std::fmt::Write;
 use serde_json::value::RawValue;
 use sqlx::postgres::{PgConnection, PgDatabaseError};
 use sqlx::{AssertSqlSafe, Executor, Row};
-use testdb::{Catalog, ErrorSite, ForeignKey, LiftedKeys, TableInfo, Value};
+use testdb::backend::{Catalog, ErrorSite, ForeignKey, LiftedKeys, TableInfo, Value};
 
 use crate::nodelay;
 use crate::sql::{ident, literal};

@@ -3,7 +3,7 @@
 
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgDatabaseError, PgRow};
 use sqlx::{Connection, Row};
-use testdb::{Attribution, Fence, Rewind};
+use testdb::backend::{Attribution, Fence, Rewind};
 
 use crate::budget;
 use crate::sql::{ident, literal};

@@ -14,6 +14,26 @@ pub(crate) const URL_VARIABLES: [&str; 2] = ["TESTDB_POSTGRES_URL", "DATABASE_UR
 
 pub(crate) const NAME: &str = "PostgreSQL";
 
+/// The first of [`URL_VARIABLES`] set (and not blank) in the environment, else in `.env`'s
+/// `from_file`.
+fn configured_url(
+    environment: impl Fn(&str) -> Option<String>,
+    from_file: &[(String, String)],
+) -> Option<String> {
+    let set = |value: &String| !value.trim().is_empty();
+    URL_VARIABLES
+        .iter()
+        .find_map(|variable| environment(variable).filter(set))
+        .or_else(|| {
+            URL_VARIABLES.iter().find_map(|variable| {
+                from_file
+                    .iter()
+                    .find(|(name, value)| name == variable && set(value))
+                    .map(|(_, value)| value.clone())
+            })
+        })
+}
+
 /// The PostgreSQL backend: the server test databases are created on.
 ///
 /// testdb connects to the database named in the URL (e.g. `postgres`) only to create, comment on
@@ -26,14 +46,14 @@ pub struct Postgres {
 }
 
 impl Postgres {
-    /// The server in `TESTDB_POSTGRES_URL`, else in `DATABASE_URL`.
+    /// The server in `TESTDB_POSTGRES_URL`, else in `DATABASE_URL`; read from the environment,
+    /// else (as sqlx reads `DATABASE_URL`) from a `.env` file in the working directory or above.
     pub fn from_env() -> Result<Self> {
-        for variable in URL_VARIABLES {
-            if let Ok(url) = std::env::var(variable)
-                && !url.trim().is_empty()
-            {
-                return Postgres::from_url(&url);
-            }
+        let from_file: Vec<(String, String)> = dotenvy::dotenv_iter()
+            .map(|items| items.flatten().collect())
+            .unwrap_or_default();
+        if let Some(url) = configured_url(|variable| std::env::var(variable).ok(), &from_file) {
+            return Postgres::from_url(&url);
         }
         Err(Error::NotConfigured {
             backend: NAME,
@@ -243,6 +263,26 @@ pub(crate) async fn close(connection: PgConnection) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_environment_comes_before_dot_env() {
+        use super::configured_url;
+        let file = vec![
+            ("DATABASE_URL".to_string(), "postgres://file/db".to_string()),
+            ("TESTDB_POSTGRES_URL".to_string(), " ".to_string()),
+        ];
+        let none = |_: &str| None;
+        assert_eq!(
+            configured_url(none, &file).as_deref(),
+            Some("postgres://file/db")
+        );
+        let env = |name: &str| (name == "DATABASE_URL").then(|| "postgres://env/db".to_string());
+        assert_eq!(
+            configured_url(env, &file).as_deref(),
+            Some("postgres://env/db")
+        );
+        assert_eq!(configured_url(none, &[]), None);
+    }
+
     use super::redact;
 
     #[test]

@@ -2,7 +2,7 @@
 //! identifier and literal quoted.
 
 use sqlx::AssertSqlSafe;
-pub(crate) use testdb::{quote_identifier as ident, quote_literal as literal};
+pub(crate) use testdb::backend::{quote_identifier as ident, quote_literal as literal};
 
 pub(crate) fn create_database(name: &str, template: Option<&str>) -> AssertSqlSafe<String> {
     match template {

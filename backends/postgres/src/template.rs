@@ -13,7 +13,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sqlx::Row;
 use sqlx::postgres::PgConnection;
-use testdb::{Error, OwnedDatabase, Result};
+use testdb::backend::OwnedDatabase;
+use testdb::{Error, Result};
 
 use crate::Postgres;
 use crate::backend::PostgresDatabase;

@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 use sqlx::{ConnectOptions, Connection};
-use testdb::{Backend, Error, OwnedDatabase, Result};
+use testdb::backend::OwnedDatabase;
+use testdb::{Backend, Error, Result};
 
 use crate::{committed, fixtures, owner, template};
 
@@ -114,13 +115,16 @@ impl Backend for Sqlite {
         crate::isolation::watch(conn).await
     }
 
-    fn enter(slot: &std::sync::Arc<crate::isolation::Slot>, fence: &std::sync::Arc<testdb::Fence>) {
+    fn enter(
+        slot: &std::sync::Arc<crate::isolation::Slot>,
+        fence: &std::sync::Arc<testdb::backend::Fence>,
+    ) {
         slot.set(Some(fence.clone()));
     }
 
     async fn join(
         conn: &mut sqlx::SqliteConnection,
-        attribution: &testdb::Attribution,
+        attribution: &testdb::backend::Attribution,
     ) -> sqlx::Result<bool> {
         crate::isolation::join(conn, attribution).await
     }
@@ -152,7 +156,7 @@ impl Backend for Sqlite {
         check: bool,
         baseline: &crate::isolation::Baseline,
         _sequences: bool,
-    ) -> sqlx::Result<testdb::Rewind> {
+    ) -> sqlx::Result<testdb::backend::Rewind> {
         crate::isolation::rewind(conn, check, baseline).await
     }
 
@@ -163,7 +167,7 @@ impl Backend for Sqlite {
         crate::isolation::reset_session(conn, baseline).await
     }
 
-    async fn catalog(conn: &mut sqlx::SqliteConnection) -> sqlx::Result<testdb::Catalog> {
+    async fn catalog(conn: &mut sqlx::SqliteConnection) -> sqlx::Result<testdb::backend::Catalog> {
         fixtures::catalog(conn).await
     }
 
@@ -174,24 +178,24 @@ impl Backend for Sqlite {
     async fn insert_rows(
         conn: &mut sqlx::SqliteConnection,
         table: &str,
-        info: &testdb::TableInfo,
+        info: &testdb::backend::TableInfo,
         columns: &[String],
-        rows: &[Vec<testdb::Value>],
+        rows: &[Vec<testdb::backend::Value>],
     ) -> sqlx::Result<()> {
         fixtures::insert_rows(conn, table, info, columns, rows).await
     }
 
     async fn defer_foreign_keys(
         conn: &mut sqlx::SqliteConnection,
-        keys: &[(String, testdb::ForeignKey)],
+        keys: &[(String, testdb::backend::ForeignKey)],
     ) -> sqlx::Result<String> {
         fixtures::defer_foreign_keys(conn, keys).await
     }
 
     async fn check_foreign_keys(
         conn: &mut sqlx::SqliteConnection,
-        keys: &[(String, testdb::ForeignKey)],
-    ) -> sqlx::Result<Option<testdb::ErrorSite>> {
+        keys: &[(String, testdb::backend::ForeignKey)],
+    ) -> sqlx::Result<Option<testdb::backend::ErrorSite>> {
         fixtures::check_foreign_keys(conn, keys).await
     }
 
@@ -205,11 +209,11 @@ impl Backend for Sqlite {
     async fn dump_rows(
         conn: &mut sqlx::SqliteConnection,
         table: &str,
-    ) -> sqlx::Result<(Vec<String>, Vec<Vec<testdb::Value>>)> {
+    ) -> sqlx::Result<(Vec<String>, Vec<Vec<testdb::backend::Value>>)> {
         fixtures::dump_rows(conn, table).await
     }
 
-    fn error_site(err: &sqlx::Error) -> testdb::ErrorSite {
+    fn error_site(err: &sqlx::Error) -> testdb::backend::ErrorSite {
         fixtures::error_site(err)
     }
 

@@ -17,7 +17,7 @@ use std::collections::HashSet;
 use sqlx::sqlite::SqliteConnection;
 use sqlx::{AssertSqlSafe, Executor};
 
-use testdb::{quote_identifier as ident, quote_literal as literal};
+use testdb::backend::{quote_identifier as ident, quote_literal as literal};
 
 /// What every definition of testdb's own tables starts with, after the name.
 pub(crate) const MARK: &str = "/* testdb bookkeeping";

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use sqlx::Arguments as _;
 use sqlx::sqlite::{SqliteArguments, SqliteConnection};
 use sqlx::{AssertSqlSafe, Executor, Row};
-use testdb::{Catalog, ErrorSite, ForeignKey, TableInfo, Value, quote_identifier as ident};
+use testdb::backend::{
+    Catalog, ErrorSite, ForeignKey, TableInfo, Value, quote_identifier as ident,
+};
 
 use crate::committed;
 

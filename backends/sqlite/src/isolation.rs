@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use sqlx::sqlite::SqliteConnection;
 use sqlx::{AssertSqlSafe, Executor, Row};
-use testdb::{Attribution, Fence, Rewind, quote_identifier as ident};
+use testdb::backend::{Attribution, Fence, Rewind, quote_identifier as ident};
 
 /// The connection-level settings a test may change that no rollback undoes, put back after each
 /// test: those testdb never sets as SQLite has them by default, the others as the connection had

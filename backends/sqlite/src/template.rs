@@ -14,7 +14,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use sqlx::{ConnectOptions, Connection};
-use testdb::{OwnedDatabase, Result};
+use testdb::Result;
+use testdb::backend::OwnedDatabase;
 
 use crate::Sqlite;
 use crate::backend::SqliteDatabase;
