@@ -177,6 +177,18 @@ pub fn exit_failed(error: &Error) -> ! {
 /// Checks, where the attribute's expansion calls it, that a test's return type can be reported.
 pub fn returns<R: TestReturn>() {}
 
+/// Checks, where the attribute's expansion calls it, that testdb can give a test an `A`.
+pub fn argument<A: Argument<B>, B: Backend>() {}
+
+/// Checks, where the attribute's expansion calls it, that testdb can give a test a `&mut C`.
+pub fn connection<C, B>()
+where
+    C: sqlx::Connection,
+    C::Database: Engine<B> + Database<Connection = C>,
+    B: Backend<Database = C::Database>,
+{
+}
+
 /// A test's error, as its message: the error, then each cause.
 #[derive(Debug)]
 pub struct Report<'a>(pub &'a Error);

@@ -46,8 +46,8 @@ pub use testdb_macros::test;
 #[doc(hidden)]
 pub mod __private {
     pub use crate::attribute::{
-        Argument, Ran, Report, Schema, Spec, TestReturn, block_on_test, exit_failed, in_suite,
-        returns, with_argument, with_connection,
+        Argument, Ran, Report, Schema, Spec, TestReturn, argument, block_on_test, connection,
+        exit_failed, in_suite, returns, with_argument, with_connection,
     };
 }
 

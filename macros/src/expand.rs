@@ -93,6 +93,29 @@ fn expand(
     let check_return = quote_spanned! {returned.span()=>
         #k::__private::returns::<#returned>();
     };
+    // The same checks outside the `#[test]`, which only a test build compiles: a plain build of
+    // the file (as `trybuild` makes) reports them too.
+    let check_argument = match (&args.suite, inputs.as_slice()) {
+        (Some(_), _) | (None, []) => TokenStream::new(),
+        (None, [Type::Reference(reference), ..]) => {
+            let connection = &reference.elem;
+            quote_spanned! {reference.span()=> #k::__private::connection::<#connection, _>(); }
+        }
+        (None, [one]) => quote_spanned! {one.span()=> #k::__private::argument::<#one, _>(); },
+        (None, [first, second, ..]) => {
+            quote_spanned! {first.span()=> #k::__private::argument::<(#first, #second), _>(); }
+        }
+    };
+    let outside = quote! {
+        #[cfg(not(test))]
+        const _: () = {
+            #[allow(dead_code)]
+            fn checks() {
+                #check_return
+                #check_argument
+            }
+        };
+    };
     let run = match &args.suite {
         Some(suite) => in_suite(&k, suite, name, &inputs)?,
         None => {
@@ -139,6 +162,7 @@ fn expand(
     };
     let signature_inputs = &signature.inputs;
     Ok(quote! {
+        #outside
         #(#attrs)*
         #[::core::prelude::v1::test]
         fn #name() #output {
