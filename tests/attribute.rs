@@ -131,6 +131,3 @@ async fn a_panic_fails_the_test(conn: &mut SqliteConnection) {
         .unwrap();
     assert_eq!(users, 0, "boom");
 }
-
-// Linked for `#[testdb::test]`, which finds the backend from the argument's type.
-use testdb_sqlite as _;

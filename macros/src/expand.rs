@@ -161,7 +161,9 @@ fn expand(
         ),
     };
     let signature_inputs = &signature.inputs;
+    let link = link_backend(krate, &inputs);
     Ok(quote! {
+        #link
         #outside
         #(#attrs)*
         #[::core::prelude::v1::test]
@@ -328,4 +330,32 @@ fn should_panic(attrs: &[syn::Attribute]) -> syn::Result<Option<String>> {
         expected = text.value();
     }
     Ok(Some(expected))
+}
+
+/// Through `testdb::test`, the backend crate that serves the test's argument, named so that it is
+/// linked (an unnamed dependency is not, and its impls would not be found): `testdb_postgres` for
+/// `PgPool`, `PoolConnection<Postgres>`, `&mut PgConnection`…, `testdb_sqlite` for SQLite's. A
+/// type testdb cannot tell by name (an alias) needs the crate named elsewhere in the file, or the
+/// backend crate's own `test`.
+fn link_backend(krate: &[&str], inputs: &[Type]) -> TokenStream {
+    if krate != ["testdb"] {
+        return TokenStream::new();
+    }
+    let words: String = inputs.iter().map(|ty| quote!(#ty).to_string()).collect();
+    let mut link = TokenStream::new();
+    if words.contains("Pg") || words.contains("Postgres") {
+        link.extend(quote!(
+            const _: () = {
+                extern crate testdb_postgres as _;
+            };
+        ));
+    }
+    if words.contains("Sqlite") {
+        link.extend(quote!(
+            const _: () = {
+                extern crate testdb_sqlite as _;
+            };
+        ));
+    }
+    link
 }

@@ -1,4 +1,4 @@
-//! A test file written for `#[sqlx::test]`, with `sqlx::test` replaced by `testdb_postgres::test` and
+//! A test file written for `#[sqlx::test]`, with `sqlx::test` replaced by `testdb::test` and
 //! nothing else changed. Each test that takes a pool gets a database of its own, a copy of one
 //! template migrated and filled once per run.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -7,7 +7,7 @@ use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Postgres};
 
-#[testdb_postgres::test(migrations = "tests/drop_in_postgres/migrations", fixtures("users"))]
+#[testdb::test(migrations = "tests/drop_in_postgres/migrations", fixtures("users"))]
 async fn the_fixture_is_loaded(pool: PgPool) -> sqlx::Result<()> {
     let names: Vec<String> = sqlx::query_scalar("SELECT name FROM users ORDER BY id")
         .fetch_all(&pool)
@@ -16,7 +16,7 @@ async fn the_fixture_is_loaded(pool: PgPool) -> sqlx::Result<()> {
     Ok(())
 }
 
-#[testdb_postgres::test(migrations = "tests/drop_in_postgres/migrations", fixtures("users"))]
+#[testdb::test(migrations = "tests/drop_in_postgres/migrations", fixtures("users"))]
 async fn what_a_test_commits_every_connection_sees(pool: PgPool) -> sqlx::Result<()> {
     sqlx::query("INSERT INTO users (name) VALUES ('linus')")
         .execute(&pool)
@@ -29,7 +29,7 @@ async fn what_a_test_commits_every_connection_sees(pool: PgPool) -> sqlx::Result
     Ok(())
 }
 
-#[testdb_postgres::test(migrations = "tests/drop_in_postgres/migrations", fixtures("users"))]
+#[testdb::test(migrations = "tests/drop_in_postgres/migrations", fixtures("users"))]
 async fn each_test_starts_from_the_fixtures(pool: PgPool) -> sqlx::Result<()> {
     // Whichever test ran before, its writes are not here.
     let users: i64 = sqlx::query_scalar("SELECT count(*) FROM users")
@@ -40,7 +40,7 @@ async fn each_test_starts_from_the_fixtures(pool: PgPool) -> sqlx::Result<()> {
     Ok(())
 }
 
-#[testdb_postgres::test(
+#[testdb::test(
     migrations = "tests/drop_in_postgres/migrations",
     fixtures(path = "fixtures", scripts("users", "posts"))
 )]
@@ -57,7 +57,7 @@ async fn scripts_from_a_path(mut conn: PoolConnection<Postgres>) -> sqlx::Result
     Ok(())
 }
 
-#[testdb_postgres::test(
+#[testdb::test(
     migrations = "tests/drop_in_postgres/migrations",
     fixtures("fixtures/users.sql", "fixtures/posts.sql")
 )]
@@ -69,7 +69,7 @@ async fn fixtures_by_path(pool: PgPool) -> sqlx::Result<()> {
     Ok(())
 }
 
-#[testdb_postgres::test(migrations = "tests/drop_in_postgres/migrations")]
+#[testdb::test(migrations = "tests/drop_in_postgres/migrations")]
 async fn options_for_a_pool_of_ones_own(
     pool_options: PgPoolOptions,
     connect_options: PgConnectOptions,
@@ -82,7 +82,7 @@ async fn options_for_a_pool_of_ones_own(
     Ok(())
 }
 
-#[testdb_postgres::test(migrations = false)]
+#[testdb::test(migrations = false)]
 async fn without_migrations(pool: PgPool) -> sqlx::Result<()> {
     let tables: i64 =
         sqlx::query_scalar("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'")
@@ -92,7 +92,7 @@ async fn without_migrations(pool: PgPool) -> sqlx::Result<()> {
     Ok(())
 }
 
-#[testdb_postgres::test(migrations = "tests/drop_in_postgres/migrations")]
+#[testdb::test(migrations = "tests/drop_in_postgres/migrations")]
 async fn returning_nothing(pool: PgPool) {
     sqlx::query("INSERT INTO users (name) VALUES ('ada')")
         .execute(&pool)
@@ -100,7 +100,7 @@ async fn returning_nothing(pool: PgPool) {
         .unwrap();
 }
 
-#[testdb_postgres::test(migrations = "tests/drop_in_postgres/migrations", fixtures("users"))]
+#[testdb::test(migrations = "tests/drop_in_postgres/migrations", fixtures("users"))]
 #[should_panic(expected = "duplicate key value")]
 async fn a_panicking_test_fails(pool: PgPool) {
     sqlx::query("INSERT INTO users (name) VALUES ('ada')")
@@ -109,13 +109,13 @@ async fn a_panicking_test_fails(pool: PgPool) {
         .unwrap();
 }
 
-#[testdb_postgres::test(migrations = "tests/drop_in_postgres/migrations")]
+#[testdb::test(migrations = "tests/drop_in_postgres/migrations")]
 #[ignore = "ignored tests stay ignored"]
 async fn an_ignored_test(_pool: PgPool) {
     panic!("an ignored test does not run");
 }
 
-#[testdb_postgres::test]
+#[testdb::test]
 async fn a_test_without_arguments() {
     tokio::task::yield_now().await;
 }
