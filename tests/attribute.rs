@@ -131,3 +131,24 @@ async fn a_panic_fails_the_test(conn: &mut SqliteConnection) {
         .unwrap();
     assert_eq!(users, 0, "boom");
 }
+
+/// A test may be named as the expansion's own bindings would be.
+#[testdb::test(migrations = "tests/drop_in_sqlite/migrations")]
+async fn connection(conn: &mut SqliteConnection) -> sqlx::Result<()> {
+    sqlx::query("SELECT 1").execute(&mut *conn).await.map(drop)
+}
+
+/// Types written through `macro_rules!` (`$t:ty`) are read as written.
+macro_rules! a_test_of {
+    ($name:ident, $connection:ty) => {
+        #[testdb::test(
+            migrations = "tests/drop_in_sqlite/migrations",
+            isolation = "savepoint"
+        )]
+        async fn $name(conn: $connection) -> sqlx::Result<()> {
+            sqlx::query("SELECT 1").execute(&mut *conn).await.map(drop)
+        }
+    };
+}
+
+a_test_of!(a_connection_type_from_a_macro, &mut SqliteConnection);

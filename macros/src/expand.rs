@@ -50,7 +50,7 @@ fn expand(
     let mut inputs = Vec::new();
     for input in &signature.inputs {
         match input {
-            FnArg::Typed(typed) => inputs.push((*typed.ty).clone()),
+            FnArg::Typed(typed) => inputs.push(ungrouped(&typed.ty)),
             FnArg::Receiver(receiver) => {
                 return Err(syn::Error::new_spanned(receiver, "a test takes no `self`"));
             }
@@ -161,7 +161,11 @@ fn expand(
         ),
     };
     let signature_inputs = &signature.inputs;
-    let link = link_backend(krate, &inputs);
+    // A suite names its backend itself.
+    let link = match &args.suite {
+        Some(_) => TokenStream::new(),
+        None => link_backend(krate, &inputs),
+    };
     Ok(quote! {
         #link
         #outside
@@ -195,7 +199,10 @@ fn on_database(
     test.set_span(span);
     match inputs {
         [input @ Type::Reference(_)] => quote_spanned! {span=>
-            #k::__private::with_connection(#spec, async |connection: #input| #test(connection).await)
+            #k::__private::with_connection(
+                #spec,
+                async |__testdb_connection: #input| #test(__testdb_connection).await,
+            )
         },
         [input] => quote_spanned! {span=>
             #k::__private::with_argument::<#input, _, _, _>(#spec, #test)
@@ -203,7 +210,9 @@ fn on_database(
         [first, second, ..] => quote_spanned! {span=>
             #k::__private::with_argument::<(#first, #second), _, _, _>(
                 #spec,
-                |(first, second): (#first, #second)| #test(first, second),
+                |(__testdb_first, __testdb_second): (#first, #second)| {
+                    #test(__testdb_first, __testdb_second)
+                },
             )
         },
         // Tests without arguments are expanded before.
@@ -220,14 +229,17 @@ fn in_suite(
 ) -> syn::Result<TokenStream> {
     Ok(match inputs {
         [connections] => quote! {
-            #k::__private::in_suite(&#suite, async |connections: #connections, _| {
-                #name(connections).await
+            #k::__private::in_suite(&#suite, async |__testdb_connections: #connections, _| {
+                #name(__testdb_connections).await
             })
         },
         [connections, data] => quote! {
-            #k::__private::in_suite(&#suite, async |connections: #connections, data: #data| {
-                #name(connections, data).await
-            })
+            #k::__private::in_suite(
+                &#suite,
+                async |__testdb_connections: #connections, __testdb_data: #data| {
+                    #name(__testdb_connections, __testdb_data).await
+                },
+            )
         },
         _ => {
             return Err(syn::Error::new_spanned(
@@ -341,16 +353,32 @@ fn link_backend(krate: &[&str], inputs: &[Type]) -> TokenStream {
     if krate != ["testdb"] {
         return TokenStream::new();
     }
-    let words: String = inputs.iter().map(|ty| quote!(#ty).to_string()).collect();
+    let mut names = Vec::new();
+    for ty in inputs {
+        idents(quote!(#ty), &mut names);
+    }
+    let named = |of: &[&str]| names.iter().any(|name| of.contains(&name.as_str()));
     let mut link = TokenStream::new();
-    if words.contains("Pg") || words.contains("Postgres") {
+    if named(&[
+        "PgPool",
+        "PgConnection",
+        "PgPoolOptions",
+        "PgConnectOptions",
+        "Postgres",
+    ]) {
         link.extend(quote!(
             const _: () = {
                 extern crate testdb_postgres as _;
             };
         ));
     }
-    if words.contains("Sqlite") {
+    if named(&[
+        "SqlitePool",
+        "SqliteConnection",
+        "SqlitePoolOptions",
+        "SqliteConnectOptions",
+        "Sqlite",
+    ]) {
         link.extend(quote!(
             const _: () = {
                 extern crate testdb_sqlite as _;
@@ -358,4 +386,24 @@ fn link_backend(krate: &[&str], inputs: &[Type]) -> TokenStream {
         ));
     }
     link
+}
+
+/// Every identifier in `tokens`.
+fn idents(tokens: TokenStream, into: &mut Vec<String>) {
+    for tree in tokens {
+        match tree {
+            proc_macro2::TokenTree::Ident(ident) => into.push(ident.to_string()),
+            proc_macro2::TokenTree::Group(group) => idents(group.stream(), into),
+            _ => {}
+        }
+    }
+}
+
+/// A type as written, without the invisible group a `macro_rules!` `$t:ty` wraps it in.
+fn ungrouped(ty: &Type) -> Type {
+    match ty {
+        Type::Group(group) => ungrouped(&group.elem),
+        Type::Paren(paren) => ungrouped(&paren.elem),
+        other => other.clone(),
+    }
 }

@@ -14,24 +14,22 @@ pub(crate) const URL_VARIABLES: [&str; 2] = ["TESTDB_POSTGRES_URL", "DATABASE_UR
 
 pub(crate) const NAME: &str = "PostgreSQL";
 
-/// The first of [`URL_VARIABLES`] set (and not blank) in the environment, else in `.env`'s
-/// `from_file`.
+/// The URL of the first of [`URL_VARIABLES`] that is configured: in the environment, else in
+/// `.env`'s `from_file` (as dotenvy reads it, a variable set in the environment, even blank, is
+/// not read from the file). A blank value names no server: the next variable is looked at.
 fn configured_url(
     environment: impl Fn(&str) -> Option<String>,
     from_file: &[(String, String)],
 ) -> Option<String> {
-    let set = |value: &String| !value.trim().is_empty();
-    URL_VARIABLES
-        .iter()
-        .find_map(|variable| environment(variable).filter(set))
-        .or_else(|| {
-            URL_VARIABLES.iter().find_map(|variable| {
-                from_file
-                    .iter()
-                    .find(|(name, value)| name == variable && set(value))
-                    .map(|(_, value)| value.clone())
-            })
-        })
+    URL_VARIABLES.iter().find_map(|variable| {
+        let value = environment(variable).or_else(|| {
+            from_file
+                .iter()
+                .find(|(name, _)| name == variable)
+                .map(|(_, value)| value.clone())
+        })?;
+        (!value.trim().is_empty()).then_some(value)
+    })
 }
 
 /// The PostgreSQL backend: the server test databases are created on.
@@ -49,8 +47,9 @@ impl Postgres {
     /// The server in `TESTDB_POSTGRES_URL`, else in `DATABASE_URL`; read from the environment,
     /// else (as sqlx reads `DATABASE_URL`) from a `.env` file in the working directory or above.
     pub fn from_env() -> Result<Self> {
+        // Up to a line it cannot read, as sqlx's own `dotenvy::dotenv()` stops there.
         let from_file: Vec<(String, String)> = dotenvy::dotenv_iter()
-            .map(|items| items.flatten().collect())
+            .map(|items| items.map_while(std::result::Result::ok).collect())
             .unwrap_or_default();
         if let Some(url) = configured_url(|variable| std::env::var(variable).ok(), &from_file) {
             return Postgres::from_url(&url);
@@ -58,8 +57,8 @@ impl Postgres {
         Err(Error::NotConfigured {
             backend: NAME,
             hint: format!(
-                "set {} (or {}) to a server URL whose role may create databases, e.g. \
-                 postgres://postgres@127.0.0.1:5432/postgres",
+                "set {} (or {}), in the environment or a .env file, to a server URL whose role \
+                 may create databases, e.g. postgres://postgres@127.0.0.1:5432/postgres",
                 URL_VARIABLES[0], URL_VARIABLES[1]
             ),
         })
@@ -281,6 +280,18 @@ mod tests {
             Some("postgres://env/db")
         );
         assert_eq!(configured_url(none, &[]), None);
+        // testdb's own variable in .env comes before the application's DATABASE_URL.
+        let testdb_file = vec![(
+            "TESTDB_POSTGRES_URL".to_string(),
+            "postgres://t/db".to_string(),
+        )];
+        assert_eq!(
+            configured_url(env, &testdb_file).as_deref(),
+            Some("postgres://t/db")
+        );
+        // Set blank in the environment: not read from the file, and names no server.
+        let blank = |name: &str| (name == "DATABASE_URL").then(String::new);
+        assert_eq!(configured_url(blank, &file), None);
     }
 
     use super::redact;
