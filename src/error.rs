@@ -55,6 +55,22 @@ pub enum Error {
         source: sqlx::Error,
     },
 
+    /// testdb's own server, started when none is configured, could not be found, started or
+    /// reached.
+    #[error("{backend} server of testdb's own in {}: cannot {step}: {hint}", dir.display())]
+    OwnServer {
+        /// The backend, e.g. `PostgreSQL`.
+        backend: &'static str,
+        /// The server's directory.
+        dir: PathBuf,
+        /// What testdb was doing.
+        step: String,
+        /// What happened (with the end of the server's log, where it has one), and what to do.
+        hint: String,
+        /// The operating system's error, where there is one.
+        source: Option<std::io::Error>,
+    },
+
     /// The server's role is not allowed to do what testdb needs (e.g. create databases).
     #[error("{backend} role {role:?} at {server} may not {action}: {hint}")]
     PermissionDenied {

@@ -39,6 +39,8 @@ mod fixtures;
 mod isolation;
 mod maintenance;
 mod nodelay;
+#[cfg(unix)]
+mod own_server;
 mod owner;
 mod server;
 mod sql;

@@ -46,6 +46,14 @@ pub struct Postgres {
 impl Postgres {
     /// The server in `TESTDB_POSTGRES_URL`, else in `DATABASE_URL`; read from the environment,
     /// else (as sqlx reads `DATABASE_URL`) from a `.env` file in the working directory or above.
+    ///
+    /// With neither, testdb's own server: started from PostgreSQL's binaries on this machine if it
+    /// is not running (`TESTDB_PG_BIN`, `$PATH`, `pg_config --bindir`, `/usr/lib/postgresql/*/bin`,
+    /// `/usr/local/pgsql/bin`, Homebrew's; the newest), shared by every process, listening only on
+    /// a Unix socket in its directory (`$TMPDIR/testdb-pg-<uid>`, or `TESTDB_PG_DIR`), and stopped
+    /// by itself after 15 minutes without a process using it (`TESTDB_PG_IDLE`).
+    /// `TESTDB_POSTGRES=off` turns it off. Without binaries (or turned off), the error is
+    /// [`Error::NotConfigured`], which tests report as skipped.
     pub fn from_env() -> Result<Self> {
         // Up to a line it cannot read, as sqlx's own `dotenvy::dotenv()` stops there.
         let from_file: Vec<(String, String)> = dotenvy::dotenv_iter()
@@ -54,13 +62,46 @@ impl Postgres {
         if let Some(url) = configured_url(|variable| std::env::var(variable).ok(), &from_file) {
             return Postgres::from_url(&url);
         }
+        let configure = format!(
+            "set {} (or {}), in the environment or a .env file, to a server URL whose role may \
+             create databases, e.g. postgres://postgres@127.0.0.1:5432/postgres",
+            URL_VARIABLES[0], URL_VARIABLES[1]
+        );
+        #[cfg(unix)]
+        {
+            use crate::own_server;
+            let Some(settings) = own_server::Settings::from_env()? else {
+                return Err(Error::NotConfigured {
+                    backend: NAME,
+                    hint: format!(
+                        "{configure}; testdb's own server is off ({}=off)",
+                        own_server::SWITCH_VARIABLE
+                    ),
+                });
+            };
+            match own_server::url(&settings)? {
+                Ok(url) => Postgres::from_url(&url),
+                Err(looked) => Err(Error::NotConfigured {
+                    backend: NAME,
+                    hint: format!(
+                        "{configure}; or install PostgreSQL's server (e.g. `apt install \
+                         postgresql`, `dnf install postgresql-server`, `brew install \
+                         postgresql`), from which testdb starts a server of its own, or set {} \
+                         to the directory of its binaries: none were found in {}",
+                        own_server::BIN_VARIABLE,
+                        looked
+                            .iter()
+                            .map(|dir| dir.display().to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                }),
+            }
+        }
+        #[cfg(not(unix))]
         Err(Error::NotConfigured {
             backend: NAME,
-            hint: format!(
-                "set {} (or {}), in the environment or a .env file, to a server URL whose role \
-                 may create databases, e.g. postgres://postgres@127.0.0.1:5432/postgres",
-                URL_VARIABLES[0], URL_VARIABLES[1]
-            ),
+            hint: configure,
         })
     }
 
