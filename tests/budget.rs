@@ -34,9 +34,7 @@ const DATABASE: &str = "TESTDB_BUDGET_DATABASE";
 const HOLD: Duration = Duration::from_millis(300);
 
 fn url() -> String {
-    std::env::var("TESTDB_POSTGRES_URL")
-        .or_else(|_| std::env::var("DATABASE_URL"))
-        .expect("a PostgreSQL URL")
+    common::server_url()
 }
 
 fn micros() -> u128 {

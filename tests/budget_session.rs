@@ -47,9 +47,7 @@ async fn other_locks(conn: &mut PgConnection) -> i64 {
 }
 
 fn url() -> String {
-    std::env::var("TESTDB_POSTGRES_URL")
-        .or_else(|_| std::env::var("DATABASE_URL"))
-        .expect("a PostgreSQL URL")
+    common::server_url()
 }
 
 #[tokio::test]

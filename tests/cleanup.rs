@@ -278,9 +278,7 @@ async fn postgres_sweep_spares_what_is_not_a_dead_owners() {
 /// A connection to database `name` on the test server.
 async fn connect_to(name: &str) -> sqlx::PgConnection {
     use sqlx::ConnectOptions;
-    let url = std::env::var("TESTDB_POSTGRES_URL")
-        .or_else(|_| std::env::var("DATABASE_URL"))
-        .expect("a PostgreSQL URL");
+    let url = common::server_url();
     let options: sqlx::postgres::PgConnectOptions = url.parse().expect("a PostgreSQL URL");
     options.database(name).connect().await.expect("connect")
 }

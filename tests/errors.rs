@@ -71,9 +71,7 @@ fn malformed_urls_are_named_without_their_password() {
 async fn passwords_never_show_in_debug_or_errors_of_a_live_database() {
     let Some(_) = common::postgres() else { return };
     // The local server trusts every connection, so any password works and none may leak.
-    let admin_url = std::env::var("TESTDB_POSTGRES_URL")
-        .or_else(|_| std::env::var("DATABASE_URL"))
-        .expect("url");
+    let admin_url = common::server_url();
     let mut url = url::Url::parse(&admin_url).expect("url");
     url.set_password(Some(PASSWORD)).expect("set password");
     let backend = Postgres::from_url(url.as_str()).expect("url");
@@ -99,9 +97,7 @@ async fn a_role_without_createdb_is_told_how_to_fix_it() {
         .await
         .expect("create role");
 
-    let admin_url = std::env::var("TESTDB_POSTGRES_URL")
-        .or_else(|_| std::env::var("DATABASE_URL"))
-        .expect("url");
+    let admin_url = common::server_url();
     let mut url = url::Url::parse(&admin_url).expect("url");
     url.set_username(&role).expect("set user");
     let result = TestDatabase::create(Postgres::from_url(url.as_str()).expect("url")).await;
@@ -149,6 +145,8 @@ fn postgres_tests_say_when_they_are_skipped() {
         .env_remove("TESTDB_POSTGRES_URL")
         .env_remove("DATABASE_URL")
         .env_remove("CI")
+        // Else testdb starts a server of its own.
+        .env("TESTDB_POSTGRES", "off")
         .output()
         .expect("run the child");
     let stderr = String::from_utf8_lossy(&output.stderr);

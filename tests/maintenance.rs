@@ -91,9 +91,7 @@ fn finished(mut child: Spawned) {
 }
 
 fn url() -> String {
-    std::env::var("TESTDB_POSTGRES_URL")
-        .or_else(|_| std::env::var("DATABASE_URL"))
-        .expect("a PostgreSQL URL")
+    common::server_url()
 }
 
 fn url_of(database: &str) -> String {

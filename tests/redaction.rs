@@ -25,9 +25,7 @@ const PASSWORD: &str = "hunter2-Secret-pw";
 /// password is accepted).
 fn url_with_password() -> Option<String> {
     common::postgres()?;
-    let url = std::env::var("TESTDB_POSTGRES_URL")
-        .or_else(|_| std::env::var("DATABASE_URL"))
-        .unwrap();
+    let url = common::server_url();
     let mut url = url::Url::parse(&url).unwrap();
     url.set_password(Some(PASSWORD)).unwrap();
     Some(url.into())

@@ -449,7 +449,7 @@ async fn pg_table_of_another_owner_loads_with_per_row_checks() {
             .await
             .unwrap();
     }
-    let url = std::env::var("TESTDB_POSTGRES_URL").unwrap();
+    let url = common::server_url();
     let mut as_user = url::Url::parse(&url).unwrap();
     as_user.set_username("testdb_review_user").unwrap();
     let backend = Postgres::from_url(as_user.as_str()).unwrap();

@@ -1,8 +1,9 @@
 //! The one helper every integration test uses to run the same scenario on both backends.
 //!
 //! A scenario is an `async fn(H)` generic over [`Harness`]; `on_both!` turns it into one test per
-//! backend. PostgreSQL tests find their server in `TESTDB_POSTGRES_URL` (else `DATABASE_URL`);
-//! without one they report that they were skipped and why, except under CI, where they fail.
+//! backend. PostgreSQL tests find their server in `TESTDB_POSTGRES_URL` (else `DATABASE_URL`,
+//! else testdb's own); without one they report that they were skipped and why, except under CI,
+//! where they fail.
 #![allow(dead_code, unreachable_pub, unused_macros)]
 
 use std::any::{Any, TypeId};
@@ -123,11 +124,24 @@ pub fn postgres() -> Option<Postgres> {
     }
 }
 
+/// The URL of the server the tests use: the configured one, else testdb's own (whose URL holds no
+/// password, so its redacted URL is the URL).
+pub fn server_url() -> String {
+    std::env::var("TESTDB_POSTGRES_URL")
+        .or_else(|_| std::env::var("DATABASE_URL"))
+        .ok()
+        .filter(|url| !url.trim().is_empty())
+        .unwrap_or_else(|| {
+            postgres()
+                .expect("a PostgreSQL server")
+                .redacted_url()
+                .to_string()
+        })
+}
+
 /// A connection to the server's maintenance database, for looking at what testdb did.
 pub async fn admin() -> sqlx::PgConnection {
-    let url = std::env::var("TESTDB_POSTGRES_URL")
-        .or_else(|_| std::env::var("DATABASE_URL"))
-        .expect("a PostgreSQL URL");
+    let url = server_url();
     sqlx::PgConnection::connect(&url)
         .await
         .expect("connect to the server")
