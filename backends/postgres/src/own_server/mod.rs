@@ -124,12 +124,26 @@ pub(crate) fn url(settings: &Settings) -> Result<std::result::Result<String, Vec
     if holds_place(&dir) {
         return Ok(Ok(url));
     }
+    // Mostly the server is up: ask it while the binaries are looked for, and if it runs their
+    // major version, that is all (no lock: only starting and replacing need it).
+    let asked = std::thread::spawn({
+        let dir = dir.clone();
+        move || wire::connect(&dir)
+    });
     let cache = cluster::cache_dir(&dir);
     let _ = std::fs::DirBuilder::new().recursive(true).create(&cache);
-    let binaries = match binaries::find(&cache.join("binaries"))? {
+    let found = binaries::find(&cache.join("binaries"));
+    let answer = asked.join().unwrap_or(wire::Answer::Down);
+    let binaries = match found? {
         Ok(binaries) => binaries,
         Err(looked) => return Ok(Err(looked)),
     };
+    if let wire::Answer::Up { version, stream } = answer
+        && binaries::major(&version) == binaries.major()
+    {
+        hold_place(&dir, stream);
+        return Ok(Ok(url));
+    }
     let socket = dir.join(".s.PGSQL.5432");
     if socket.as_os_str().len() > 100 {
         return Err(failed(
@@ -154,12 +168,16 @@ pub(crate) fn url(settings: &Settings) -> Result<std::result::Result<String, Vec
         idle: settings.idle,
     };
     let _lock = server.lock()?;
-    let stream = server.take_place()?;
+    hold_place(&dir, server.take_place()?);
+    Ok(Ok(url))
+}
+
+/// Keeps this process's place on the server in `dir` for as long as the process lives.
+fn hold_place(dir: &Path, stream: UnixStream) {
     PLACES
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
-        .push((dir.clone(), stream));
-    Ok(Ok(url))
+        .push((dir.to_path_buf(), stream));
 }
 
 /// The URL of the server whose socket is in `dir`.

@@ -2,7 +2,7 @@
 //! server whether it is up and to hold a process's place on it: no runtime is needed, so
 //! `Postgres::from_env` stays a plain function, and the connection outlives every test's runtime.
 
-use std::io::{self, Read, Write};
+use std::io::{self, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
@@ -89,11 +89,23 @@ fn handshake(stream: &mut UnixStream) -> io::Result<Result<String, ServerError>>
     startup.push(0);
     let length = i32::try_from(startup.len()).map_err(io::Error::other)?;
     startup[..4].copy_from_slice(&length.to_be_bytes());
+    // The query goes with the startup message, one round trip saved: the server reads it once
+    // it is ready, and trusting its socket it asks for nothing in between.
+    let sql = format!(
+        "SELECT pg_advisory_lock_shared({}, {})\0",
+        PRESENCE.0, PRESENCE.1
+    );
+    let length = i32::try_from(4 + sql.len()).map_err(io::Error::other)?;
+    startup.push(b'Q');
+    startup.extend_from_slice(&length.to_be_bytes());
+    startup.extend_from_slice(sql.as_bytes());
     stream.write_all(&startup)?;
 
+    // Nothing follows the query's answer, so a buffer reads nothing that belongs to later.
+    let mut reader = BufReader::new(&*stream);
     let mut version = String::new();
     loop {
-        let (kind, body) = message(stream)?;
+        let (kind, body) = message(&mut reader)?;
         match kind {
             b'R' if body.get(..4) == Some(&[0, 0, 0, 0]) => {}
             b'R' => {
@@ -114,18 +126,9 @@ fn handshake(stream: &mut UnixStream) -> io::Result<Result<String, ServerError>>
         }
     }
 
-    let sql = format!(
-        "SELECT pg_advisory_lock_shared({}, {})\0",
-        PRESENCE.0, PRESENCE.1
-    );
-    let length = i32::try_from(4 + sql.len()).map_err(io::Error::other)?;
-    let mut query = vec![b'Q'];
-    query.extend_from_slice(&length.to_be_bytes());
-    query.extend_from_slice(sql.as_bytes());
-    stream.write_all(&query)?;
     let mut failed = None;
     loop {
-        let (kind, body) = message(stream)?;
+        let (kind, body) = message(&mut reader)?;
         match kind {
             b'E' => failed = Some(server_error(&body)),
             b'Z' => break,
@@ -139,7 +142,7 @@ fn handshake(stream: &mut UnixStream) -> io::Result<Result<String, ServerError>>
     })
 }
 
-fn message(stream: &mut UnixStream) -> io::Result<(u8, Vec<u8>)> {
+fn message(stream: &mut impl Read) -> io::Result<(u8, Vec<u8>)> {
     let mut head = [0u8; 5];
     stream.read_exact(&mut head)?;
     let length = u32::from_be_bytes([head[1], head[2], head[3], head[4]]);
