@@ -2,7 +2,8 @@
 //!
 //! Each test database is a new database, named `testdb_…`, on the server given by
 //! `TESTDB_POSTGRES_URL` (else `DATABASE_URL`, else a URL you pass), created by a role with
-//! `CREATEDB`. A comment on the database records which process owns it, and that process holds a
+//! `CREATEDB`; with no URL at all, on a server of testdb's own, started from the machine's
+//! PostgreSQL binaries and shared by every process (see [`Postgres::from_env`]). A comment on the database records which process owns it, and that process holds a
 //! session advisory lock for as long as it lives; a later run drops the databases whose owner's lock
 //! is free, and nothing else.
 //!
