@@ -9,9 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::UNIX_EPOCH;
 
-use testdb::Result;
-
-use super::failed;
+use testdb::{Error, Result};
 
 /// The variable that names the one directory to take the binaries from.
 pub(crate) const BIN_VARIABLE: &str = "TESTDB_PG_BIN";
@@ -62,16 +60,15 @@ pub(crate) fn find(memo: &Path) -> Result<std::result::Result<Binaries, Vec<Path
             match candidate(&dir, &mut memory) {
                 Some(binaries) => Ok(binaries),
                 None => {
-                    return Err(failed(
-                        &dir,
-                        "use the binaries that TESTDB_PG_BIN names",
-                        format!(
-                            "{} must hold PostgreSQL's {} programs",
-                            dir.display(),
+                    return Err(Error::InvalidSetting {
+                        variable: BIN_VARIABLE,
+                        value: dir.display().to_string(),
+                        reason: format!(
+                            "a directory of PostgreSQL's programs, holding {} (and `postgres -V` \
+                             saying its version)",
                             PROGRAMS.join(", ")
                         ),
-                        None,
-                    ));
+                    });
                 }
             }
         }

@@ -63,39 +63,104 @@ pub(crate) fn server_user(dir_hint: &Path) -> Result<Option<User>> {
     }
 }
 
-/// The server's directory: made (mode 0700, owned by the server's user) if missing; refused if
-/// another user owns it or others may write to it.
+/// The file lock in a server's directory, and the mark that the directory is testdb's.
+pub(crate) const LOCK_FILE: &str = "testdb.lock";
+
+/// Whether `dir` is a server directory as [`prepare_dir`] leaves it: testdb's (it holds
+/// [`LOCK_FILE`]), this user's and writable by no one else, with a `run` directory (the socket's)
+/// that only the server's user may enter. Read only: a server found elsewhere is not trusted.
+pub(crate) fn is_ours(dir: &Path, user: Option<&User>) -> bool {
+    let private = |path: &Path, owner: u32, others: u32| {
+        fs::symlink_metadata(path)
+            .is_ok_and(|meta| meta.is_dir() && meta.uid() == owner && meta.mode() & others == 0)
+    };
+    private(dir, euid(), 0o022)
+        && fs::symlink_metadata(dir.join(LOCK_FILE)).is_ok_and(|meta| meta.is_file())
+        && private(
+            &dir.join("run"),
+            user.map_or_else(euid, |user| user.uid),
+            0o077,
+        )
+}
+
+/// Makes `dir` a server directory: this user's, writable by no one else (as root, enterable by
+/// the server's user), marked by [`LOCK_FILE`], with a `run` directory that only the server's
+/// user may enter (its socket and log). A directory that exists must be testdb's already, or
+/// empty: testdb takes over nothing else.
 pub(crate) fn prepare_dir(dir: &Path, user: Option<&User>) -> Result<()> {
-    let io_failed = |step: &str, err: io::Error| {
+    let refuse = |what: String, err: Option<io::Error>| {
         failed(
             dir,
-            step,
-            "set TESTDB_PG_DIR to a directory of your own".into(),
-            Some(err),
+            "use the server's directory",
+            format!("{what}; set TESTDB_PG_DIR to a directory that does not exist yet"),
+            err,
         )
     };
-    match DirBuilder::new().recursive(true).mode(0o700).create(dir) {
+    // The server's user must pass through it to reach its data and socket.
+    let mode = if user.is_some() { 0o711 } else { 0o700 };
+    if let Some(parent) = dir.parent() {
+        DirBuilder::new()
+            .recursive(true)
+            .create(parent)
+            .map_err(|err| refuse("cannot create its parent".into(), Some(err)))?;
+    }
+    match DirBuilder::new().mode(mode).create(dir) {
         Ok(()) => {}
-        Err(err) => return Err(io_failed("create the server's directory", err)),
+        Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {
+            let meta = fs::symlink_metadata(dir)
+                .map_err(|err| refuse("cannot read it".into(), Some(err)))?;
+            if !meta.is_dir() || meta.uid() != euid() || meta.mode() & 0o022 != 0 {
+                return Err(refuse(
+                    format!(
+                        "it must be a directory (not a link) owned by uid {} that no one else \
+                         may write to",
+                        euid()
+                    ),
+                    None,
+                ));
+            }
+            if !dir.join(LOCK_FILE).is_file() {
+                let empty = fs::read_dir(dir)
+                    .map_err(|err| refuse("cannot read it".into(), Some(err)))?
+                    .next()
+                    .is_none();
+                if !empty {
+                    return Err(refuse(
+                        format!("it is not testdb's (it holds no {LOCK_FILE}) and not empty"),
+                        None,
+                    ));
+                }
+            }
+            if meta.mode() & 0o777 != mode {
+                fs::set_permissions(dir, fs::Permissions::from_mode(mode))
+                    .map_err(|err| refuse("cannot set its mode".into(), Some(err)))?;
+            }
+        }
+        Err(err) => return Err(refuse("cannot create it".into(), Some(err))),
     }
-    let owner = user.map_or_else(euid, |user| user.uid);
-    let meta = fs::symlink_metadata(dir).map_err(|err| io_failed("read the directory", err))?;
-    // Made by root before: given to the server's user.
-    if let Some(user) = user
-        && meta.uid() != owner
-        && meta.uid() == 0
-    {
-        std::os::unix::fs::chown(dir, Some(user.uid), Some(user.gid))
-            .map_err(|err| io_failed("give the directory to the server's user", err))?;
+    fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join(LOCK_FILE))
+        .map_err(|err| refuse(format!("cannot create {LOCK_FILE}"), Some(err)))?;
+    let run = dir.join("run");
+    match DirBuilder::new().mode(0o700).create(&run) {
+        Ok(()) => give(&run, user).map_err(|err| {
+            refuse(
+                "cannot give its run directory to the server's user".into(),
+                Some(err),
+            )
+        })?,
+        Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(err) => return Err(refuse("cannot create its run directory".into(), Some(err))),
     }
-    let meta = fs::symlink_metadata(dir).map_err(|err| io_failed("read the directory", err))?;
-    if !meta.is_dir() || meta.uid() != owner || meta.mode() & 0o022 != 0 {
-        return Err(failed(
-            dir,
-            "use the server's directory",
+    if !is_ours(dir, user) {
+        return Err(refuse(
             format!(
-                "it must be a directory owned by uid {owner} that no one else may write to; \
-                 remove it, or set TESTDB_PG_DIR to another"
+                "{} must be a directory owned by uid {} that no one else may enter",
+                run.display(),
+                user.map_or_else(euid, |user| user.uid)
             ),
             None,
         ));
@@ -133,20 +198,46 @@ pub(crate) fn new_cluster(
     let fresh = dir.join("data.new");
     remove(&fresh)?;
     let cached = cache.join(cache_key(binaries));
-    if cached.join("PG_VERSION").is_file() && copy_tree(&cached, &fresh, user).is_ok() {
+    let put_in_place = || {
         remove(data)?;
-        return fs::rename(&fresh, data).map_err(|err| {
+        fs::rename(&fresh, data).map_err(|err| {
             failed(
                 dir,
                 "put the data directory in place",
                 String::new(),
                 Some(err),
             )
-        });
+        })
+    };
+    // Copied as this user into a directory only it may enter, then given to the server's user
+    // from the leaves up, so that user never holds a directory testdb still writes in.
+    if cached.join("PG_VERSION").is_file()
+        && copy_tree(&cached, &fresh).is_ok()
+        && give_tree(&fresh, user).is_ok()
+    {
+        return put_in_place();
     }
     remove(&fresh)?;
+    DirBuilder::new()
+        .mode(0o700)
+        .create(&fresh)
+        .and_then(|()| give(&fresh, user))
+        .map_err(|err| failed(dir, "create the data directory", String::new(), Some(err)))?;
     initdb(binaries, &fresh, user)?;
     // Best effort: a cache that cannot be written only costs the next first start an initdb.
+    // Copies left by processes killed while copying go first.
+    if let Ok(entries) = fs::read_dir(cache) {
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let pid = name.to_str().and_then(|name| name.strip_prefix("partial-"));
+            if pid
+                .and_then(|pid| pid.parse().ok())
+                .is_some_and(|pid| !alive(pid))
+            {
+                let _ = fs::remove_dir_all(entry.path());
+            }
+        }
+    }
     let partial = cache.join(format!("partial-{}", std::process::id()));
     let _ = fs::remove_dir_all(&partial);
     if DirBuilder::new()
@@ -154,21 +245,19 @@ pub(crate) fn new_cluster(
         .mode(0o700)
         .create(cache)
         .is_ok()
-        && copy_tree(&fresh, &partial, None).is_ok()
+        && copy_tree(&fresh, &partial).is_ok()
         && fs::rename(&partial, &cached).is_err()
     {
         let _ = fs::remove_dir_all(&partial);
     }
     let _ = fs::remove_dir_all(&partial);
-    remove(data)?;
-    fs::rename(&fresh, data).map_err(|err| {
-        failed(
-            dir,
-            "put the data directory in place",
-            String::new(),
-            Some(err),
-        )
-    })
+    put_in_place()
+}
+
+/// Forgets the cached `initdb` of these binaries (a copy of it would not start): the next new
+/// cluster runs `initdb` again.
+pub(crate) fn forget_cache(binaries: &Binaries, cache: &Path) {
+    let _ = fs::remove_dir_all(cache.join(cache_key(binaries)));
 }
 
 /// The cache entry of these binaries' `initdb`: their version and directory.
@@ -194,6 +283,8 @@ fn initdb(binaries: &Binaries, data: &Path, user: Option<&User>) -> Result<()> {
             "--locale=C",
             "-N",
         ])
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
         .env("LC_ALL", "C")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -219,27 +310,54 @@ fn initdb(binaries: &Binaries, data: &Path, user: Option<&User>) -> Result<()> {
     Ok(())
 }
 
-/// Copies a directory tree, each directory mode 0700 and each file with its mode, given to `user`.
-fn copy_tree(from: &Path, to: &Path, user: Option<&User>) -> io::Result<()> {
+/// Copies a directory tree, each directory mode 0700 and each file with its mode; links are not
+/// followed (a file that became one fails the copy).
+fn copy_tree(from: &Path, to: &Path) -> io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
     DirBuilder::new().mode(0o700).create(to)?;
-    give(to, user)?;
     for entry in fs::read_dir(from)? {
         let entry = entry?;
         let kind = entry.file_type()?;
         let target = to.join(entry.file_name());
         if kind.is_dir() {
-            copy_tree(&entry.path(), &target, user)?;
+            copy_tree(&entry.path(), &target)?;
         } else if kind.is_file() {
-            fs::copy(entry.path(), &target)?;
-            give(&target, user)?;
+            let mut source = fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(entry.path())?;
+            let mode = source.metadata()?.mode() & 0o777;
+            let mut copy = fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(mode)
+                .open(&target)?;
+            io::copy(&mut source, &mut copy)?;
         }
     }
     Ok(())
 }
 
+/// Gives a tree to `user`, each directory's entries before the directory itself.
+fn give_tree(path: &Path, user: Option<&User>) -> io::Result<()> {
+    if user.is_none() {
+        return Ok(());
+    }
+    for entry in fs::read_dir(path)? {
+        let entry = entry?;
+        if entry.file_type()?.is_dir() {
+            give_tree(&entry.path(), user)?;
+        } else {
+            give(&entry.path(), user)?;
+        }
+    }
+    give(path, user)
+}
+
+/// Gives `path` (never what a link points to) to `user`.
 fn give(path: &Path, user: Option<&User>) -> io::Result<()> {
     match user {
-        Some(user) => std::os::unix::fs::chown(path, Some(user.uid), Some(user.gid)),
+        Some(user) => std::os::unix::fs::lchown(path, Some(user.uid), Some(user.gid)),
         None => Ok(()),
     }
 }
@@ -256,6 +374,7 @@ pub(crate) fn as_user(command: &mut Command, user: Option<&User>) {
 pub(crate) struct Launch<'a> {
     pub(crate) binaries: &'a Binaries,
     pub(crate) dir: &'a Path,
+    pub(crate) run: &'a Path,
     pub(crate) data: &'a Path,
     pub(crate) log: &'a Path,
     pub(crate) idle_seconds: u64,
@@ -281,19 +400,22 @@ pub(crate) fn launch(launch: &Launch<'_>) -> Result<u32> {
     command
         .arg("-c")
         .arg(script)
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
         .env("PGBIN", &launch.binaries.dir)
         .env("PGDATA", launch.data)
-        .env("SOCKDIR", launch.dir)
+        .env("SOCKDIR", launch.run)
         .env("LOG", launch.log)
         .env("IDLE", launch.idle_seconds.to_string())
         .env("TICK", tick.to_string())
         .env("LC_ALL", "C")
-        .current_dir(launch.dir)
+        .current_dir(launch.run)
         .process_group(0)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     as_user(&mut command, launch.user);
+    close_on_exec(&mut command);
     let output = command.output().map_err(|err| {
         failed(
             launch.dir,
@@ -313,6 +435,50 @@ pub(crate) fn launch(launch: &Launch<'_>) -> Result<u32> {
                 None,
             )
         })
+}
+
+/// Marks every descriptor but the standard three close-on-exec in the child (Linux 5.11 and
+/// later), so the long-lived server holds none of this process's: a pipe a caller waits on to
+/// close, say.
+fn close_on_exec(command: &mut Command) {
+    #[cfg(target_os = "linux")]
+    {
+        const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
+        // SAFETY: the hook runs between fork and exec, where it makes only one system call,
+        // which is async-signal-safe and touches no memory; its failure (an older kernel) is
+        // ignored.
+        #[allow(unsafe_code)]
+        unsafe {
+            command.pre_exec(|| {
+                libc::syscall(
+                    libc::SYS_close_range,
+                    3 as libc::c_uint,
+                    libc::c_uint::MAX,
+                    CLOSE_RANGE_CLOEXEC,
+                );
+                Ok(())
+            });
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = command;
+}
+
+/// Whether `pid` is a server of `uid`'s: on Linux a running `postgres` of that user (a pid in a
+/// stale `postmaster.pid` may since name another process); elsewhere, any running process.
+pub(crate) fn is_server(pid: u32, uid: u32) -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        alive(pid)
+            && fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|comm| comm.trim() == "postgres")
+            && fs::metadata(format!("/proc/{pid}")).is_ok_and(|meta| meta.uid() == uid)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = uid;
+        alive(pid)
+    }
 }
 
 /// Whether process `pid` is running (a zombie is not: where no one reaps orphans, an exited
@@ -367,29 +533,31 @@ pub(crate) fn postmaster_pid_in(lock: &Path) -> Option<u32> {
 
 /// The end of the log after `offset`, for an error message: at most its last 20 lines.
 pub(crate) fn log_since(log: &Path, offset: u64) -> String {
-    let text = fs::read(log).unwrap_or_default();
-    let start = usize::try_from(offset).unwrap_or(0).min(text.len());
-    let text = String::from_utf8_lossy(&text[start..]);
+    use std::io::{Read, Seek};
+    let mut text = Vec::new();
+    if let Ok(mut file) = open_log(log) {
+        let _ = file.seek(io::SeekFrom::Start(offset));
+        let _ = file.take(1 << 20).read_to_end(&mut text);
+    }
+    let text = String::from_utf8_lossy(&text);
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(20)..].join("\n")
 }
 
 /// The log's length now.
 pub(crate) fn log_length(log: &Path) -> u64 {
-    fs::metadata(log).map_or(0, |meta| meta.len())
+    open_log(log)
+        .and_then(|file| file.metadata())
+        .map_or(0, |meta| meta.len())
 }
 
-/// Makes the log file the server's user can append to.
-pub(crate) fn prepare_log(log: &Path, user: Option<&User>) {
-    if fs::OpenOptions::new()
-        .create(true)
-        .append(true)
+/// The log, which its directory's owner (the server's user) could have made a link: not followed.
+fn open_log(log: &Path) -> io::Result<fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(log)
-        .is_ok()
-    {
-        let _ = fs::set_permissions(log, fs::Permissions::from_mode(0o600));
-        let _ = give(log, user);
-    }
 }
 
 /// Where the cached `initdb` and the binaries' memo live: the user's cache directory, which

@@ -1,10 +1,12 @@
 //! testdb's own PostgreSQL server, for when none is configured: started from the machine's
 //! binaries, shared by every process of every run, stopped after a quiet period.
 //!
-//! The protocol, in the server's directory (`$TMPDIR/testdb-pg-<uid>`, or `TESTDB_PG_DIR`):
-//! - a process takes the file lock `lock`, then connects to the socket in the directory and takes
-//!   its place on the server (a shared advisory lock, held by a connection it keeps until it
-//!   exits); if no server answers, it starts one first. Only then does it let the file lock go.
+//! The protocol, in the server's directory (`$TMPDIR/testdb-pg-<uid>`, or `TESTDB_PG_DIR`; its
+//! `data`, and `run` for the socket and the log, are the server's user's):
+//! - a process connects to the socket in `run` and takes its place on the server (a shared
+//!   advisory lock, held by a connection it keeps until it exits). If no server of its binaries'
+//!   major version answers, it takes the file lock `testdb.lock` first, and starts (or replaces)
+//!   the server under it.
 //! - the server's watcher (see `start.sh`) stops the server once no process has held a place for
 //!   the idle period, deciding under the advisory lock, so a process never loses a server it took.
 //! - a server killed, a stale `postmaster.pid` or socket: PostgreSQL clears them on its next start;
@@ -79,6 +81,14 @@ impl Settings {
         let dir = std::env::var_os(DIR_VARIABLE)
             .filter(|dir| !dir.is_empty())
             .map(PathBuf::from);
+        // Relative, it would name another directory (another server) in each crate's tests.
+        if let Some(dir) = dir.as_ref().filter(|dir| !dir.is_absolute()) {
+            return Err(Error::InvalidSetting {
+                variable: DIR_VARIABLE,
+                value: dir.display().to_string(),
+                reason: "an absolute path".into(),
+            });
+        }
         Ok(Some(Settings { dir, idle }))
     }
 }
@@ -108,32 +118,35 @@ fn parse_idle(value: &str) -> Option<Duration> {
 pub(crate) fn url(settings: &Settings) -> Result<std::result::Result<String, Vec<PathBuf>>> {
     let fallback = std::env::temp_dir();
     let user = cluster::server_user(settings.dir.as_deref().unwrap_or(&fallback))?;
-    let dir = match &settings.dir {
-        Some(dir) => dir.clone(),
-        None => {
-            let uid = user.as_ref().map_or_else(cluster::euid, |user| user.uid);
-            std::env::temp_dir().join(format!("testdb-pg-{uid}"))
-        }
-    };
-    let dir = if dir.is_absolute() {
-        dir
-    } else {
-        std::env::current_dir().map_or(dir.clone(), |cwd| cwd.join(&dir))
-    };
-    let url = url_of(&dir);
+    let dir = settings
+        .dir
+        .clone()
+        .unwrap_or_else(|| std::env::temp_dir().join(format!("testdb-pg-{}", cluster::euid())));
+    let run = dir.join("run");
+    let url = url_of(&run);
     if holds_place(&dir) {
         return Ok(Ok(url));
     }
     // Mostly the server is up: ask it while the binaries are looked for, and if it runs their
-    // major version, that is all (no lock: only starting and replacing need it).
-    let asked = std::thread::spawn({
-        let dir = dir.clone();
-        move || wire::connect(&dir)
-    });
+    // major version, that is all (no lock: only starting and replacing need it). Only a
+    // directory as testdb leaves it is asked: another user's server is never used.
+    let asked = cluster::is_ours(&dir, user.as_ref())
+        .then(|| {
+            std::thread::Builder::new()
+                .name("testdb-pg-ask".into())
+                .spawn({
+                    let run = run.clone();
+                    move || wire::connect(&run)
+                })
+                .ok()
+        })
+        .flatten();
     let cache = cluster::cache_dir(&dir);
     let _ = std::fs::DirBuilder::new().recursive(true).create(&cache);
     let found = binaries::find(&cache.join("binaries"));
-    let answer = asked.join().unwrap_or(wire::Answer::Down);
+    let answer = asked.map_or(wire::Answer::Down, |asked| {
+        asked.join().unwrap_or(wire::Answer::Down)
+    });
     let binaries = match found? {
         Ok(binaries) => binaries,
         Err(looked) => return Ok(Err(looked)),
@@ -144,7 +157,7 @@ pub(crate) fn url(settings: &Settings) -> Result<std::result::Result<String, Vec
         hold_place(&dir, stream);
         return Ok(Ok(url));
     }
-    let socket = dir.join(".s.PGSQL.5432");
+    let socket = run.join(".s.PGSQL.5432");
     if socket.as_os_str().len() > 100 {
         return Err(failed(
             &dir,
@@ -160,8 +173,9 @@ pub(crate) fn url(settings: &Settings) -> Result<std::result::Result<String, Vec
     cluster::prepare_dir(&dir, user.as_ref())?;
     let server = Server {
         dir: &dir,
+        run: &run,
         data: dir.join("data"),
-        log: dir.join("log"),
+        log: run.join("log"),
         cache,
         binaries: &binaries,
         user: user.as_ref(),
@@ -184,7 +198,8 @@ fn hold_place(dir: &Path, stream: UnixStream) {
 fn url_of(dir: &Path) -> String {
     let host: String =
         url::form_urlencoded::byte_serialize(dir.as_os_str().as_encoded_bytes()).collect();
-    format!("postgres://postgres@localhost/postgres?host={host}")
+    // The port too: sqlx (as libpq) would otherwise take $PGPORT's.
+    format!("postgres://postgres@localhost:5432/postgres?host={host}")
 }
 
 /// Whether this process already holds a place on the server in `dir` that still stands.
@@ -198,6 +213,7 @@ fn holds_place(dir: &Path) -> bool {
 
 struct Server<'a> {
     dir: &'a Path,
+    run: &'a Path,
     data: PathBuf,
     log: PathBuf,
     cache: PathBuf,
@@ -209,7 +225,7 @@ struct Server<'a> {
 impl Server<'_> {
     /// The directory's file lock, waited for up to [`START_TIMEOUT`]; released when dropped.
     fn lock(&self) -> Result<File> {
-        let path = self.dir.join("lock");
+        let path = self.dir.join(cluster::LOCK_FILE);
         let file = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -251,16 +267,25 @@ impl Server<'_> {
     fn take_place(&self) -> Result<UnixStream> {
         let deadline = Instant::now() + START_TIMEOUT;
         let mut starts = 0;
+        let mut replaced = false;
         loop {
-            match wire::connect(self.dir) {
+            match wire::connect(self.run) {
                 wire::Answer::Up { version, stream } => {
                     if binaries::major(&version) == self.binaries.major() {
                         return Ok(stream);
                     }
-                    // Binaries of another major version now: that server and its data go.
-                    drop(stream);
-                    self.stop()?;
-                    self.new_cluster()?;
+                    if replaced {
+                        return Err(self.failure(
+                            "replace the server",
+                            format!(
+                                "a server of PostgreSQL {version} still answers on its socket \
+                                 after it was replaced"
+                            ),
+                            0,
+                        ));
+                    }
+                    self.replace(stream, &version)?;
+                    replaced = true;
                 }
                 wire::Answer::Busy(message) => {
                     if Instant::now() >= deadline {
@@ -278,7 +303,7 @@ impl Server<'_> {
                 wire::Answer::Down => {
                     // A server still stopping (the watcher's stop, or a crash's aftermath).
                     if let Some(pid) = cluster::postmaster_pid(&self.data)
-                        && cluster::alive(pid)
+                        && cluster::is_server(pid, self.server_uid())
                         && Instant::now() < deadline
                     {
                         std::thread::sleep(Duration::from_millis(5));
@@ -291,13 +316,43 @@ impl Server<'_> {
         }
     }
 
+    /// Replaces a server of another major version than the binaries (PostgreSQL was upgraded),
+    /// found through `stream`: only if no other process uses it.
+    fn replace(&self, mut stream: UnixStream, version: &str) -> Result<()> {
+        if !wire::alone(&mut stream) {
+            return Err(self.failure(
+                "replace the server",
+                format!(
+                    "it runs PostgreSQL {version}, the binaries found are {} ({}), and other \
+                     processes use it: let them finish, or set TESTDB_PG_DIR to another \
+                     directory",
+                    self.binaries.version,
+                    self.binaries.dir.display()
+                ),
+                0,
+            ));
+        }
+        // Holding the presence lock alone, no process takes a place until the server is gone.
+        self.stop()?;
+        drop(stream);
+        self.new_cluster()
+    }
+
+    /// The uid the server runs as.
+    fn server_uid(&self) -> u32 {
+        self.user.map_or_else(cluster::euid, |user| user.uid)
+    }
+
     /// Starts the server: its `starts`th try in this process. A second try follows a pause (a
     /// killed server's sessions may still hold its memory); a third, a new data directory.
     fn start(&self, starts: u32) -> Result<()> {
         match starts {
             1 => {}
             2 => std::thread::sleep(Duration::from_millis(500)),
-            3 => self.new_cluster()?,
+            3 => {
+                cluster::forget_cache(self.binaries, &self.cache);
+                self.new_cluster()?;
+            }
             _ => {
                 return Err(self.failure(
                     "start the server",
@@ -314,25 +369,27 @@ impl Server<'_> {
         // none runs, so they are stale.
         for lock in [
             self.data.join("postmaster.pid"),
-            self.dir.join(".s.PGSQL.5432.lock"),
+            self.run.join(".s.PGSQL.5432.lock"),
         ] {
-            if cluster::postmaster_pid_in(&lock).is_some_and(|pid| !cluster::alive(pid)) {
+            if cluster::postmaster_pid_in(&lock)
+                .is_some_and(|pid| !cluster::is_server(pid, self.server_uid()))
+            {
                 let _ = std::fs::remove_file(&lock);
             }
         }
-        cluster::prepare_log(&self.log, self.user);
         let offset = cluster::log_length(&self.log);
         let began = Instant::now();
         let pid = cluster::launch(&Launch {
             binaries: self.binaries,
             dir: self.dir,
+            run: self.run,
             data: &self.data,
             log: &self.log,
             idle_seconds: self.idle.as_secs(),
             user: self.user,
         })?;
         loop {
-            match wire::connect(self.dir) {
+            match wire::connect(self.run) {
                 wire::Answer::Up { .. } => break,
                 wire::Answer::Refused(message) => {
                     return Err(self.failure("start the server", message, offset));
@@ -381,6 +438,10 @@ impl Server<'_> {
         let Some(pid) = cluster::postmaster_pid(&self.data) else {
             return Ok(());
         };
+        // The pid file is the server's user's to write: only a server of that user's is signalled.
+        if !cluster::is_server(pid, self.server_uid()) {
+            return Ok(());
+        }
         cluster::signal(pid, libc::SIGINT);
         let deadline = Instant::now() + START_TIMEOUT;
         while cluster::alive(pid) {

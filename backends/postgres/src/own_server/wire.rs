@@ -29,8 +29,8 @@ pub(crate) enum Answer {
     Refused(String),
 }
 
-/// Connects as role `postgres` to database `postgres` over the socket in `dir`, and takes the
-/// shared [`PRESENCE`] lock.
+/// Connects as role `postgres` to database `postgres` over the socket in `dir` (the server's
+/// `run` directory), and takes the shared [`PRESENCE`] lock.
 pub(crate) fn connect(dir: &Path) -> Answer {
     let socket = dir.join(".s.PGSQL.5432");
     let mut stream = match UnixStream::connect(&socket) {
@@ -47,8 +47,11 @@ pub(crate) fn connect(dir: &Path) -> Answer {
     };
     match handshake(&mut stream) {
         Ok(Ok(version)) => Answer::Up { version, stream },
-        // 57P03: starting up, shutting down, in recovery; 53300: too many clients.
-        Ok(Err((code, message))) if code == "57P03" || code == "53300" => Answer::Busy(message),
+        // 57P0x: starting up, shutting down, in recovery, restarting after a crash; 53300: too
+        // many clients.
+        Ok(Err((code, message))) if code.starts_with("57P") || code == "53300" => {
+            Answer::Busy(message)
+        }
         Ok(Err((code, message))) => Answer::Refused(format!("{message} (SQLSTATE {code})")),
         // The server went away mid-handshake (a stop, a crash): as if it were not there.
         Err(_) => Answer::Down,
@@ -66,6 +69,35 @@ pub(crate) fn still_up(mut stream: &UnixStream) -> bool {
     let up = matches!(stream.read(&mut byte), Err(err) if err.kind() == io::ErrorKind::WouldBlock);
     let _ = stream.set_nonblocking(false);
     up
+}
+
+/// Whether this process is the only one with a place on the server: then it holds
+/// [`PRESENCE`] exclusively, so none takes a place until the connection ends.
+pub(crate) fn alone(stream: &mut UnixStream) -> bool {
+    let sql = format!(
+        "SELECT pg_advisory_unlock_shared({0}, {1}) AND pg_try_advisory_lock({0}, {1})\0",
+        PRESENCE.0, PRESENCE.1
+    );
+    let ask = || -> io::Result<bool> {
+        let length = i32::try_from(4 + sql.len()).map_err(io::Error::other)?;
+        let mut query = vec![b'Q'];
+        query.extend_from_slice(&length.to_be_bytes());
+        query.extend_from_slice(sql.as_bytes());
+        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        (&*stream).write_all(&query)?;
+        let mut reader = BufReader::new(&*stream);
+        let mut answer = false;
+        loop {
+            let (kind, body) = message(&mut reader)?;
+            match kind {
+                // One column, not null: its length (4 bytes), then `t` or `f`.
+                b'D' => answer = body.get(6..) == Some(b"t"),
+                b'Z' => return Ok(answer),
+                _ => {}
+            }
+        }
+    };
+    ask().unwrap_or(false)
 }
 
 type ServerError = (String, String);
