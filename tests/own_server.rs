@@ -199,7 +199,7 @@ fn one_server_starts_for_processes_starting_together_and_later_ones_reuse_it() {
     assert!(url.contains("host="), "a Unix socket: {url}");
     assert_eq!(said(&outputs[0], "settings"), "off off off []");
     assert!(
-        dir.join(".s.PGSQL.5432").exists(),
+        dir.join("run/.s.PGSQL.5432").exists(),
         "its socket in its directory"
     );
     assert!(
@@ -236,7 +236,7 @@ fn a_killed_server_and_its_stale_files_are_recovered_by_the_next_process() {
     }
     // What it left: its postmaster.pid, its socket and socket lock file.
     assert!(dir.join("data/postmaster.pid").exists());
-    assert!(dir.join(".s.PGSQL.5432").exists());
+    assert!(dir.join("run/.s.PGSQL.5432").exists());
 
     let second = run(&mut child_of(&dir, &[]));
     assert_ne!(said(&second, "started"), said(&first, "started"));
@@ -344,6 +344,16 @@ fn turned_off_or_without_binaries_postgres_tests_say_why_they_skip() {
     );
     let _ = std::fs::remove_dir_all(&empty);
     let _ = std::fs::remove_dir_all(&dir);
+
+    // A relative directory would be another in each crate's tests.
+    let relative = child_of(Path::new("target/pg"), &[]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&relative.stderr);
+    assert!(!relative.status.success());
+    assert!(
+        stderr.contains("TESTDB_PG_DIR") && stderr.contains("an absolute path"),
+        "{stderr}"
+    );
+    assert!(!Path::new("target/pg").exists());
 }
 
 #[test]
@@ -367,7 +377,16 @@ fn the_server_runs_as_a_user_postgres_accepts_and_in_its_directory_only() {
         assert_eq!(owner, me);
     }
     let mode = std::fs::metadata(&dir).unwrap().mode();
-    assert_eq!(mode & 0o077, 0, "only its user may enter its directory");
+    assert_eq!(mode & 0o022, 0, "only its user may write in its directory");
+    for inner in ["data", "run"] {
+        let meta = std::fs::symlink_metadata(dir.join(inner)).unwrap();
+        assert_eq!(
+            meta.mode() & 0o077,
+            0,
+            "only the server's user may enter {inner}"
+        );
+        assert_eq!(meta.uid(), owner, "{inner} is the server's user's");
+    }
     // Another major version's data directory is replaced.
     let pid = server_pid(&dir).unwrap();
     let _ = Command::new("kill")
@@ -384,4 +403,201 @@ fn the_server_runs_as_a_user_postgres_accepts_and_in_its_directory_only() {
         "9\n"
     );
     clean_up(&dir);
+}
+
+/// The server's pid once it has started in `dir`.
+fn wait_for_server(dir: &Path) -> u32 {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(pid) = server_pid(dir)
+            && running(pid)
+        {
+            return pid;
+        }
+        assert!(Instant::now() < deadline, "the server never started");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn processes_that_come_and_go_between_the_watchers_looks_keep_the_server_up() {
+    if !binaries_here() {
+        return;
+    }
+    let dir = new_dir("busy");
+    // An idle period of 3 s, looked at every second; a short process every half second for 7 s,
+    // each gone long before the next look.
+    let idle = [("TESTDB_PG_IDLE", "3s")];
+    run(&mut child_of(&dir, &idle));
+    let pid = wait_for_server(&dir);
+    let until = Instant::now() + Duration::from_secs(7);
+    while Instant::now() < until {
+        run(&mut child_of(&dir, &idle));
+        assert_eq!(server_pid(&dir), Some(pid), "stopped while in use");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(running(pid), "stopped while in use");
+    // And once they stop coming, it stops.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while running(pid) {
+        assert!(Instant::now() < deadline, "it did not stop once idle");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    clean_up(&dir);
+}
+
+#[test]
+fn a_directory_that_is_not_testdbs_is_never_taken_over_nor_its_server_used() {
+    if !binaries_here() {
+        return;
+    }
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    // A directory of the user's, with something in it.
+    let dir = new_dir("theirs");
+    std::fs::create_dir_all(dir.join("data")).unwrap();
+    std::fs::write(dir.join("data/important.txt"), "keep me").unwrap();
+    let before = std::fs::metadata(&dir).unwrap();
+    let refused = child_of(&dir, &[]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success());
+    assert!(
+        stderr.contains("not testdb's") && stderr.contains(dir.to_str().unwrap()),
+        "says whose directory it is: {stderr}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("data/important.txt")).unwrap(),
+        "keep me"
+    );
+    let after = std::fs::metadata(&dir).unwrap();
+    assert_eq!((after.uid(), after.mode()), (before.uid(), before.mode()));
+    let _ = std::fs::remove_dir_all(&dir);
+
+    // A server whose directory others may write to is not trusted, even while it answers.
+    let dir = new_dir("opened");
+    run(&mut child_of(&dir, &[]));
+    let pid = wait_for_server(&dir);
+    let mode = std::fs::metadata(&dir).unwrap().mode();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let refused = child_of(&dir, &[]).output().unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode)).unwrap();
+    assert!(
+        !refused.status.success(),
+        "used a server in a directory anyone may write to"
+    );
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("no one else may write"));
+    assert!(running(pid));
+    clean_up(&dir);
+}
+
+#[test]
+fn the_server_takes_nothing_of_the_process_that_starts_it() {
+    if !binaries_here() {
+        return;
+    }
+    let dir = new_dir("env");
+    let marker = dir.with_extension("fd");
+    // A descriptor the starting process inherited and did not mark close-on-exec, and a
+    // PGPORT that would move the server's socket.
+    let status = Command::new("/bin/sh")
+        .arg("-c")
+        .arg(r#"exec "$0" child --exact --ignored --nocapture 7>"$1""#)
+        .arg(std::env::current_exe().unwrap())
+        .arg(&marker)
+        .env_remove("TESTDB_POSTGRES_URL")
+        .env_remove("DATABASE_URL")
+        .env(CHILD, "1")
+        .env("TESTDB_PG_DIR", &dir)
+        .env("PGPORT", "5433")
+        .env("TESTDB_SECRET_OF_THE_CALLER", "s3cret")
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let pid = wait_for_server(&dir);
+    let held: Vec<PathBuf> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+        .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+        .collect();
+    assert!(
+        !held.contains(&marker),
+        "the server holds the starter's descriptor: {held:?}"
+    );
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    assert!(
+        !String::from_utf8_lossy(&environ).contains("s3cret"),
+        "the server has the starter's environment"
+    );
+    // A later process with PGPORT set still finds it.
+    run(child_of(&dir, &[]).env("PGPORT", "5433"));
+    let _ = std::fs::remove_file(&marker);
+    clean_up(&dir);
+}
+
+#[test]
+fn a_server_of_other_binaries_is_not_replaced_while_others_use_it() {
+    if !binaries_here() {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let Some(real) = std::env::var_os("TESTDB_PG_BIN")
+        .map(PathBuf::from)
+        .or_else(|| {
+            let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+                .ok()?
+                .flatten()
+                .map(|entry| entry.path().join("bin"))
+                .collect();
+            dirs.sort();
+            dirs.pop()
+        })
+    else {
+        common::say("SKIPPED: no binaries directory to wrap");
+        return;
+    };
+    // The same programs, saying they are of a major version after the server's.
+    let fake = new_dir("fakebin");
+    std::fs::create_dir_all(&fake).unwrap();
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    for program in ["postgres", "initdb", "psql"] {
+        let path = fake.join(program);
+        std::fs::write(
+            &path,
+            format!(
+                "#!/bin/sh\n[ \"$1\" = -V ] && {{ echo 'postgres (PostgreSQL) 99.1'; exit 0; }}\n\
+                 exec {}/{program} \"$@\"\n",
+                real.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let dir = new_dir("upgrade");
+    let mut holder = child_of(&dir, &[(HOLD, "4000")]).spawn().unwrap();
+    let pid = wait_for_server(&dir);
+    // The holder has its place once its database exists.
+    std::thread::sleep(Duration::from_millis(1500));
+    let cache = fake.join("cache");
+    let refused = child_of(
+        &dir,
+        &[
+            ("TESTDB_PG_BIN", fake.to_str().unwrap()),
+            // Its binaries' memo stays out of the user's cache.
+            ("XDG_CACHE_HOME", cache.to_str().unwrap()),
+        ],
+    )
+    .output()
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success());
+    assert!(
+        stderr.contains("other processes use it") && stderr.contains("99.1"),
+        "{stderr}"
+    );
+    assert_eq!(server_pid(&dir), Some(pid));
+    assert!(
+        holder.wait().unwrap().success(),
+        "the holder lost its server"
+    );
+    clean_up(&dir);
+    let _ = std::fs::remove_dir_all(&fake);
 }
