@@ -105,7 +105,9 @@ pub(crate) fn prepare_dir(dir: &Path, user: Option<&User>) -> Result<()> {
             .map_err(|err| refuse("cannot create its parent".into(), Some(err)))?;
     }
     match DirBuilder::new().mode(mode).create(dir) {
-        Ok(()) => {}
+        // The mode as asked, whatever the umask.
+        Ok(()) => fs::set_permissions(dir, fs::Permissions::from_mode(mode))
+            .map_err(|err| refuse("cannot set its mode".into(), Some(err)))?,
         Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {
             let meta = fs::symlink_metadata(dir)
                 .map_err(|err| refuse("cannot read it".into(), Some(err)))?;
@@ -138,6 +140,21 @@ pub(crate) fn prepare_dir(dir: &Path, user: Option<&User>) -> Result<()> {
         }
         Err(err) => return Err(refuse("cannot create it".into(), Some(err))),
     }
+    if let Some(user) = user
+        && let Some(closed) = dir
+            .ancestors()
+            .skip(1)
+            .find(|up| fs::metadata(up).is_ok_and(|meta| meta.mode() & 0o001 == 0))
+    {
+        return Err(refuse(
+            format!(
+                "the server's user {} cannot pass through {} (it is not enterable by others)",
+                user.name,
+                closed.display()
+            ),
+            None,
+        ));
+    }
     fs::OpenOptions::new()
         .create(true)
         .truncate(false)
@@ -152,7 +169,20 @@ pub(crate) fn prepare_dir(dir: &Path, user: Option<&User>) -> Result<()> {
                 Some(err),
             )
         })?,
-        Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {}
+        // Made by another process that has not given it yet, or was killed before it could: it
+        // is in this user's own directory, so no one else can have put it there.
+        Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {
+            if let Some(user) = user
+                && fs::symlink_metadata(&run).is_ok_and(|meta| meta.is_dir() && meta.uid() == 0)
+            {
+                give(&run, Some(user)).map_err(|err| {
+                    refuse(
+                        "cannot give its run directory to the server's user".into(),
+                        Some(err),
+                    )
+                })?;
+            }
+        }
         Err(err) => return Err(refuse("cannot create its run directory".into(), Some(err))),
     }
     if !is_ours(dir, user) {
@@ -170,11 +200,7 @@ pub(crate) fn prepare_dir(dir: &Path, user: Option<&User>) -> Result<()> {
 
 /// The major version of the cluster in `data`, if there is one.
 pub(crate) fn data_major(data: &Path) -> Option<u32> {
-    fs::read_to_string(data.join("PG_VERSION"))
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
+    read_small(&data.join("PG_VERSION"))?.trim().parse().ok()
 }
 
 /// Makes `data` a new cluster: a copy of the cached `initdb` for these binaries, after running it
@@ -224,6 +250,13 @@ pub(crate) fn new_cluster(
         .and_then(|()| give(&fresh, user))
         .map_err(|err| failed(dir, "create the data directory", String::new(), Some(err)))?;
     initdb(binaries, &fresh, user)?;
+    // What the server's user wrote is taken back before it is read, from the top down, so that
+    // user can change nothing of it while it is copied into the cache; then given back.
+    if user.is_some() {
+        reclaim_tree(&fresh)
+            .and_then(|()| give_tree(&fresh, user))
+            .map_err(|err| failed(dir, "take over initdb's output", String::new(), Some(err)))?;
+    }
     // Best effort: a cache that cannot be written only costs the next first start an initdb.
     // Copies left by processes killed while copying go first.
     if let Ok(entries) = fs::read_dir(cache) {
@@ -284,7 +317,7 @@ fn initdb(binaries: &Binaries, data: &Path, user: Option<&User>) -> Result<()> {
             "-N",
         ])
         .env_clear()
-        .env("PATH", "/usr/bin:/bin")
+        .env("PATH", search_path())
         .env("LC_ALL", "C")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -326,13 +359,39 @@ fn copy_tree(from: &Path, to: &Path) -> io::Result<()> {
                 .read(true)
                 .custom_flags(libc::O_NOFOLLOW)
                 .open(entry.path())?;
-            let mode = source.metadata()?.mode() & 0o777;
+            let meta = source.metadata()?;
+            // A hard link would copy a file from elsewhere.
+            if !meta.is_file() || meta.nlink() != 1 {
+                return Err(io::Error::other(format!(
+                    "{} is not a file of its own",
+                    entry.path().display()
+                )));
+            }
+            let mode = meta.mode() & 0o777;
             let mut copy = fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
                 .mode(mode)
                 .open(&target)?;
             io::copy(&mut source, &mut copy)?;
+        }
+    }
+    Ok(())
+}
+
+/// Makes a tree this user's, each directory before its entries (so nothing in one changes once it
+/// is), and removes links in it.
+fn reclaim_tree(path: &Path) -> io::Result<()> {
+    std::os::unix::fs::lchown(path, Some(euid()), None)?;
+    for entry in fs::read_dir(path)? {
+        let entry = entry?;
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            reclaim_tree(&entry.path())?;
+        } else if kind.is_symlink() {
+            fs::remove_file(entry.path())?;
+        } else {
+            std::os::unix::fs::lchown(entry.path(), Some(euid()), None)?;
         }
     }
     Ok(())
@@ -401,7 +460,7 @@ pub(crate) fn launch(launch: &Launch<'_>) -> Result<u32> {
         .arg("-c")
         .arg(script)
         .env_clear()
-        .env("PATH", "/usr/bin:/bin")
+        .env("PATH", search_path())
         .env("PGBIN", &launch.binaries.dir)
         .env("PGDATA", launch.data)
         .env("SOCKDIR", launch.run)
@@ -437,6 +496,14 @@ pub(crate) fn launch(launch: &Launch<'_>) -> Result<u32> {
         })
 }
 
+/// The search path the server's scripts find `sleep`, `date` and `head` on: the caller's (not a
+/// secret, and where they are on systems without `/usr/bin`), else the usual one.
+fn search_path() -> std::ffi::OsString {
+    std::env::var_os("PATH")
+        .filter(|path| !path.is_empty())
+        .unwrap_or_else(|| "/usr/bin:/bin".into())
+}
+
 /// Marks every descriptor but the standard three close-on-exec in the child (Linux 5.11 and
 /// later), so the long-lived server holds none of this process's: a pipe a caller waits on to
 /// close, say.
@@ -464,19 +531,20 @@ fn close_on_exec(command: &mut Command) {
     let _ = command;
 }
 
-/// Whether `pid` is a server of `uid`'s: on Linux a running `postgres` of that user (a pid in a
-/// stale `postmaster.pid` may since name another process); elsewhere, any running process.
-pub(crate) fn is_server(pid: u32, uid: u32) -> bool {
+/// Whether `pid` is the server of `data`, run by `uid`: on Linux a running process of that user
+/// whose working directory is `data` (as a postmaster's is; a pid in a stale `postmaster.pid` may
+/// since name another process); elsewhere, any running process.
+pub(crate) fn is_server(pid: u32, uid: u32, data: &Path) -> bool {
     #[cfg(target_os = "linux")]
     {
         alive(pid)
-            && fs::read_to_string(format!("/proc/{pid}/comm"))
-                .is_ok_and(|comm| comm.trim() == "postgres")
             && fs::metadata(format!("/proc/{pid}")).is_ok_and(|meta| meta.uid() == uid)
+            && fs::read_link(format!("/proc/{pid}/cwd"))
+                .is_ok_and(|cwd| fs::canonicalize(data).is_ok_and(|data| data == cwd))
     }
     #[cfg(not(target_os = "linux"))]
     {
-        let _ = uid;
+        let _ = (uid, data);
         alive(pid)
     }
 }
@@ -522,13 +590,7 @@ pub(crate) fn postmaster_pid(data: &Path) -> Option<u32> {
 
 /// The pid on the first line of a PostgreSQL lock file.
 pub(crate) fn postmaster_pid_in(lock: &Path) -> Option<u32> {
-    fs::read_to_string(lock)
-        .ok()?
-        .lines()
-        .next()?
-        .trim()
-        .parse()
-        .ok()
+    read_small(lock)?.lines().next()?.trim().parse().ok()
 }
 
 /// The end of the log after `offset`, for an error message: at most its last 20 lines.
@@ -549,6 +611,19 @@ pub(crate) fn log_length(log: &Path) -> u64 {
     open_log(log)
         .and_then(|file| file.metadata())
         .map_or(0, |meta| meta.len())
+}
+
+/// A small file of the server's user's (a lock file, `PG_VERSION`), which that user could have made
+/// a link or a FIFO: neither is followed nor waited on.
+fn read_small(path: &Path) -> Option<String> {
+    use std::io::Read;
+    let mut text = String::new();
+    open_log(path)
+        .ok()?
+        .take(4096)
+        .read_to_string(&mut text)
+        .ok()?;
+    Some(text)
 }
 
 /// The log, which its directory's owner (the server's user) could have made a link: not followed.

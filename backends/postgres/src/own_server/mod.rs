@@ -118,10 +118,23 @@ fn parse_idle(value: &str) -> Option<Duration> {
 pub(crate) fn url(settings: &Settings) -> Result<std::result::Result<String, Vec<PathBuf>>> {
     let fallback = std::env::temp_dir();
     let user = cluster::server_user(settings.dir.as_deref().unwrap_or(&fallback))?;
-    let dir = settings
-        .dir
-        .clone()
-        .unwrap_or_else(|| std::env::temp_dir().join(format!("testdb-pg-{}", cluster::euid())));
+    let dir = match &settings.dir {
+        Some(dir) => dir.clone(),
+        None => {
+            let tmp = std::env::temp_dir();
+            if !tmp.is_absolute() {
+                return Err(Error::InvalidSetting {
+                    variable: "TMPDIR",
+                    value: tmp.display().to_string(),
+                    reason: format!(
+                        "an absolute path (testdb's own PostgreSQL server lives there, unless \
+                         {DIR_VARIABLE} names another directory)"
+                    ),
+                });
+            }
+            tmp.join(format!("testdb-pg-{}", cluster::euid()))
+        }
+    };
     let run = dir.join("run");
     let url = url_of(&run);
     if holds_place(&dir) {
@@ -303,7 +316,7 @@ impl Server<'_> {
                 wire::Answer::Down => {
                     // A server still stopping (the watcher's stop, or a crash's aftermath).
                     if let Some(pid) = cluster::postmaster_pid(&self.data)
-                        && cluster::is_server(pid, self.server_uid())
+                        && cluster::is_server(pid, self.server_uid(), &self.data)
                         && Instant::now() < deadline
                     {
                         std::thread::sleep(Duration::from_millis(5));
@@ -319,7 +332,14 @@ impl Server<'_> {
     /// Replaces a server of another major version than the binaries (PostgreSQL was upgraded),
     /// found through `stream`: only if no other process uses it.
     fn replace(&self, mut stream: UnixStream, version: &str) -> Result<()> {
-        if !wire::alone(&mut stream) {
+        // The watcher holds the lock for a moment at each look: asked again after it.
+        let alone = (0..10).any(|try_| {
+            if try_ > 0 {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            wire::alone(&mut stream)
+        });
+        if !alone {
             return Err(self.failure(
                 "replace the server",
                 format!(
@@ -372,7 +392,7 @@ impl Server<'_> {
             self.run.join(".s.PGSQL.5432.lock"),
         ] {
             if cluster::postmaster_pid_in(&lock)
-                .is_some_and(|pid| !cluster::is_server(pid, self.server_uid()))
+                .is_some_and(|pid| !cluster::is_server(pid, self.server_uid(), &self.data))
             {
                 let _ = std::fs::remove_file(&lock);
             }
@@ -439,7 +459,7 @@ impl Server<'_> {
             return Ok(());
         };
         // The pid file is the server's user's to write: only a server of that user's is signalled.
-        if !cluster::is_server(pid, self.server_uid()) {
+        if !cluster::is_server(pid, self.server_uid(), &self.data) {
             return Ok(());
         }
         cluster::signal(pid, libc::SIGINT);

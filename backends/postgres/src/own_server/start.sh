@@ -1,7 +1,8 @@
 # Starts testdb's own PostgreSQL server in the background, prints its pid, and leaves a watcher
 # that stops it once no process has used it for IDLE seconds: none has held its place on it (the
-# shared advisory lock PRESENCE), and no session has begun or ended (PostgreSQL 14's count of
-# sessions; a process that came and went within a look is seen by it). Run as the server's user,
+# shared advisory lock PRESENCE), and no session has begun or ended in the database `postgres`,
+# where every process takes its place (PostgreSQL 14's count of sessions: a process that came and
+# went within a look is seen by it). Run as the server's user,
 # by `sh -c`, with PGBIN, PGDATA, SOCKDIR, LOG, IDLE (0: never stop) and TICK (seconds between
 # looks) in an environment of only these.
 #
@@ -28,8 +29,8 @@ if [ "$IDLE" -gt 0 ]; then
             [ $((now - last)) -ge "$IDLE" ] && stop=on
             answer=$("$PGBIN/psql" -X -q -At -h "$SOCKDIR" -p 5432 -U postgres -d postgres \
                 -v stop="$stop" -v seen="${seen:-none}" 2>/dev/null <<'SQL'
-SELECT coalesce(sum((to_jsonb(d) ->> 'sessions')::bigint), 0) AS sessions
-FROM pg_stat_database AS d \gset
+SELECT coalesce((to_jsonb(d) ->> 'sessions')::bigint, 0) AS sessions
+FROM pg_stat_database AS d WHERE datname = 'postgres' \gset
 SELECT (:'sessions' IN (:'seen', '0')) AND pg_try_advisory_lock(PRESENCE) AS free \gset
 \if :free
 \if :stop

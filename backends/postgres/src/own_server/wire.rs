@@ -75,7 +75,7 @@ pub(crate) fn still_up(mut stream: &UnixStream) -> bool {
 /// [`PRESENCE`] exclusively, so none takes a place until the connection ends.
 pub(crate) fn alone(stream: &mut UnixStream) -> bool {
     let sql = format!(
-        "SELECT pg_advisory_unlock_shared({0}, {1}) AND pg_try_advisory_lock({0}, {1})\0",
+        "SELECT pg_advisory_unlock_shared({0}, {1}); SELECT pg_try_advisory_lock({0}, {1})\0",
         PRESENCE.0, PRESENCE.1
     );
     let ask = || -> io::Result<bool> {
@@ -90,7 +90,8 @@ pub(crate) fn alone(stream: &mut UnixStream) -> bool {
         loop {
             let (kind, body) = message(&mut reader)?;
             match kind {
-                // One column, not null: its length (4 bytes), then `t` or `f`.
+                // The second statement's row (one column, not null): its column count (2 bytes)
+                // and length (4), then `t` or `f`.
                 b'D' => answer = body.get(6..) == Some(b"t"),
                 b'Z' => return Ok(answer),
                 _ => {}
