@@ -229,12 +229,14 @@ where
         Ok(test(connections, data).await)
     });
     match ran {
-        // A suite whose setup found no server configured (its error is kept as text until setup
-        // errors keep their source): skipped, as the attribute's own suites are, unless under CI.
-        Err(Error::Setup { suite, message })
-            if message.starts_with("NotConfigured") && std::env::var_os("CI").is_none() =>
-        {
-            let reason = format!("SKIPPED: suite {suite} not set up: {message}");
+        // A suite whose setup found no server configured: skipped, as the attribute's own suites
+        // are, unless under CI.
+        Err(Error::Setup {
+            suite,
+            source: Some(cause),
+            ..
+        }) if matches!(*cause, Error::NotConfigured { .. }) && std::env::var_os("CI").is_none() => {
+            let reason = format!("SKIPPED: suite {suite} not set up: {cause}");
             let _ = writeln!(std::io::stderr().lock(), "{reason}");
             Ran::Skipped(reason)
         }

@@ -153,8 +153,11 @@ pub enum Error {
     Setup {
         /// The suite.
         suite: &'static str,
-        /// The setup's error, with its causes.
+        /// What failed.
         message: String,
+        /// The error that made it fail, where there is one: shared by every test of the suite,
+        /// each of which reports it.
+        source: Option<std::sync::Arc<Error>>,
     },
 
     /// A suite's setup function returned an error.

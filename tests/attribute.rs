@@ -152,3 +152,38 @@ macro_rules! a_test_of {
 }
 
 a_test_of!(a_connection_type_from_a_macro, &mut SqliteConnection);
+
+static PEOPLE: Suite<testdb_postgres::Postgres> = Suite::new("people", || {
+    Ok(Setup::new(testdb_postgres::TestDatabase::builder(
+        testdb_postgres::Postgres::from_env()?,
+    )))
+});
+
+/// A declared PostgreSQL suite: run on the server, or (see below) skipped without one.
+#[testdb::test(suite = PEOPLE)]
+async fn a_declared_postgres_suite(conn: &mut sqlx::PgConnection) -> sqlx::Result<()> {
+    let one: i32 = sqlx::query_scalar("SELECT 1").fetch_one(&mut *conn).await?;
+    assert_eq!(one, 1);
+    Ok(())
+}
+
+/// Without a server (and outside CI), a declared suite's test says it was skipped, and why: the
+/// setup's own error, kept whole.
+#[test]
+fn a_declared_suite_without_a_server_is_skipped_and_says_why() {
+    let output = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "a_declared_postgres_suite", "--test-threads=1"])
+        .env_remove("TESTDB_POSTGRES_URL")
+        .env_remove("DATABASE_URL")
+        .env_remove("CI")
+        .env("TESTDB_POSTGRES", "off")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("SKIPPED: suite people not set up: PostgreSQL is not configured"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("TESTDB_POSTGRES=off"), "says why: {stderr}");
+}

@@ -472,14 +472,23 @@ async fn a_failed_setup_fails_every_test_and_commits_nothing<H: Suites>(_: H) {
             .await
             .expect_err("the migrations fail");
         assert!(matches!(err, Error::Setup { .. }), "{err:?}");
-        assert!(err.to_string().contains("no_such_table"), "{err}");
+        // The migrations' error is kept whole, as the source: every test reports it.
+        let cause = std::error::Error::source(&err).expect("the cause");
+        let cause = cause
+            .downcast_ref::<std::sync::Arc<Error>>()
+            .expect("testdb's own error");
+        assert!(matches!(**cause, Error::Migrate { .. }), "{cause:?}");
+        assert!(format!("{err:?}").contains("no_such_table"), "{err:?}");
     }
     for _ in 0..2 {
         let err = H::suite(FAILING)
             .run(async |_: &mut Conn<H>, _| Ok::<_, Error>(()))
             .await
             .expect_err("the setup function fails");
-        assert!(err.to_string().contains("the seed data is wrong"), "{err}");
+        assert!(
+            format!("{err:?}").contains("the seed data is wrong"),
+            "{err:?}"
+        );
     }
     let name = FAILED_ON.lock().unwrap().as_ref().unwrap()[H::KEY].clone();
     assert!(

@@ -81,6 +81,7 @@ impl<B: Backend> Building<B> {
             return Err(Error::Setup {
                 suite,
                 message: format!("{built} was removed before it became a template"),
+                source: None,
             });
         };
         target.backend.promote(owned, name, data).await

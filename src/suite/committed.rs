@@ -13,7 +13,7 @@ use crate::fixtures::Catalog;
 use crate::suite::live::{Ending, stop};
 use crate::suite::restore;
 use crate::suite::target::Target;
-use crate::{Backend, Error, Result, Rewind, TestDatabase};
+use crate::{Backend, Result, Rewind, TestDatabase};
 
 /// A committed suite's database, used by one test at a time and restored after each.
 pub struct Committed<B: Backend> {
@@ -75,17 +75,18 @@ impl<B: Backend> State<B> {
         let _ = B::execute_script(&mut copy.connection, "ROLLBACK").await;
         let reset = B::reset_session(&mut copy.connection, &copy.baseline)
             .await
-            .map_err(|err| format!("cannot reset the session: {err}"));
+            .map_err(|source| copy.database.error("reset the session", source));
         let restored = match reset {
             Ok(()) => {
-                restore::restore::<B>(&mut copy.connection, &copy.catalog, self.sequences).await
+                let at = restore::At {
+                    suite: self.target.suite,
+                    database: &copy.database,
+                };
+                restore::restore(&mut copy.connection, &copy.catalog, self.sequences, at).await
             }
-            Err(message) => Err(message),
-        }
-        .map_err(|message| Error::Setup {
-            suite: self.target.suite,
-            message: format!("restoring {}: {message}", copy.database.name()),
-        });
+            Err(err) => Err(err),
+        };
+        // Why is of no use to the next test, which gets a new copy either way.
         if restored.is_err() {
             self.replace().await?;
         }

@@ -81,7 +81,7 @@ pub struct Setup<D: Databases, T = ()> {
 
 enum Phase<D: Databases, T> {
     Empty,
-    Failed(String),
+    Failed(Arc<Error>),
     Ready(Arc<Ready<D, T>>),
 }
 
@@ -243,6 +243,7 @@ impl<D: Databases, T: Clone + Send + Serialize + DeserializeOwned + 'static> Sui
             None => Err(Error::Setup {
                 suite: self.name,
                 message: "the suite was built again, and is already unusable".into(),
+                source: None,
             }),
         }
     }
@@ -253,18 +254,20 @@ impl<D: Databases, T: Clone + Send + Serialize + DeserializeOwned + 'static> Sui
         if let Phase::Empty = *phase {
             *phase = match self.build().await {
                 Ok(ready) => Phase::Ready(Arc::new(ready)),
-                Err(err) => Phase::Failed(format!("{err:?}")),
+                Err(err) => Phase::Failed(Arc::new(err)),
             };
         }
         match &*phase {
             Phase::Ready(ready) => Ok(ready.clone()),
-            Phase::Failed(message) => Err(Error::Setup {
+            Phase::Failed(err) => Err(Error::Setup {
                 suite: self.name,
-                message: message.clone(),
+                message: "building it failed".into(),
+                source: Some(err.clone()),
             }),
             Phase::Empty => Err(Error::Setup {
                 suite: self.name,
                 message: "the suite was not built".into(),
+                source: None,
             }),
         }
     }

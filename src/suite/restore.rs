@@ -4,9 +4,25 @@ use std::collections::BTreeSet;
 
 use sqlx::{Connection, Database};
 
-use crate::Backend;
 use crate::fixtures::Catalog;
 use crate::fixtures::order::order;
+use crate::{Backend, Error, Result, TestDatabase};
+
+/// Where a restore runs, for its errors.
+pub(crate) struct At<'a, B: Backend> {
+    pub(crate) suite: &'static str,
+    pub(crate) database: &'a TestDatabase<B>,
+}
+
+impl<B: Backend> At<'_, B> {
+    fn failed(&self, what: String) -> Error {
+        Error::Setup {
+            suite: self.suite,
+            message: format!("restoring {}: {what}", self.database.name()),
+            source: None,
+        }
+    }
+}
 
 /// Restores (in rounds: a user's trigger may write other tables while one is restored) the tables
 /// written since the last restore, and every table that references one of them (their rows go
@@ -16,11 +32,13 @@ pub(crate) async fn restore<B: Backend>(
     connection: &mut <B::Database as Database>::Connection,
     catalog: &Catalog,
     sequences: bool,
-) -> Result<(), String> {
+    at: At<'_, B>,
+) -> Result<()> {
+    let db = at.database;
     for round in 0..3 {
         let written = B::written_tables(connection)
             .await
-            .map_err(|err| format!("cannot read which tables were written: {err}"))?;
+            .map_err(|source| db.error("read which tables were written", source))?;
         // The first round runs even when nothing was written: it also resets the session and
         // the sequences, which move without writing (a failed insert).
         if written.is_empty() && round > 0 {
@@ -28,43 +46,45 @@ pub(crate) async fn restore<B: Backend>(
         }
         let tables = with_referencing(&written, catalog);
         if tables.is_empty() && !written.is_empty() {
-            return Err(format!(
+            return Err(at.failed(format!(
                 "tables written that the baseline does not know: {}",
                 written.join(", ")
-            ));
+            )));
         }
         let order = order(&tables, catalog);
         let children_first: Vec<String> = order.tables.iter().rev().cloned().collect();
         let mut transaction = connection
             .begin()
             .await
-            .map_err(|err| format!("cannot begin: {err}"))?;
+            .map_err(|source| db.error("begin a restore", source))?;
         let undefer = B::defer_foreign_keys(&mut transaction, &order.deferred)
             .await
-            .map_err(|err| format!("cannot defer foreign keys: {err}"))?;
+            .map_err(|source| db.error("defer foreign keys for a restore", source))?;
         B::restore(&mut transaction, &children_first, sequences)
             .await
-            .map_err(|err| format!("cannot restore {}: {err}", children_first.join(", ")))?;
+            .map_err(|source| {
+                db.error(&format!("restore {}", children_first.join(", ")), source)
+            })?;
         if let Some(site) = B::check_foreign_keys(&mut transaction, &order.deferred)
             .await
-            .map_err(|err| format!("cannot check foreign keys: {err}"))?
+            .map_err(|source| db.error("check foreign keys after a restore", source))?
         {
-            return Err(format!("the restored rows break a foreign key: {site:?}"));
+            return Err(at.failed(format!("the restored rows break a foreign key: {site:?}")));
         }
         if !undefer.is_empty() {
             B::execute_script(&mut transaction, &undefer)
                 .await
-                .map_err(|err| format!("cannot end the deferral: {err}"))?;
+                .map_err(|source| db.error("end the deferral of a restore", source))?;
         }
         transaction
             .commit()
             .await
-            .map_err(|err| format!("cannot commit: {err}"))?;
+            .map_err(|source| db.error("commit a restore", source))?;
         if written.is_empty() {
             return Ok(());
         }
     }
-    Err("tables are still being written after three restores".into())
+    Err(at.failed("tables are still being written after three restores".into()))
 }
 
 /// The written tables the catalog knows, and every table that references one of them, directly
