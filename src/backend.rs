@@ -372,6 +372,14 @@ pub trait Backend: Clone + fmt::Debug + Send + Sync + 'static {
 /// The savepoint every test of a suite starts from and is rolled back to.
 pub const TEST_SAVEPOINT: &str = "testdb_test";
 
+/// The prefix of the name of every database (or database directory) testdb creates; a backend
+/// drops or sweeps nothing else.
+pub const DATABASE_PREFIX: &str = "testdb_";
+
+/// The prefix of every template's name: templates are databases too, kept across processes and
+/// runs, and never swept by owner.
+pub const TEMPLATE_PREFIX: &str = "testdb_tpl_";
+
 /// A database created by a [`Backend`], owned by testdb until [`destroy`](OwnedDatabase::destroy).
 pub trait OwnedDatabase: fmt::Debug + Send + Sync + 'static {
     /// The sqlx driver.

@@ -4,9 +4,7 @@
 use std::hash::{DefaultHasher, Hash, Hasher};
 
 use crate::Result;
-
-/// The name prefix of every template.
-const PREFIX: &str = "testdb_tpl_";
+use crate::backend::TEMPLATE_PREFIX as PREFIX;
 
 /// Which suite a template belongs to (`group`, stable across rebuilds of the test binary) and
 /// what built it (`key`).

@@ -35,10 +35,7 @@ use crate::maintenance;
 use crate::server::{self, NAME};
 use crate::sql;
 
-/// The prefix of every database testdb creates.
-pub(crate) const PREFIX: &str = "testdb_";
-/// The prefix of templates (shared across processes and runs, never swept by owner).
-pub(crate) const TEMPLATE_PREFIX: &str = "testdb_tpl_";
+pub(crate) use testdb::backend::{DATABASE_PREFIX as PREFIX, TEMPLATE_PREFIX};
 /// The first half of testdb's advisory-lock keys (the two-`int4` key space, apart from the
 /// single-`bigint` one applications commonly use).
 const LOCK_CLASS: i32 = 0x7465_7374; // "test"

@@ -12,8 +12,7 @@ use testdb::{Error, Result};
 
 /// The lock file inside each database directory.
 pub(crate) const LOCK_FILE: &str = "owner.lock";
-/// The prefix of every directory testdb creates.
-pub(crate) const PREFIX: &str = "testdb_";
+pub(crate) use testdb::backend::DATABASE_PREFIX as PREFIX;
 /// A directory still being created that is older than this was abandoned by its creator.
 const CREATION_GRACE: Duration = Duration::from_secs(600);
 
