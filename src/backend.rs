@@ -11,6 +11,7 @@ use sqlx::{Connection, Database};
 use crate::Result;
 
 pub use crate::attribute::Engine;
+pub use crate::dialect::Dialect;
 pub use crate::fence::{Attribution, Fence, Fences};
 pub use crate::fixtures::{Catalog, ErrorSite, ForeignKey, LiftedKeys, TableInfo, Value};
 pub use crate::quote::{quote_identifier, quote_literal};
@@ -22,7 +23,7 @@ pub type ConnectOptions<DB> = <<DB as Database>::Connection as Connection>::Opti
 ///
 /// Implemented by the backend crates (`testdb-sqlite`, `testdb-postgres`); everything that is the
 /// same for every engine (pools, migrations, runtimes, clean-up at exit) lives in the core.
-pub trait Backend: Clone + fmt::Debug + Send + Sync + 'static {
+pub trait Backend: Dialect + Clone + fmt::Debug + Send + Sync + 'static {
     /// The sqlx driver.
     type Database: Database<Connection = Self::Connection>;
     /// The driver's connection (stated separately so that its bounds hold for every backend).
@@ -59,11 +60,6 @@ pub trait Backend: Clone + fmt::Debug + Send + Sync + 'static {
     /// SQLite's run on threads of their own). testdb then opens the whole pool up front, on its
     /// own runtime.
     const CONNECTIONS_NEED_A_RUNTIME: bool = true;
-
-    /// The statements that begin a test's transaction in transaction isolation and establish the
-    /// test savepoint [`TEST_SAVEPOINT`] in it, in one round trip; SQLite's take the write lock at
-    /// once, so that concurrent tests wait for each other instead of deadlocking.
-    const BEGIN_TEST: &'static str = "BEGIN; SAVEPOINT testdb_test";
 
     /// What testdb keeps of a connection it holds for a suite's tests (a savepoint suite's, a
     /// committed suite's), to stop from another connection or thread what a test left running on

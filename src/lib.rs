@@ -15,6 +15,7 @@ pub mod backend;
 mod cleanup;
 mod concurrent;
 mod database;
+mod dialect;
 mod error;
 mod fence;
 mod fixtures;
@@ -36,7 +37,6 @@ pub use fixtures::{Fixtures, Loaded, dump_fixtures, load_fixtures};
 pub use handle::{Handle, current};
 pub use isolation::Isolation;
 pub use migrations::Migrations;
-pub(crate) use quote::quote_identifier;
 pub use runtime::block_on;
 pub use suite::{Databases, Setup, Suite};
 /// `#[testdb::test]`: a test on a database testdb sets up, a drop-in for `#[sqlx::test]`.

@@ -72,7 +72,7 @@ impl<B: Backend> State<B> {
     async fn restore(&mut self) -> Result<()> {
         let copy = &mut self.copy;
         // A transaction the test left open is rolled back (an error just means none was).
-        let _ = B::execute_script(&mut copy.connection, "ROLLBACK").await;
+        let _ = B::execute_script(&mut copy.connection, B::rollback()).await;
         let reset = B::reset_session(&mut copy.connection, &copy.baseline)
             .await
             .map_err(|source| copy.database.error("reset the session", source));

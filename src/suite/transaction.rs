@@ -92,9 +92,12 @@ impl<B: Backend> Transactions<B> {
         let database = &shared.database;
         let opened = database.fences().open();
         let mut connection = database.acquire_for(Some(opened.fence().clone())).await?;
-        Manager::<B>::begin(&mut connection, Some(B::BEGIN_TEST.into_sql_str()))
-            .await
-            .map_err(|source| database.error("begin the test's transaction", source))?;
+        Manager::<B>::begin(
+            &mut connection,
+            Some(sqlx::AssertSqlSafe(B::begin_test()).into_sql_str()),
+        )
+        .await
+        .map_err(|source| database.error("begin the test's transaction", source))?;
         Ok(Some(Test {
             connection,
             shared: shared.clone(),
@@ -186,7 +189,7 @@ async fn end_on<B: Backend>(
         // The test kept a transaction of the driver's own open inside (it forgot its guard):
         // rolled back all the same, but the driver's idea of the connection is not the
         // server's, so the connection is given up.
-        B::execute_script(connection, "ROLLBACK")
+        B::execute_script(connection, B::rollback())
             .await
             .map_err(|source| database.error("roll back the test", source))?;
         return Ok((rewind, false, sequences));

@@ -36,6 +36,7 @@ mod backend;
 mod budget;
 mod committed;
 mod copies;
+mod dialect;
 mod fixtures;
 mod isolation;
 mod maintenance;

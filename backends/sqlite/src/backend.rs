@@ -101,7 +101,6 @@ impl Backend for Sqlite {
     const STORES_AS_GIVEN: bool = true;
     const DEFERS_EVERY_KEY: bool = true;
     const BULK_ROWS: usize = 500;
-    const BEGIN_TEST: &'static str = "BEGIN IMMEDIATE; SAVEPOINT testdb_test";
 
     async fn create(&self) -> Result<SqliteDatabase> {
         self.create_database(None).await

@@ -30,6 +30,7 @@
 mod attribute;
 mod backend;
 mod committed;
+mod dialect;
 mod fixtures;
 mod isolation;
 mod owner;
