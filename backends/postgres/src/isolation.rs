@@ -3,17 +3,17 @@
 
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgDatabaseError, PgRow};
 use sqlx::{Connection, Row};
-use testdb::backend::{Attribution, Fence, Rewind};
+use testdb::backend::{Attribution, Fence, Rewind, TEST_SAVEPOINT};
 
 use crate::budget;
 use crate::sql::{ident, literal};
 
-/// `SAVEPOINT`, deferred-constraint check and rollback in one round trip; the rollback restores
-/// the constraints' deferral mode along with everything else.
-const CHECKPOINT: &str = "SAVEPOINT testdb_test; SET CONSTRAINTS ALL IMMEDIATE; \
-                          ROLLBACK TO SAVEPOINT testdb_test";
 const CHECK: &str = "SET CONSTRAINTS ALL IMMEDIATE; ";
-const REWIND: &str = "ROLLBACK TO SAVEPOINT testdb_test; ";
+
+/// Back to the test savepoint, keeping it.
+fn rewind_sql() -> String {
+    format!("ROLLBACK TO SAVEPOINT {TEST_SAVEPOINT}; ")
+}
 /// What a test may leave in its session that no rollback undoes: session advisory locks
 /// (released, but for the connection's slot in the budget, taken back in the same statement);
 /// and prepared statements of its own (`PREPARE`), counted here and deallocated in a second round
@@ -65,7 +65,13 @@ pub(crate) async fn baseline(conn: &mut PgConnection) -> sqlx::Result<Baseline> 
 }
 
 pub(crate) async fn checkpoint(conn: &mut PgConnection) -> sqlx::Result<Result<(), String>> {
-    match sqlx::raw_sql(CHECKPOINT).execute(&mut *conn).await {
+    // `SAVEPOINT`, deferred-constraint check and rollback in one round trip; the rollback
+    // restores the constraints' deferral mode along with everything else.
+    let sql = format!("SAVEPOINT {TEST_SAVEPOINT}; {CHECK}{}", rewind_sql());
+    match sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+        .execute(&mut *conn)
+        .await
+    {
         Ok(_) => Ok(Ok(())),
         Err(err) if is_constraint_violation(&err) => Ok(Err(describe(&err))),
         Err(err) => Err(err),
@@ -79,7 +85,7 @@ pub(crate) async fn rewind(
     sequences: bool,
 ) -> sqlx::Result<Rewind> {
     let reset = session_reset(baseline, sequences);
-    let sql = format!("{}{REWIND}{reset}", if check { CHECK } else { "" });
+    let sql = format!("{}{}{reset}", if check { CHECK } else { "" }, rewind_sql());
     let err = match sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
         .fetch_all(&mut *conn)
         .await
@@ -116,7 +122,7 @@ fn session_reset(baseline: &Baseline, sequences: bool) -> String {
 }
 
 async fn rewind_only(conn: &mut PgConnection, reset: &str) -> sqlx::Result<Rewind> {
-    let sql = format!("{REWIND}{reset}");
+    let sql = format!("{}{reset}", rewind_sql());
     match sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
         .fetch_all(&mut *conn)
         .await

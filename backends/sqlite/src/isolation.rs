@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use sqlx::sqlite::SqliteConnection;
 use sqlx::{AssertSqlSafe, Executor, Row};
-use testdb::backend::{Attribution, Fence, Rewind, quote_identifier as ident};
+use testdb::backend::{Attribution, Fence, Rewind, TEST_SAVEPOINT, quote_identifier as ident};
 
 /// The connection-level settings a test may change that no rollback undoes, put back after each
 /// test: those testdb never sets as SQLite has them by default, the others as the connection had
@@ -45,7 +45,8 @@ pub(crate) async fn baseline(conn: &mut SqliteConnection) -> sqlx::Result<Baseli
 }
 
 pub(crate) async fn checkpoint(conn: &mut SqliteConnection) -> sqlx::Result<Result<(), String>> {
-    conn.execute("SAVEPOINT testdb_test").await?;
+    conn.execute(AssertSqlSafe(format!("SAVEPOINT {TEST_SAVEPOINT}")))
+        .await?;
     let inspected = inspect(conn, true).await?;
     if inspected.unresolved == 0 {
         return Ok(Ok(()));
@@ -72,7 +73,7 @@ pub(crate) async fn rewind(
     // The mode a test left is read before it is set back: an exclusive lock is held until the
     // transaction ends.
     let mut sql = format!(
-        "ROLLBACK TO SAVEPOINT testdb_test; PRAGMA locking_mode; {}",
+        "ROLLBACK TO SAVEPOINT {TEST_SAVEPOINT}; PRAGMA locking_mode; {}",
         baseline.settings
     );
     for schema in &inspected.attached {
