@@ -36,6 +36,7 @@ mod backend;
 mod budget;
 mod committed;
 mod copies;
+mod database;
 mod dialect;
 mod fixtures;
 mod isolation;
@@ -48,7 +49,7 @@ mod server;
 mod sql;
 mod template;
 
-pub use backend::PostgresDatabase;
+pub use database::PostgresDatabase;
 pub use server::Postgres;
 pub use template::TemplateLock;
 // What a test author writes, so that a test crate needs this crate (and sqlx) only.

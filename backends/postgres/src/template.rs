@@ -17,8 +17,8 @@ use testdb::backend::OwnedDatabase;
 use testdb::{Error, Result};
 
 use crate::Postgres;
-use crate::backend::PostgresDatabase;
 use crate::copies;
+use crate::database::PostgresDatabase;
 use crate::maintenance;
 use crate::owner::{self, TEMPLATE_PREFIX};
 use crate::server::{self, NAME};

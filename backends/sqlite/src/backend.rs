@@ -1,4 +1,3 @@
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -7,6 +6,7 @@ use sqlx::{ConnectOptions, Connection};
 use testdb::backend::OwnedDatabase;
 use testdb::{Backend, Error, Result};
 
+use crate::database::{SqliteDatabase, url_of};
 use crate::{committed, fixtures, owner, template};
 
 const DATABASE_FILE: &str = "db.sqlite3";
@@ -66,25 +66,6 @@ impl Sqlite {
 impl Default for Sqlite {
     fn default() -> Self {
         Sqlite::new()
-    }
-}
-
-/// A SQLite test database: its directory, file and lock.
-#[derive(Debug)]
-pub struct SqliteDatabase {
-    dir: PathBuf,
-    file: PathBuf,
-    name: String,
-    url: String,
-    options: SqliteConnectOptions,
-    // Held for the database's life: proves to sweepers that its owner is alive.
-    _lock: File,
-}
-
-impl SqliteDatabase {
-    /// The database file.
-    pub fn file(&self) -> &Path {
-        &self.file
     }
 }
 
@@ -327,41 +308,4 @@ impl Sqlite {
             }
         }
     }
-}
-
-impl OwnedDatabase for SqliteDatabase {
-    type Database = sqlx::Sqlite;
-
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn url(&self) -> &str {
-        &self.url
-    }
-
-    fn connect_options(&self) -> SqliteConnectOptions {
-        self.options.clone()
-    }
-
-    async fn destroy(self) -> Result<()> {
-        // Open connections keep their file handles; on Unix the files go away all the same.
-        std::fs::remove_dir_all(&self.dir)
-            .map_err(|source| owner::io("remove directory", &self.dir, source))
-    }
-}
-
-/// `sqlite://` URL of a file, percent-encoding what sqlx's parser would misread.
-fn url_of(file: &Path) -> String {
-    let mut url = String::from("sqlite://");
-    for byte in file.display().to_string().bytes() {
-        match byte {
-            b'%' | b'?' | b'#' | b' ' | b'"' | b'<' | b'>' | b'`' | b'{' | b'}' => {
-                url.push_str(&format!("%{byte:02X}"));
-            }
-            0..=0x1f | 0x7f..=0xff => url.push_str(&format!("%{byte:02X}")),
-            _ => url.push(char::from(byte)),
-        }
-    }
-    url
 }

@@ -30,13 +30,15 @@
 mod attribute;
 mod backend;
 mod committed;
+mod database;
 mod dialect;
 mod fixtures;
 mod isolation;
 mod owner;
 mod template;
 
-pub use backend::{Sqlite, SqliteDatabase};
+pub use backend::Sqlite;
+pub use database::SqliteDatabase;
 pub use template::TemplateLock;
 // What a test author writes, so that a test crate needs this crate (and sqlx) only.
 pub use testdb::{

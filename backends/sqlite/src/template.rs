@@ -18,7 +18,7 @@ use testdb::Result;
 use testdb::backend::OwnedDatabase;
 
 use crate::Sqlite;
-use crate::backend::SqliteDatabase;
+use crate::database::SqliteDatabase;
 use crate::owner::io;
 
 const DIRECTORY: &str = "templates";
