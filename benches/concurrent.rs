@@ -30,7 +30,7 @@ const CALLERS: usize = 8;
 const HAND_URL: &str = "TESTDB_BENCH_CHILD_URL";
 const HAND_BACKEND: &str = "TESTDB_BENCH_CHILD_BACKEND";
 
-type Conn<B> = <<B as Backend>::Database as Database>::Connection;
+type Conn<B> = <<B as testdb::backend::Driver>::Database as Database>::Connection;
 
 async fn ping_sqlite(conn: &mut sqlx::SqliteConnection, (): ()) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar("SELECT 1").fetch_one(conn).await

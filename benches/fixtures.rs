@@ -138,7 +138,7 @@ trait HandWritten: Backend {
     fn raw(conn: &mut Conn<Self>, rows: &[Reference]) -> impl Future<Output = ()>;
 }
 
-type Conn<B> = <<B as Backend>::Database as Database>::Connection;
+type Conn<B> = <<B as testdb::backend::Driver>::Database as Database>::Connection;
 
 impl HandWritten for Sqlite {
     const RAW: &'static str = "raw multi-row INSERT";

@@ -209,7 +209,7 @@ trait Baselines: Backend {
     fn remove_copy(&self, name: String) -> impl Future<Output = ()>;
 }
 
-type Conn<B> = <<B as Backend>::Database as Database>::Connection;
+type Conn<B> = <<B as testdb::backend::Driver>::Database as Database>::Connection;
 
 impl Baselines for Sqlite {
     const EMPTY_ALL: &'static str = "DELETE FROM t9; DELETE FROM t8; DELETE FROM t7; \

@@ -281,7 +281,7 @@ where
         Ok(Found::Skipped(reason)) => return Ran::Skipped(reason),
         Err(error) => return Ran::Failed(error),
     };
-    type Conn<B> = <<B as Backend>::Database as Database>::Connection;
+    type Conn<B> = <<B as crate::backend::Driver>::Database as Database>::Connection;
     run_in(suite, async |_: &mut Conn<B>, ()| {
         let argument = A::take(crate::current::<B>()?).await?;
         Ok(test(argument).await)

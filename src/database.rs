@@ -385,7 +385,7 @@ impl<B: Backend> TestDatabase<B> {
     }
 
     /// Removes the database in the background (dropping it would wait); the process waits for
-    /// that at exit, unless removal is slow ([`Backend::SLOW_REMOVAL`]: what an exit cuts short
+    /// that at exit, unless removal is slow ([`Server::SLOW_REMOVAL`](crate::backend::Server::SLOW_REMOVAL): what an exit cuts short
     /// is removed by a later lease or sweep).
     pub(crate) fn remove_later(self) {
         cleanup::remove_in_background(self.registration, !B::SLOW_REMOVAL);

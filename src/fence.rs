@@ -2,7 +2,7 @@
 //!
 //! Each running test of a suite has a [`Fence`]. Every connection the test takes from a suite
 //! database's pool (through [`Handle::pool`](crate::Handle::pool), say) joins its fence when the
-//! pool hands it out, through the pool's hooks and [`Backend::join`](crate::Backend::join): on
+//! pool hands it out, through the pool's hooks and [`Fencing::join`](crate::backend::Fencing::join): on
 //! PostgreSQL the fence records the connection's server process, and the connection carries the
 //! fence's [tag](Fence::tag), so that testdb ends it when the test ends (and never once another
 //! test holds it); on SQLite the connection's commit and progress hooks consult the fence, so that
@@ -65,7 +65,7 @@ impl Fence {
 }
 
 /// The fences of the tests running on one database, consulted by its pool's hooks. For backend
-/// authors: [`Backend::join`](crate::Backend::join) gets what [`attribute`](Fences::attribute)
+/// authors: [`Fencing::join`](crate::backend::Fencing::join) gets what [`attribute`](Fences::attribute)
 /// finds.
 #[derive(Debug)]
 pub struct Fences {

@@ -15,7 +15,6 @@ pub mod backend;
 mod cleanup;
 mod concurrent;
 mod database;
-mod dialect;
 mod error;
 mod fence;
 mod fixtures;

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions};
-use testdb::{Backend, TestDatabase};
+use testdb::TestDatabase;
 use testdb_postgres::Postgres;
 
 /// The slots' lock class ("budg").
@@ -78,7 +78,7 @@ async fn child_two_connections() {
     for _ in 0..2 {
         let mut conn = PgConnection::connect_with(&options).await.unwrap();
         let asked = Instant::now();
-        <Postgres as Backend>::admit(&mut conn, &options)
+        <Postgres as testdb::backend::Driver>::admit(&mut conn, &options)
             .await
             .unwrap();
         waited += asked.elapsed();

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgConnection};
-use testdb::{Backend, Error, Isolation, Setup, Suite, TestDatabase};
+use testdb::{Error, Isolation, Setup, Suite, TestDatabase};
 use testdb_postgres::Postgres;
 
 /// How many slots of the budget this session holds.
@@ -218,7 +218,8 @@ async fn too_many_clients_is_waited_for_then_explained() {
         Some("53300"),
         "{refused}"
     );
-    let hint = <Postgres as Backend>::refused(&limited.options(), &refused).unwrap();
+    let hint =
+        <Postgres as testdb::backend::Driver>::refused(&limited.options(), &refused).unwrap();
     assert!(hint.contains("too many clients"), "{hint}");
     assert!(hint.contains("TESTDB_MAX_CONNECTIONS"), "{hint}");
     assert!(hint.contains("max_connections"), "{hint}");

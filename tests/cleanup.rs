@@ -17,7 +17,8 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, SystemTime};
 
 use common::{Harness, Shared};
-use testdb::{Backend, Isolation, Setup, Suite, TestDatabase};
+use testdb::backend::{Server, Templates};
+use testdb::{Isolation, Setup, Suite, TestDatabase};
 use testdb_postgres::Postgres;
 use testdb_sqlite::Sqlite;
 

@@ -25,7 +25,7 @@ use testdb_postgres::Postgres;
 use testdb_sqlite::Sqlite;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
-type Conn<H> = <<H as testdb::Backend>::Database as Database>::Connection;
+type Conn<H> = <<H as testdb::backend::Driver>::Database as Database>::Connection;
 
 /// What the setup hands every test.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -24,7 +24,7 @@ use testdb::{
 use testdb_postgres::Postgres;
 use testdb_sqlite::Sqlite;
 
-type Conn<H> = <<H as testdb::Backend>::Database as Database>::Connection;
+type Conn<H> = <<H as testdb::backend::Driver>::Database as Database>::Connection;
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The callers, written once for each backend's connection type.

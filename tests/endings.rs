@@ -22,7 +22,7 @@ use testdb::{Error, Isolation, Setup, Suite, TestDatabase};
 use testdb_postgres::Postgres;
 use testdb_sqlite::Sqlite;
 
-type Conn<H> = <<H as testdb::Backend>::Database as Database>::Connection;
+type Conn<H> = <<H as testdb::backend::Driver>::Database as Database>::Connection;
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// How long each test of these suites may run.

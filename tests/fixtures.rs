@@ -1041,7 +1041,7 @@ macro_rules! library_suite {
     ($name:ident, $backend:ty, $conn:ty) => {
         static $name: testdb::Suite<$backend> = testdb::Suite::new("library", || {
             let backend = <$backend as Harness>::backend().ok_or_else(|| Error::NotConfigured {
-                backend: <$backend as testdb::Backend>::NAME,
+                backend: <$backend as testdb::backend::Driver>::NAME,
                 hint: "set TESTDB_POSTGRES_URL".into(),
             })?;
             let schema = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -1087,7 +1087,7 @@ impl LibrarySuite for testdb_postgres::Postgres {
 on_both!(a_suite_loads_fixtures_once_and_every_test_sees_them);
 
 async fn a_suite_loads_fixtures_once_and_every_test_sees_them<H: LibrarySuite>(_: H) {
-    type Conn<H> = <<H as testdb::Backend>::Database as sqlx::Database>::Connection;
+    type Conn<H> = <<H as testdb::backend::Driver>::Database as sqlx::Database>::Connection;
     for _ in 0..2 {
         H::suite()
             .run(async |conn: &mut Conn<H>, ()| {

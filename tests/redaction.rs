@@ -16,7 +16,8 @@ mod common;
 use std::fmt::Debug;
 
 use sqlx::PgConnection;
-use testdb::{Backend, Isolation, Setup, Suite, TestDatabase};
+use testdb::backend::{Server, Templates};
+use testdb::{Isolation, Setup, Suite, TestDatabase};
 use testdb_postgres::Postgres;
 
 const PASSWORD: &str = "hunter2-Secret-pw";

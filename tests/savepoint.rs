@@ -19,11 +19,11 @@ use std::time::Duration;
 
 use common::Harness;
 use sqlx::Connection;
-use testdb::{Backend, Error, Setup, Suite, TestDatabase};
+use testdb::{Error, Setup, Suite, TestDatabase};
 use testdb_postgres::Postgres;
 use testdb_sqlite::Sqlite;
 
-type Conn<H> = <<H as Backend>::Database as sqlx::Database>::Connection;
+type Conn<H> = <<H as testdb::backend::Driver>::Database as sqlx::Database>::Connection;
 
 /// What the setup returns: every test gets its own clone.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]

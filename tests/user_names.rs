@@ -25,7 +25,7 @@ use testdb_postgres::Postgres;
 use testdb_sqlite::Sqlite;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
-type Conn<H> = <<H as testdb::Backend>::Database as Database>::Connection;
+type Conn<H> = <<H as testdb::backend::Driver>::Database as Database>::Connection;
 
 trait Names: Harness {
     /// The user's tables, as the catalog must list them (`_sqlx_migrations` aside).

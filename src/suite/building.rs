@@ -9,7 +9,7 @@ use crate::fixtures::Catalog;
 use crate::suite::target::Target;
 use crate::{Backend, Builder, Error, Result, TestDatabase};
 
-type Manager<B> = <<B as Backend>::Database as Database>::TransactionManager;
+type Manager<B> = <<B as crate::backend::Driver>::Database as Database>::TransactionManager;
 
 /// A database of a suite being set up, in its setup transaction.
 pub struct Building<B: Backend> {

@@ -39,8 +39,8 @@ impl<B: Backend> Target<B> {
         let _ = self.backend.remove_templates(prefix, keep).await;
     }
 
-    /// A database as `template` has it, leased for this process ([`Backend::lease_copy`], with
-    /// `spare` free copies kept ready: [`Backend::keep_spare`]), owned by testdb; its pool opened
+    /// A database as `template` has it, leased for this process ([`Templates::lease_copy`](crate::backend::Templates::lease_copy), with
+    /// `spare` free copies kept ready: [`Templates::keep_spare`](crate::backend::Templates::keep_spare)), owned by testdb; its pool opened
     /// on testdb's runtime.
     pub(crate) async fn lease(&self, template: &str, spare: usize) -> Result<TestDatabase<B>> {
         let backend = self.backend.clone();

@@ -15,7 +15,7 @@ use crate::fence::Opened;
 use crate::suite::live::{Ending, stop};
 use crate::{Backend, Result, Rewind, TestDatabase, runtime};
 
-type Manager<B> = <<B as Backend>::Database as Database>::TransactionManager;
+type Manager<B> = <<B as crate::backend::Driver>::Database as Database>::TransactionManager;
 
 /// A transaction suite's database: a committed copy of the baseline.
 pub struct Transactions<B: Backend> {

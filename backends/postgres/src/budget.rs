@@ -20,6 +20,10 @@ use std::time::{Duration, Instant};
 
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgRow};
 use sqlx::{AssertSqlSafe, Row};
+use testdb::backend::Driver;
+
+use crate::Postgres;
+use crate::server::NAME;
 
 /// The first half of the slots' advisory-lock keys, apart from testdb's other locks (the owner's
 /// "test", the templates' "tplt").
@@ -50,11 +54,10 @@ pub(crate) struct Limits {
 }
 
 impl Limits {
-    /// The budget on a server with these settings: `max_connections` less the reserved
-    /// connections and a margin of 10% of `max_connections`, at least 5 (room for other clients, for
-    /// the short-lived connections testdb opens to stop a test, which take no slot, and for
-    /// connections waiting for a slot, which are open meanwhile); at least one. [`VARIABLE`]
-    /// overrides it.
+    /// The budget on a server with these settings: `max_connections` less the reserved connections
+    /// and a margin of 10% of `max_connections`, at least 5 (room for other clients, for the
+    /// short-lived connections testdb opens to stop a test, which take no slot, and for connections
+    /// waiting for a slot, which are open meanwhile); at least one. [`VARIABLE`] overrides it.
     pub(crate) fn new(max_connections: u32, reserved: u32, configured: Option<u32>) -> Limits {
         let margin = max_connections.div_ceil(10).max(5);
         let computed = max_connections
@@ -168,19 +171,6 @@ async fn read_limits(conn: &mut PgConnection) -> sqlx::Result<Limits> {
         count(superuser) + count(reserved),
         configured,
     ))
-}
-
-/// Takes a slot for `conn` (connected to the server `options` names), waiting for one up to
-/// [`TIMEOUT`]. A session that holds one already keeps it.
-pub(crate) async fn admit(conn: &mut PgConnection, options: &PgConnectOptions) -> sqlx::Result<()> {
-    let key = server_key(options);
-    let limits = limits(conn, &key).await?;
-    let started = Instant::now();
-    if take(conn, &key, limits, None, Some(started + TIMEOUT)).await? {
-        Ok(())
-    } else {
-        Err(exhausted(limits, started.elapsed()))
-    }
 }
 
 /// Takes a slot for a maintenance connection if one is free, without waiting: such a connection
@@ -475,32 +465,52 @@ impl fmt::Display for Exhausted {
 
 impl std::error::Error for Exhausted {}
 
-/// The hint for `err`, an error opening or acquiring a connection to the server `options` names:
-/// too many clients, the budget exhausted (a pool that timed out while one of this process's
-/// connections waited for a slot), or a server that refused connections lately; `None` for
-/// anything else.
-pub(crate) fn hint(options: &PgConnectOptions, err: &sqlx::Error) -> Option<String> {
-    let key = server_key(options);
-    if is_too_many(err) {
-        return Some(full_hint(&key));
-    }
-    if let Some(exhausted) = find_exhausted(err) {
-        return Some(exhausted.hint.clone());
-    }
-    if matches!(err, sqlx::Error::PoolTimedOut) {
-        return match recent_trouble(&key)? {
-            Trouble::Budget(limits) => Some(budget_hint(limits, None)),
-            Trouble::Full => Some(full_hint(&key)),
-        };
-    }
-    None
-}
-
 fn find_exhausted(err: &sqlx::Error) -> Option<&Exhausted> {
     let sqlx::Error::Io(io) = err else {
         return None;
     };
     io.get_ref()?.downcast_ref::<Exhausted>()
+}
+
+impl Driver for Postgres {
+    type Database = sqlx::Postgres;
+    type Connection = PgConnection;
+
+    const NAME: &'static str = NAME;
+
+    /// Takes a slot for `conn` (connected to the server `options` names), waiting for one up to
+    /// `TIMEOUT` (30 s). A session that holds one already keeps it.
+    async fn admit(conn: &mut PgConnection, options: &PgConnectOptions) -> sqlx::Result<()> {
+        let key = server_key(options);
+        let limits = limits(conn, &key).await?;
+        let started = Instant::now();
+        if take(conn, &key, limits, None, Some(started + TIMEOUT)).await? {
+            Ok(())
+        } else {
+            Err(exhausted(limits, started.elapsed()))
+        }
+    }
+
+    /// The hint for `err`, an error opening or acquiring a connection to the server `options`
+    /// names: too many clients, the budget exhausted (a pool that timed out while one of this
+    /// process's connections waited for a slot), or a server that refused connections lately;
+    /// `None` for anything else.
+    fn refused(options: &PgConnectOptions, err: &sqlx::Error) -> Option<String> {
+        let key = server_key(options);
+        if is_too_many(err) {
+            return Some(full_hint(&key));
+        }
+        if let Some(exhausted) = find_exhausted(err) {
+            return Some(exhausted.hint.clone());
+        }
+        if matches!(err, sqlx::Error::PoolTimedOut) {
+            return match recent_trouble(&key)? {
+                Trouble::Budget(limits) => Some(budget_hint(limits, None)),
+                Trouble::Full => Some(full_hint(&key)),
+            };
+        }
+        None
+    }
 }
 
 #[cfg(test)]

@@ -22,6 +22,9 @@
 use sqlx::Row;
 use sqlx::postgres::PgConnection;
 
+use testdb::backend::WriteTracking;
+
+use crate::Postgres;
 use crate::sql::{ident, literal};
 
 const SETUP: &str = r#"
@@ -91,122 +94,6 @@ BEGIN
     DELETE FROM testdb_baseline.written WHERE name = ANY (tables);
 END $$;
 "#;
-
-pub(crate) async fn track_writes(conn: &mut PgConnection, tables: &[String]) -> sqlx::Result<()> {
-    sqlx::raw_sql(SETUP).execute(&mut *conn).await?;
-    // Generated columns cannot be inserted into; identity columns need OVERRIDING SYSTEM VALUE.
-    let columns = sqlx::query(
-        "SELECT c.relname::text, \
-                array_agg(a.attname::text ORDER BY a.attnum), \
-                array_agg(a.attname::text ORDER BY a.attnum) FILTER (WHERE EXISTS ( \
-                    SELECT 1 FROM pg_index i \
-                    WHERE i.indrelid = c.oid AND i.indisprimary AND a.attnum = ANY (i.indkey))) \
-         FROM pg_class c \
-         JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped \
-         WHERE c.relnamespace = current_schema()::regnamespace AND c.relname = ANY ($1) \
-           AND a.attgenerated = '' \
-         GROUP BY c.relname",
-    )
-    .bind(tables)
-    .fetch_all(&mut *conn)
-    .await?;
-    // The triggers the user's tables already have: the recording trigger takes another name than
-    // a user's.
-    let triggers: Vec<(String, Vec<String>)> = sqlx::query_as(
-        "SELECT c.relname::text, array_agg(t.tgname::text) FROM pg_trigger t \
-         JOIN pg_class c ON c.oid = t.tgrelid \
-         WHERE c.relnamespace = current_schema()::regnamespace AND c.relname = ANY ($1) \
-         GROUP BY c.relname",
-    )
-    .bind(tables)
-    .fetch_all(&mut *conn)
-    .await?;
-    let mut script = String::new();
-    for (index, row) in columns.iter().enumerate() {
-        let (table, columns, key): (String, Vec<String>, Option<Vec<String>>) =
-            (row.get(0), row.get(1), row.get(2));
-        let copy = format!("copy_{}", index + 1);
-        let statements = Statements::new(
-            &table,
-            &format!("testdb_baseline.{}", ident(&copy)),
-            &columns,
-            key.as_deref().unwrap_or_default(),
-        );
-        let taken = triggers
-            .iter()
-            .find(|(name, _)| *name == table)
-            .map_or(&[][..], |(_, names)| names.as_slice());
-        let mut trigger = "testdb_written".to_string();
-        let mut n = 1;
-        while taken.contains(&trigger) {
-            n += 1;
-            trigger = format!("testdb_written_{n}");
-        }
-        let optional = |statement: Option<String>| statement.map_or("NULL".into(), |s| literal(&s));
-        script.push_str(&format!(
-            "CREATE TABLE testdb_baseline.{c} AS TABLE {t};\n\
-             INSERT INTO testdb_baseline.tables VALUES ({name}, {copy}, {refill}, {missing}, \
-             {changed}, {extra});\n\
-             CREATE TRIGGER {trigger} AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON {t} \
-             FOR EACH STATEMENT EXECUTE FUNCTION testdb_baseline.written({name});\n",
-            c = ident(&copy),
-            t = ident(&table),
-            name = literal(&table),
-            copy = literal(&copy),
-            trigger = ident(&trigger),
-            refill = literal(&statements.refill),
-            missing = optional(statements.missing),
-            changed = optional(statements.changed),
-            extra = optional(statements.extra),
-        ));
-    }
-    sqlx::raw_sql(sqlx::AssertSqlSafe(script))
-        .execute(&mut *conn)
-        .await?;
-    // Each owned sequence (serial, identity), with its value now.
-    let sequences = sqlx::query(
-        "SELECT c.relname::text, s.oid::regclass::text FROM pg_class s \
-         JOIN pg_depend d ON d.objid = s.oid AND d.classid = 'pg_class'::regclass \
-              AND d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i') \
-         JOIN pg_class c ON c.oid = d.refobjid \
-         WHERE s.relkind = 'S' AND c.relname = ANY ($1) \
-           AND c.relnamespace = current_schema()::regnamespace",
-    )
-    .bind(tables)
-    .fetch_all(&mut *conn)
-    .await?;
-    for row in &sequences {
-        let (table, sequence): (String, String) = (row.get(0), row.get(1));
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "INSERT INTO testdb_baseline.sequences \
-             SELECT {}, {}, last_value, is_called FROM {sequence}",
-            literal(&table),
-            literal(&sequence),
-        )))
-        .execute(&mut *conn)
-        .await?;
-    }
-    Ok(())
-}
-
-pub(crate) async fn written_tables(conn: &mut PgConnection) -> sqlx::Result<Vec<String>> {
-    sqlx::query_scalar("SELECT DISTINCT name FROM testdb_baseline.written ORDER BY name")
-        .fetch_all(&mut *conn)
-        .await
-}
-
-pub(crate) async fn restore(
-    conn: &mut PgConnection,
-    tables: &[String],
-    sequences: bool,
-) -> sqlx::Result<()> {
-    sqlx::query("SELECT testdb_baseline.restore($1, $2)")
-        .bind(tables)
-        .bind(sequences)
-        .execute(&mut *conn)
-        .await
-        .map(drop)
-}
 
 /// The statements that put one table back.
 struct Statements {
@@ -282,5 +169,124 @@ impl Statements {
             changed,
             extra: Some(extra),
         }
+    }
+}
+
+impl WriteTracking for Postgres {
+    async fn track_writes(conn: &mut PgConnection, tables: &[String]) -> sqlx::Result<()> {
+        sqlx::raw_sql(SETUP).execute(&mut *conn).await?;
+        // Generated columns cannot be inserted into; identity columns need OVERRIDING SYSTEM VALUE.
+        let columns = sqlx::query(
+            "SELECT c.relname::text, \
+                    array_agg(a.attname::text ORDER BY a.attnum), \
+                    array_agg(a.attname::text ORDER BY a.attnum) FILTER (WHERE EXISTS ( \
+                        SELECT 1 FROM pg_index i \
+                        WHERE i.indrelid = c.oid AND i.indisprimary AND a.attnum = ANY (i.indkey))) \
+             FROM pg_class c \
+             JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped \
+             WHERE c.relnamespace = current_schema()::regnamespace AND c.relname = ANY ($1) \
+               AND a.attgenerated = '' \
+             GROUP BY c.relname",
+        )
+        .bind(tables)
+        .fetch_all(&mut *conn)
+        .await?;
+        // The triggers the user's tables already have: the recording trigger takes another name
+        // than a user's.
+        let triggers: Vec<(String, Vec<String>)> = sqlx::query_as(
+            "SELECT c.relname::text, array_agg(t.tgname::text) FROM pg_trigger t \
+             JOIN pg_class c ON c.oid = t.tgrelid \
+             WHERE c.relnamespace = current_schema()::regnamespace AND c.relname = ANY ($1) \
+             GROUP BY c.relname",
+        )
+        .bind(tables)
+        .fetch_all(&mut *conn)
+        .await?;
+        let mut script = String::new();
+        for (index, row) in columns.iter().enumerate() {
+            let (table, columns, key): (String, Vec<String>, Option<Vec<String>>) =
+                (row.get(0), row.get(1), row.get(2));
+            let copy = format!("copy_{}", index + 1);
+            let statements = Statements::new(
+                &table,
+                &format!("testdb_baseline.{}", ident(&copy)),
+                &columns,
+                key.as_deref().unwrap_or_default(),
+            );
+            let taken = triggers
+                .iter()
+                .find(|(name, _)| *name == table)
+                .map_or(&[][..], |(_, names)| names.as_slice());
+            let mut trigger = "testdb_written".to_string();
+            let mut n = 1;
+            while taken.contains(&trigger) {
+                n += 1;
+                trigger = format!("testdb_written_{n}");
+            }
+            let optional =
+                |statement: Option<String>| statement.map_or("NULL".into(), |s| literal(&s));
+            script.push_str(&format!(
+                "CREATE TABLE testdb_baseline.{c} AS TABLE {t};\n\
+                 INSERT INTO testdb_baseline.tables VALUES ({name}, {copy}, {refill}, {missing}, \
+                 {changed}, {extra});\n\
+                 CREATE TRIGGER {trigger} AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON {t} \
+                 FOR EACH STATEMENT EXECUTE FUNCTION testdb_baseline.written({name});\n",
+                c = ident(&copy),
+                t = ident(&table),
+                name = literal(&table),
+                copy = literal(&copy),
+                trigger = ident(&trigger),
+                refill = literal(&statements.refill),
+                missing = optional(statements.missing),
+                changed = optional(statements.changed),
+                extra = optional(statements.extra),
+            ));
+        }
+        sqlx::raw_sql(sqlx::AssertSqlSafe(script))
+            .execute(&mut *conn)
+            .await?;
+        // Each owned sequence (serial, identity), with its value now.
+        let sequences = sqlx::query(
+            "SELECT c.relname::text, s.oid::regclass::text FROM pg_class s \
+             JOIN pg_depend d ON d.objid = s.oid AND d.classid = 'pg_class'::regclass \
+                  AND d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i') \
+             JOIN pg_class c ON c.oid = d.refobjid \
+             WHERE s.relkind = 'S' AND c.relname = ANY ($1) \
+               AND c.relnamespace = current_schema()::regnamespace",
+        )
+        .bind(tables)
+        .fetch_all(&mut *conn)
+        .await?;
+        for row in &sequences {
+            let (table, sequence): (String, String) = (row.get(0), row.get(1));
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "INSERT INTO testdb_baseline.sequences \
+                 SELECT {}, {}, last_value, is_called FROM {sequence}",
+                literal(&table),
+                literal(&sequence),
+            )))
+            .execute(&mut *conn)
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn written_tables(conn: &mut PgConnection) -> sqlx::Result<Vec<String>> {
+        sqlx::query_scalar("SELECT DISTINCT name FROM testdb_baseline.written ORDER BY name")
+            .fetch_all(&mut *conn)
+            .await
+    }
+
+    async fn restore(
+        conn: &mut PgConnection,
+        tables: &[String],
+        sequences: bool,
+    ) -> sqlx::Result<()> {
+        sqlx::query("SELECT testdb_baseline.restore($1, $2)")
+            .bind(tables)
+            .bind(sequences)
+            .execute(&mut *conn)
+            .await
+            .map(drop)
     }
 }

@@ -1,9 +1,11 @@
-//! PostgreSQL's side of a test's isolation: the test savepoint, and the server processes of the
-//! connections a test uses, ended or cancelled when it ends.
+//! PostgreSQL's side of a test's boundaries: the test savepoint, and the session put back after
+//! each test.
 
-use sqlx::postgres::{PgConnectOptions, PgConnection, PgDatabaseError, PgRow};
-use sqlx::{Connection, Row};
-use testdb::backend::{Attribution, Fence, Rewind, TEST_SAVEPOINT};
+use sqlx::Row;
+use sqlx::postgres::{PgConnection, PgDatabaseError, PgRow};
+use testdb::backend::{IsolationHooks, Rewind, TEST_SAVEPOINT};
+
+use crate::Postgres;
 
 use crate::budget;
 use crate::sql::{ident, literal};
@@ -33,85 +35,6 @@ pub struct Baseline {
     sequences: Option<String>,
 }
 
-pub(crate) async fn baseline(conn: &mut PgConnection) -> sqlx::Result<Baseline> {
-    let sequences: Vec<(String, i64, bool)> = sqlx::query_as(
-        "SELECT format('%I.%I', schemaname, sequencename), \
-                coalesce(last_value, start_value), last_value IS NOT NULL \
-         FROM pg_sequences \
-         WHERE schemaname NOT IN ('pg_catalog', 'information_schema', 'testdb_baseline') \
-         ORDER BY 1",
-    )
-    .fetch_all(&mut *conn)
-    .await?;
-    if sequences.is_empty() {
-        return Ok(Baseline { sequences: None });
-    }
-    let values: Vec<String> = sequences
-        .iter()
-        .map(|(name, value, called)| {
-            format!("({}::regclass, {value}::bigint, {called})", literal(name))
-        })
-        .collect();
-    // Only those that moved: `setval` writes, and most tests move none.
-    Ok(Baseline {
-        sequences: Some(format!(
-            ", (SELECT count(setval(s.seq, s.value, s.called)) \
-                FROM (VALUES {}) AS s (seq, value, called) \
-                WHERE pg_sequence_last_value(s.seq) \
-                      IS DISTINCT FROM CASE WHEN s.called THEN s.value END)",
-            values.join(", ")
-        )),
-    })
-}
-
-pub(crate) async fn checkpoint(conn: &mut PgConnection) -> sqlx::Result<Result<(), String>> {
-    // `SAVEPOINT`, deferred-constraint check and rollback in one round trip; the rollback
-    // restores the constraints' deferral mode along with everything else.
-    let sql = format!("SAVEPOINT {TEST_SAVEPOINT}; {CHECK}{}", rewind_sql());
-    match sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-        .execute(&mut *conn)
-        .await
-    {
-        Ok(_) => Ok(Ok(())),
-        Err(err) if is_constraint_violation(&err) => Ok(Err(describe(&err))),
-        Err(err) => Err(err),
-    }
-}
-
-pub(crate) async fn rewind(
-    conn: &mut PgConnection,
-    check: bool,
-    baseline: &Baseline,
-    sequences: bool,
-) -> sqlx::Result<Rewind> {
-    let reset = session_reset(baseline, sequences);
-    let sql = format!("{}{}{reset}", if check { CHECK } else { "" }, rewind_sql());
-    let err = match sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-        .fetch_all(&mut *conn)
-        .await
-    {
-        Ok(rows) => {
-            restore_session(conn, &rows).await?;
-            return Ok(Rewind::Clean);
-        }
-        Err(err) => err,
-    };
-    if is_constraint_violation(&err) {
-        // The check failed, so the rollback in the same query did not run.
-        return Ok(match rewind_only(conn, &reset).await? {
-            Rewind::Clean => Rewind::Violated(describe(&err)),
-            other => other,
-        });
-    }
-    match code(&err).as_deref() {
-        // The test left its transaction aborted: no check (the test saw its own error), just
-        // the rollback, which recovers from that.
-        Some("25P02") => rewind_only(conn, &reset).await,
-        Some(_) if is_escape(&err) => Ok(Rewind::Escaped(describe(&err))),
-        _ => Err(err),
-    }
-}
-
 fn session_reset(baseline: &Baseline, sequences: bool) -> String {
     let sequences = baseline
         .sequences
@@ -134,20 +57,6 @@ async fn rewind_only(conn: &mut PgConnection, reset: &str) -> sqlx::Result<Rewin
         Err(err) if is_escape(&err) => Ok(Rewind::Escaped(describe(&err))),
         Err(err) => Err(err),
     }
-}
-
-pub(crate) async fn reset_session(conn: &mut PgConnection) -> sqlx::Result<()> {
-    // The slot first, while the session's note of it is there: `RESET ALL` clears the note,
-    // written again after it.
-    let sql = format!(
-        "{}; {COMMITTED_SESSION}{}",
-        budget::rewind_statement(PREPARED),
-        budget::renote()
-    );
-    let rows = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-        .fetch_all(&mut *conn)
-        .await?;
-    restore_session(conn, &rows).await
 }
 
 /// After a session reset (`rows`): takes the connection's slot in the budget again if the reset
@@ -182,7 +91,7 @@ async fn deallocate_prepared(conn: &mut PgConnection, rows: &[PgRow]) -> sqlx::R
         .map(drop)
 }
 
-fn code(err: &sqlx::Error) -> Option<String> {
+pub(crate) fn code(err: &sqlx::Error) -> Option<String> {
     err.as_database_error()
         .and_then(|db| db.code().map(|code| code.into_owned()))
 }
@@ -212,154 +121,99 @@ fn describe(err: &sqlx::Error) -> String {
     text
 }
 
-/// The server process of a connection: what ends or cancels it from elsewhere.
-pub(crate) async fn backend_pid(conn: &mut PgConnection) -> sqlx::Result<i32> {
-    sqlx::query_scalar("SELECT pg_backend_pid()")
-        .fetch_one(&mut *conn)
-        .await
-}
+impl IsolationHooks for Postgres {
+    type Baseline = Baseline;
 
-/// A connection the pool hands out joins its test's fence: its server process is recorded, and
-/// marked with the fence's tag (`application_name`), which ends it with the test while it is still
-/// the test's. A connection that belongs to no test loses any tag it had. One round trip, which
-/// also proves the connection alive.
-pub(crate) async fn join(conn: &mut PgConnection, attribution: &Attribution) -> sqlx::Result<bool> {
-    let tag = attribution.fence().map_or("", |fence| fence.tag());
-    let pid: i32 = sqlx::query_scalar(
-        "SELECT pg_backend_pid() FROM set_config('application_name', $1, false)",
-    )
-    .bind(tag)
-    .fetch_one(&mut *conn)
-    .await?;
-    attribution.record(i64::from(pid));
-    Ok(true)
-}
+    async fn baseline(conn: &mut PgConnection) -> sqlx::Result<Baseline> {
+        let sequences: Vec<(String, i64, bool)> = sqlx::query_as(
+            "SELECT format('%I.%I', schemaname, sequencename), \
+                    coalesce(last_value, start_value), last_value IS NOT NULL \
+             FROM pg_sequences \
+             WHERE schemaname NOT IN ('pg_catalog', 'information_schema', 'testdb_baseline') \
+             ORDER BY 1",
+        )
+        .fetch_all(&mut *conn)
+        .await?;
+        if sequences.is_empty() {
+            return Ok(Baseline { sequences: None });
+        }
+        let values: Vec<String> = sequences
+            .iter()
+            .map(|(name, value, called)| {
+                format!("({}::regclass, {value}::bigint, {called})", literal(name))
+            })
+            .collect();
+        // Only those that moved: `setval` writes, and most tests move none.
+        Ok(Baseline {
+            sequences: Some(format!(
+                ", (SELECT count(setval(s.seq, s.value, s.called)) \
+                    FROM (VALUES {}) AS s (seq, value, called) \
+                    WHERE pg_sequence_last_value(s.seq) \
+                          IS DISTINCT FROM CASE WHEN s.called THEN s.value END)",
+                values.join(", ")
+            )),
+        })
+    }
 
-/// Ends the sessions `$1` of this database that still carry the test's tag `$2` and are running a
-/// statement or inside a transaction (`all`: every one of them), other than the caller's; waits
-/// for them to be gone where the server can (PostgreSQL 14 and later), so that none of them
-/// commits after this.
-fn end_sessions(conn: &PgConnection, all: bool) -> &'static str {
-    match (conn.server_version_num().unwrap_or(0) >= 140_000, all) {
-        (true, true) => {
-            "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity \
-             WHERE pid = ANY ($1) AND application_name = $2 AND pid <> pg_backend_pid() \
-               AND datname = current_database()"
-        }
-        (true, false) => {
-            "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity \
-             WHERE pid = ANY ($1) AND application_name = $2 AND pid <> pg_backend_pid() \
-               AND datname = current_database() AND state IS DISTINCT FROM 'idle'"
-        }
-        (false, true) => {
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-             WHERE pid = ANY ($1) AND application_name = $2 AND pid <> pg_backend_pid() \
-               AND datname = current_database()"
-        }
-        (false, false) => {
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-             WHERE pid = ANY ($1) AND application_name = $2 AND pid <> pg_backend_pid() \
-               AND datname = current_database() AND state IS DISTINCT FROM 'idle'"
+    async fn checkpoint(conn: &mut PgConnection) -> sqlx::Result<Result<(), String>> {
+        // `SAVEPOINT`, deferred-constraint check and rollback in one round trip; the rollback
+        // restores the constraints' deferral mode along with everything else.
+        let sql = format!("SAVEPOINT {TEST_SAVEPOINT}; {CHECK}{}", rewind_sql());
+        match sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(&mut *conn)
+            .await
+        {
+            Ok(_) => Ok(Ok(())),
+            Err(err) if is_constraint_violation(&err) => Ok(Err(describe(&err))),
+            Err(err) => Err(err),
         }
     }
-}
 
-fn pids(sessions: Vec<i64>) -> Vec<i32> {
-    sessions
-        .into_iter()
-        .filter_map(|pid| i32::try_from(pid).ok())
-        .collect()
-}
-
-/// After a test that returned: the connections it took that still run something are ended, from
-/// its own connection, or from a new one if the test left its transaction aborted.
-pub(crate) async fn end_taken(
-    conn: &mut PgConnection,
-    options: &PgConnectOptions,
-    fence: &Fence,
-) -> Result<(), testdb::Error> {
-    let taken = pids(fence.taken());
-    match sqlx::query(end_sessions(conn, false))
-        .bind(&taken)
-        .bind(fence.tag())
-        .execute(&mut *conn)
-        .await
-    {
-        Ok(_) => Ok(()),
-        Err(err) if code(&err).as_deref() == Some("25P02") => {
-            let mut other = connect(options).await?;
-            let ended = sqlx::query(end_sessions(&other, false))
-                .bind(&taken)
-                .bind(fence.tag())
-                .execute(&mut other)
-                .await;
-            let _ = other.close().await;
-            ended.map(drop).map_err(|source| failed(options, source))
+    async fn rewind(
+        conn: &mut PgConnection,
+        check: bool,
+        baseline: &Baseline,
+        sequences: bool,
+    ) -> sqlx::Result<Rewind> {
+        let reset = session_reset(baseline, sequences);
+        let sql = format!("{}{}{reset}", if check { CHECK } else { "" }, rewind_sql());
+        let err = match sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .fetch_all(&mut *conn)
+            .await
+        {
+            Ok(rows) => {
+                restore_session(conn, &rows).await?;
+                return Ok(Rewind::Clean);
+            }
+            Err(err) => err,
+        };
+        if is_constraint_violation(&err) {
+            // The check failed, so the rollback in the same query did not run.
+            return Ok(match rewind_only(conn, &reset).await? {
+                Rewind::Clean => Rewind::Violated(describe(&err)),
+                other => other,
+            });
         }
-        Err(source) => Err(failed(options, source)),
-    }
-}
-
-/// After a test that did not return, from a new connection: every session it took is ended, and
-/// the statement its own connection still runs is cancelled (the connection itself is kept: the
-/// rollback that follows ends its transaction), or, with `end_own`, that connection ended too.
-pub(crate) async fn interrupt(
-    options: &PgConnectOptions,
-    fence: &Fence,
-    end_own: bool,
-) -> Result<(), testdb::Error> {
-    let mut other = connect(options).await?;
-    let taken = pids(fence.taken());
-    let own = fence.own().and_then(|pid| i32::try_from(pid).ok());
-    let ended = async {
-        if !taken.is_empty() {
-            sqlx::query(end_sessions(&other, true))
-                .bind(&taken)
-                .bind(fence.tag())
-                .execute(&mut other)
-                .await?;
+        match code(&err).as_deref() {
+            // The test left its transaction aborted: no check (the test saw its own error), just
+            // the rollback, which recovers from that.
+            Some("25P02") => rewind_only(conn, &reset).await,
+            Some(_) if is_escape(&err) => Ok(Rewind::Escaped(describe(&err))),
+            _ => Err(err),
         }
-        if let Some(own) = own {
-            // An idle session ignores a cancel: only a statement running, or about to, gets it.
-            let stop = if end_own {
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-                 WHERE pid = $1 AND datname = current_database()"
-            } else {
-                "SELECT pg_cancel_backend(pid) FROM pg_stat_activity \
-                 WHERE pid = $1 AND datname = current_database()"
-            };
-            sqlx::query(stop).bind(own).execute(&mut other).await?;
-        }
-        Ok::<_, sqlx::Error>(())
     }
-    .await;
-    let _ = other.close().await;
-    ended.map_err(|source| failed(options, source))
-}
 
-/// After `interrupt`, on the test's own connection: reads what the server said to the statement
-/// the test left behind (its error, once cancelled), so that testdb's next statement gets its own
-/// answer.
-pub(crate) async fn settle(conn: &mut PgConnection) -> sqlx::Result<()> {
-    match conn.ping().await {
-        Ok(()) => Ok(()),
-        // That statement's error: the next round trip is ours.
-        Err(sqlx::Error::Database(_)) => conn.ping().await,
-        Err(err) => Err(err),
-    }
-}
-
-async fn connect(options: &PgConnectOptions) -> Result<PgConnection, testdb::Error> {
-    PgConnection::connect_with(options)
-        .await
-        .map_err(|source| failed(options, source))
-}
-
-fn failed(options: &PgConnectOptions, source: sqlx::Error) -> testdb::Error {
-    testdb::Error::Database {
-        backend: crate::server::NAME,
-        database: options.get_database().unwrap_or_default().to_owned(),
-        step: "stop what the test left running".into(),
-        source,
+    async fn reset_session(conn: &mut PgConnection, _: &Baseline) -> sqlx::Result<()> {
+        // The slot first, while the session's note of it is there: `RESET ALL` clears the note,
+        // written again after it.
+        let sql = format!(
+            "{}; {COMMITTED_SESSION}{}",
+            budget::rewind_statement(PREPARED),
+            budget::renote()
+        );
+        let rows = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .fetch_all(&mut *conn)
+            .await?;
+        restore_session(conn, &rows).await
     }
 }

@@ -32,12 +32,13 @@
 )]
 
 mod attribute;
-mod backend;
 mod budget;
 mod committed;
 mod copies;
 mod database;
+mod databases;
 mod dialect;
+mod fencing;
 mod fixtures;
 mod isolation;
 mod maintenance;

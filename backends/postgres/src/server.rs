@@ -4,6 +4,7 @@ use std::time::{Duration, Instant};
 
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 use sqlx::{ConnectOptions, Connection};
+use testdb::backend::Driver;
 use testdb::{Error, Result};
 use url::Url;
 
@@ -212,7 +213,7 @@ impl Postgres {
                  create test databases, so name one that exists, e.g. postgres",
                 self.options.get_database().unwrap_or("the default")
             ),
-            _ => match budget::hint(&self.options, &source) {
+            _ => match <Postgres as Driver>::refused(&self.options, &source) {
                 Some(hint) => hint,
                 None => "is the server running and listening at that address? Start it, or set \
                          TESTDB_POSTGRES_URL to the URL of one that is"

@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sqlx::Row;
 use sqlx::postgres::PgConnection;
-use testdb::backend::OwnedDatabase;
+use testdb::backend::{OwnedDatabase, Templates};
 use testdb::{Error, Result};
 
 use crate::Postgres;
@@ -35,7 +35,7 @@ pub struct TemplateLock {
     _held: owner::KeeperLock,
 }
 
-pub(crate) async fn lock(server: &Postgres, name: &str, shared: bool) -> Result<TemplateLock> {
+async fn lock(server: &Postgres, name: &str, shared: bool) -> Result<TemplateLock> {
     let keeper = owner::owner(server).await?;
     let held = keeper
         .lock(owner::Named {
@@ -45,18 +45,6 @@ pub(crate) async fn lock(server: &Postgres, name: &str, shared: bool) -> Result<
         })
         .await?;
     Ok(TemplateLock { _held: held })
-}
-
-pub(crate) async fn find(server: &Postgres, name: &str) -> Result<Option<String>> {
-    let name = name.to_owned();
-    maintenance::run(server, move |conn| {
-        Box::pin(async move {
-            find_on(conn, &name)
-                .await
-                .map_err(|source| failed(&name, "look the template up", source))
-        })
-    })
-    .await
 }
 
 /// The template's setup value if it is complete; its last use is stamped if the stamp is older
@@ -115,23 +103,6 @@ async fn stamp(conn: &mut PgConnection, name: &str) -> sqlx::Result<()> {
     .map(drop)
 }
 
-pub(crate) async fn promote(
-    server: &Postgres,
-    database: PostgresDatabase,
-    name: &str,
-    data: &str,
-) -> Result<()> {
-    let mut conn = server.connect_maintenance().await?;
-    let result = promote_on(&mut conn, database.name(), name, data).await;
-    if result.is_err() {
-        let _ = owner::drop_database(&mut conn, database.name()).await;
-    }
-    server::close(conn).await;
-    // Renamed, so no longer the owned database's name: nothing left for it to remove.
-    drop(database);
-    result.map_err(|source| failed(name, "make the template", source))
-}
-
 async fn promote_on(
     conn: &mut PgConnection,
     built: &str,
@@ -170,17 +141,6 @@ async fn promote_on(
             .await?;
     }
     stamp(conn, name).await
-}
-
-pub(crate) async fn clone(server: &Postgres, name: &str) -> Result<PostgresDatabase> {
-    server.create_database(Some(name)).await
-}
-
-pub(crate) async fn remove(server: &Postgres, prefix: &str, keep: &str) -> Result<usize> {
-    let mut conn = server.connect_maintenance().await?;
-    let result = remove_on(&mut conn, prefix, keep).await;
-    server::close(conn).await;
-    result.map_err(|source| failed(prefix, "remove old templates", source))
 }
 
 async fn remove_on(conn: &mut PgConnection, prefix: &str, keep: &str) -> sqlx::Result<usize> {
@@ -227,22 +187,6 @@ async fn remove_on(conn: &mut PgConnection, prefix: &str, keep: &str) -> sqlx::R
             .await?;
     }
     Ok(removed)
-}
-
-pub(crate) async fn remove_unused(
-    server: &Postgres,
-    unused_for: Duration,
-    keep_at_most: usize,
-) -> Result<usize> {
-    let url = server.redacted_url().to_owned();
-    maintenance::run(server, move |conn| {
-        Box::pin(async move {
-            remove_unused_on(conn, unused_for, keep_at_most)
-                .await
-                .map_err(|source| failed(&url, "remove unused templates", source))
-        })
-    })
-    .await
 }
 
 async fn remove_unused_on(
@@ -337,5 +281,83 @@ fn failed(name: &str, step: &str, source: sqlx::Error) -> Error {
         database: name.to_owned(),
         step: step.into(),
         source,
+    }
+}
+
+impl Templates for Postgres {
+    type TemplateLock = TemplateLock;
+
+    async fn lock_template(&self, name: &str) -> Result<TemplateLock> {
+        lock(self, name, false).await
+    }
+
+    async fn share_template(&self, name: &str) -> Result<TemplateLock> {
+        lock(self, name, true).await
+    }
+
+    async fn find_template(&self, name: &str) -> Result<Option<String>> {
+        let name = name.to_owned();
+        maintenance::run(self, move |conn| {
+            Box::pin(async move {
+                find_on(conn, &name)
+                    .await
+                    .map_err(|source| failed(&name, "look the template up", source))
+            })
+        })
+        .await
+    }
+
+    async fn promote(&self, database: PostgresDatabase, name: &str, data: &str) -> Result<()> {
+        let mut conn = self.connect_maintenance().await?;
+        let result = promote_on(&mut conn, database.name(), name, data).await;
+        if result.is_err() {
+            let _ = owner::drop_database(&mut conn, database.name()).await;
+        }
+        server::close(conn).await;
+        // Renamed, so no longer the owned database's name: nothing left for it to remove.
+        drop(database);
+        result.map_err(|source| failed(name, "make the template", source))
+    }
+
+    async fn clone_template(&self, name: &str) -> Result<PostgresDatabase> {
+        self.create_database(Some(name)).await
+    }
+
+    async fn remove_templates(&self, prefix: &str, keep: &str) -> Result<usize> {
+        let mut conn = self.connect_maintenance().await?;
+        let result = remove_on(&mut conn, prefix, keep).await;
+        server::close(conn).await;
+        result.map_err(|source| failed(prefix, "remove old templates", source))
+    }
+
+    async fn remove_unused_templates(
+        &self,
+        unused_for: Duration,
+        keep_at_most: usize,
+    ) -> Result<usize> {
+        let url = self.redacted_url().to_owned();
+        maintenance::run(self, move |conn| {
+            Box::pin(async move {
+                remove_unused_on(conn, unused_for, keep_at_most)
+                    .await
+                    .map_err(|source| failed(&url, "remove unused templates", source))
+            })
+        })
+        .await
+    }
+
+    async fn lease_copy(&self, name: &str) -> Result<PostgresDatabase> {
+        let (copy, lease) = copies::lease(self, name).await?;
+        Ok(PostgresDatabase {
+            url: self.url_of(&copy),
+            options: self.options_of(&copy),
+            server: self.clone(),
+            name: copy,
+            lease: Some(lease),
+        })
+    }
+
+    async fn keep_spare(&self, name: &str, spare: usize) -> Result<()> {
+        copies::keep_spare(self, name, spare).await
     }
 }

@@ -17,7 +17,9 @@ use std::collections::HashSet;
 use sqlx::sqlite::SqliteConnection;
 use sqlx::{AssertSqlSafe, Executor};
 
-use testdb::backend::{quote_identifier as ident, quote_literal as literal};
+use testdb::backend::{WriteTracking, quote_identifier as ident, quote_literal as literal};
+
+use crate::Sqlite;
 
 /// What every definition of testdb's own tables starts with, after the name.
 pub(crate) const MARK: &str = "/* testdb bookkeeping";
@@ -89,66 +91,6 @@ impl Names {
     }
 }
 
-pub(crate) async fn track_writes(
-    conn: &mut SqliteConnection,
-    tables: &[String],
-) -> sqlx::Result<()> {
-    let mut names = Names::read(conn).await?;
-    let registry = names.relation(REGISTRY);
-    let mut script = format!(
-        "CREATE TABLE {registry} ({REGISTRY_MARK} kind TEXT NOT NULL, name TEXT NOT NULL, \
-         statement TEXT, PRIMARY KEY (kind, name)) WITHOUT ROWID;\n"
-    );
-    for table in tables {
-        // Generated columns cannot be inserted into: name the others.
-        let columns: Vec<String> =
-            sqlx::query_scalar("SELECT name FROM pragma_table_xinfo(?) WHERE hidden = 0")
-                .bind(table)
-                .fetch_all(&mut *conn)
-                .await?;
-        let columns: Vec<String> = columns.iter().map(|column| ident(column)).collect();
-        let columns = columns.join(", ");
-        let t = ident(table);
-        let name = literal(table);
-        let copy = names.relation(&format!("testdb_baseline_{table}"));
-        // Columns without a type: the copy keeps every value exactly as the table holds it.
-        script.push_str(&format!(
-            "CREATE TABLE {copy} ({COPY_MARK} {columns});\n\
-             INSERT INTO {copy} SELECT {columns} FROM {t};\n"
-        ));
-        let refill = format!("INSERT INTO {t} ({columns}) SELECT {columns} FROM {copy}");
-        script.push_str(&format!(
-            "INSERT INTO {registry} VALUES ({REFILL}, {name}, {});\n",
-            literal(&refill)
-        ));
-        for event in ["INSERT", "UPDATE", "DELETE"] {
-            // Not `INSERT OR IGNORE`: a user's `INSERT OR ABORT` would impose its conflict clause
-            // on the trigger's statement, and fail at the second write. As fast, in a `WHEN`.
-            script.push_str(&format!(
-                "CREATE TRIGGER {trigger} AFTER {event} ON {t} \
-                 WHEN NOT EXISTS (SELECT 1 FROM {registry} WHERE kind = {WRITTEN} AND name = {name}) \
-                 BEGIN {MARK} */ INSERT INTO {registry} (kind, name) VALUES ({WRITTEN}, {name}); END;\n",
-                trigger = names.trigger(&format!("testdb_written_{event}_{table}")),
-            ));
-        }
-    }
-    let has_sequences: bool = sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE name = 'sqlite_sequence')",
-    )
-    .fetch_one(&mut *conn)
-    .await?;
-    if has_sequences {
-        let copy = names.relation("testdb_baseline_sqlite_sequence");
-        script.push_str(&format!(
-            "CREATE TABLE {copy} ({COPY_MARK} name, seq);\n\
-             INSERT INTO {copy} SELECT name, seq FROM sqlite_sequence;\n\
-             INSERT INTO {registry} VALUES ({SEQUENCES}, '', {});\n",
-            literal(&copy)
-        ));
-    }
-    conn.execute(AssertSqlSafe(script)).await.map(drop)
-}
-
 /// Runs `query`, built for a registry (its quoted name, and its name as a literal), returning at
 /// least one row if that table is testdb's registry and none otherwise: first at the registry's
 /// usual name, which saves looking it up, then, if it is not there, at the one it was given.
@@ -206,64 +148,124 @@ fn registry_rows(registry: &str, quoted: &str, alias: &str, on: &str) -> String 
     )
 }
 
-pub(crate) async fn written_tables(conn: &mut SqliteConnection) -> sqlx::Result<Vec<String>> {
-    // One row per written table, or one NULL.
-    let (_, rows): (_, Vec<(Option<String>,)>) = from_registry(conn, |quoted, registry| {
-        format!(
-            "SELECT w.name {} ORDER BY w.name",
-            registry_rows(registry, quoted, "w", &format!("w.kind = {WRITTEN}"))
-        )
-    })
-    .await?;
-    Ok(rows.into_iter().filter_map(|(name,)| name).collect())
-}
-
-pub(crate) async fn restore(
-    conn: &mut SqliteConnection,
-    tables: &[String],
-    sequences: bool,
-) -> sqlx::Result<()> {
-    if tables.is_empty() {
-        // Nothing written; and SQLite's counters only move with committed inserts.
-        return Ok(());
-    }
-    let names: Vec<String> = tables.iter().map(|table| literal(table)).collect();
-    let names = names.join(", ");
-    let (registry, rows): (_, Vec<RegistryRow>) = from_registry(conn, |quoted, registry| {
-        let on = format!("(r.kind = {REFILL} AND r.name IN ({names})) OR r.kind = {SEQUENCES}");
-        format!(
-            "SELECT r.kind, r.name, r.statement {}",
-            registry_rows(registry, quoted, "r", &on)
-        )
-    })
-    .await?;
-    let statement = |wanted: &str, table: Option<&str>| {
-        rows.iter().find_map(|(kind, name, statement)| {
-            let matches = kind.as_deref() == Some(wanted)
-                && table.is_none_or(|table| name.as_deref() == Some(table));
-            matches.then_some(statement.as_deref()).flatten()
-        })
-    };
-    // Checked at commit, once every table is back (tables that reference each other).
-    let mut script = String::from("PRAGMA defer_foreign_keys = ON;\n");
-    for table in tables {
-        script.push_str(&format!("DELETE FROM {};\n", ident(table)));
-    }
-    for table in tables.iter().rev() {
-        if let Some(refill) = statement("refill", Some(table)) {
-            script.push_str(refill);
-            script.push_str(";\n");
+impl WriteTracking for Sqlite {
+    async fn track_writes(conn: &mut SqliteConnection, tables: &[String]) -> sqlx::Result<()> {
+        let mut names = Names::read(conn).await?;
+        let registry = names.relation(REGISTRY);
+        let mut script = format!(
+            "CREATE TABLE {registry} ({REGISTRY_MARK} kind TEXT NOT NULL, name TEXT NOT NULL, \
+             statement TEXT, PRIMARY KEY (kind, name)) WITHOUT ROWID;\n"
+        );
+        for table in tables {
+            // Generated columns cannot be inserted into: name the others.
+            let columns: Vec<String> =
+                sqlx::query_scalar("SELECT name FROM pragma_table_xinfo(?) WHERE hidden = 0")
+                    .bind(table)
+                    .fetch_all(&mut *conn)
+                    .await?;
+            let columns: Vec<String> = columns.iter().map(|column| ident(column)).collect();
+            let columns = columns.join(", ");
+            let t = ident(table);
+            let name = literal(table);
+            let copy = names.relation(&format!("testdb_baseline_{table}"));
+            // Columns without a type: the copy keeps every value exactly as the table holds it.
+            script.push_str(&format!(
+                "CREATE TABLE {copy} ({COPY_MARK} {columns});\n\
+                 INSERT INTO {copy} SELECT {columns} FROM {t};\n"
+            ));
+            let refill = format!("INSERT INTO {t} ({columns}) SELECT {columns} FROM {copy}");
+            script.push_str(&format!(
+                "INSERT INTO {registry} VALUES ({REFILL}, {name}, {});\n",
+                literal(&refill)
+            ));
+            for event in ["INSERT", "UPDATE", "DELETE"] {
+                // Not `INSERT OR IGNORE`: a user's `INSERT OR ABORT` would impose its conflict
+                // clause on the trigger's statement, and fail at the second write. As fast, in a
+                // `WHEN`.
+                script.push_str(&format!(
+                    "CREATE TRIGGER {trigger} AFTER {event} ON {t} \
+                     WHEN NOT EXISTS (SELECT 1 FROM {registry} WHERE kind = {WRITTEN} AND name = {name}) \
+                     BEGIN {MARK} */ INSERT INTO {registry} (kind, name) VALUES ({WRITTEN}, {name}); END;\n",
+                    trigger = names.trigger(&format!("testdb_written_{event}_{table}")),
+                ));
+            }
         }
+        let has_sequences: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE name = 'sqlite_sequence')",
+        )
+        .fetch_one(&mut *conn)
+        .await?;
+        if has_sequences {
+            let copy = names.relation("testdb_baseline_sqlite_sequence");
+            script.push_str(&format!(
+                "CREATE TABLE {copy} ({COPY_MARK} name, seq);\n\
+                 INSERT INTO {copy} SELECT name, seq FROM sqlite_sequence;\n\
+                 INSERT INTO {registry} VALUES ({SEQUENCES}, '', {});\n",
+                literal(&copy)
+            ));
+        }
+        conn.execute(AssertSqlSafe(script)).await.map(drop)
     }
-    if sequences && let Some(copy) = statement("sequences", None) {
+
+    async fn written_tables(conn: &mut SqliteConnection) -> sqlx::Result<Vec<String>> {
+        // One row per written table, or one NULL.
+        let (_, rows): (_, Vec<(Option<String>,)>) = from_registry(conn, |quoted, registry| {
+            format!(
+                "SELECT w.name {} ORDER BY w.name",
+                registry_rows(registry, quoted, "w", &format!("w.kind = {WRITTEN}"))
+            )
+        })
+        .await?;
+        Ok(rows.into_iter().filter_map(|(name,)| name).collect())
+    }
+
+    async fn restore(
+        conn: &mut SqliteConnection,
+        tables: &[String],
+        sequences: bool,
+    ) -> sqlx::Result<()> {
+        if tables.is_empty() {
+            // Nothing written; and SQLite's counters only move with committed inserts.
+            return Ok(());
+        }
+        let names: Vec<String> = tables.iter().map(|table| literal(table)).collect();
+        let names = names.join(", ");
+        let (registry, rows): (_, Vec<RegistryRow>) = from_registry(conn, |quoted, registry| {
+            let on = format!("(r.kind = {REFILL} AND r.name IN ({names})) OR r.kind = {SEQUENCES}");
+            format!(
+                "SELECT r.kind, r.name, r.statement {}",
+                registry_rows(registry, quoted, "r", &on)
+            )
+        })
+        .await?;
+        let statement = |wanted: &str, table: Option<&str>| {
+            rows.iter().find_map(|(kind, name, statement)| {
+                let matches = kind.as_deref() == Some(wanted)
+                    && table.is_none_or(|table| name.as_deref() == Some(table));
+                matches.then_some(statement.as_deref()).flatten()
+            })
+        };
+        // Checked at commit, once every table is back (tables that reference each other).
+        let mut script = String::from("PRAGMA defer_foreign_keys = ON;\n");
+        for table in tables {
+            script.push_str(&format!("DELETE FROM {};\n", ident(table)));
+        }
+        for table in tables.iter().rev() {
+            if let Some(refill) = statement("refill", Some(table)) {
+                script.push_str(refill);
+                script.push_str(";\n");
+            }
+        }
+        if sequences && let Some(copy) = statement("sequences", None) {
+            script.push_str(&format!(
+                "DELETE FROM sqlite_sequence WHERE name IN ({names});\n\
+                 INSERT INTO sqlite_sequence (name, seq) \
+                 SELECT name, seq FROM {copy} WHERE name IN ({names});\n"
+            ));
+        }
         script.push_str(&format!(
-            "DELETE FROM sqlite_sequence WHERE name IN ({names});\n\
-             INSERT INTO sqlite_sequence (name, seq) \
-             SELECT name, seq FROM {copy} WHERE name IN ({names});\n"
+            "DELETE FROM {registry} WHERE kind = {WRITTEN} AND name IN ({names});\n"
         ));
+        conn.execute(AssertSqlSafe(script)).await.map(drop)
     }
-    script.push_str(&format!(
-        "DELETE FROM {registry} WHERE kind = {WRITTEN} AND name IN ({names});\n"
-    ));
-    conn.execute(AssertSqlSafe(script)).await.map(drop)
 }

@@ -1,12 +1,13 @@
-//! SQLite's side of a test's isolation: the test savepoint, and the hooks that keep what a test
-//! started on a connection from committing (or running on) once the test has ended.
+//! SQLite's side of a test's boundaries: the test savepoint, and the session put back after each
+//! test.
 
 use std::ffi::{CStr, CString, c_char, c_int, c_void};
-use std::sync::{Arc, Mutex};
 
 use sqlx::sqlite::SqliteConnection;
 use sqlx::{AssertSqlSafe, Executor, Row};
-use testdb::backend::{Attribution, Fence, Rewind, TEST_SAVEPOINT, quote_identifier as ident};
+use testdb::backend::{IsolationHooks, Rewind, TEST_SAVEPOINT, quote_identifier as ident};
+
+use crate::Sqlite;
 
 /// The connection-level settings a test may change that no rollback undoes, put back after each
 /// test: those testdb never sets as SQLite has them by default, the others as the connection had
@@ -23,75 +24,6 @@ pub struct Baseline {
     /// `foreign_keys`, `busy_timeout`, `cache_size` and `temp_store`; `foreign_keys` is a no-op
     /// inside a transaction, where a test cannot change it either).
     settings: String,
-}
-
-pub(crate) async fn baseline(conn: &mut SqliteConnection) -> sqlx::Result<Baseline> {
-    let (foreign_keys, busy_timeout, cache_size, temp_store): (bool, i64, i64, i64) =
-        sqlx::query_as(
-            "SELECT (SELECT foreign_keys FROM pragma_foreign_keys), \
-                    (SELECT timeout FROM pragma_busy_timeout), \
-                    (SELECT cache_size FROM pragma_cache_size), \
-                    (SELECT temp_store FROM pragma_temp_store)",
-        )
-        .fetch_one(&mut *conn)
-        .await?;
-    Ok(Baseline {
-        settings: format!(
-            "{SETTINGS}PRAGMA foreign_keys = {}; PRAGMA busy_timeout = {busy_timeout}; \
-             PRAGMA cache_size = {cache_size}; PRAGMA temp_store = {temp_store};",
-            if foreign_keys { "ON" } else { "OFF" }
-        ),
-    })
-}
-
-pub(crate) async fn checkpoint(conn: &mut SqliteConnection) -> sqlx::Result<Result<(), String>> {
-    conn.execute(AssertSqlSafe(format!("SAVEPOINT {TEST_SAVEPOINT}")))
-        .await?;
-    let inspected = inspect(conn, true).await?;
-    if inspected.unresolved == 0 {
-        return Ok(Ok(()));
-    }
-    Ok(Err(describe_violation(conn).await?))
-}
-
-pub(crate) async fn rewind(
-    conn: &mut SqliteConnection,
-    check: bool,
-    baseline: &Baseline,
-) -> sqlx::Result<Rewind> {
-    // One visit to the connection's handle in the common case: SQLite's own count of unresolved
-    // violations and the attached databases are read, and the statements below run, by SQLite
-    // itself, without a trip through the driver's worker for each.
-    let mut handle = conn.lock_handle().await?;
-    let inspected = inspect_on(handle.as_raw_handle().as_ptr(), check)?;
-    let mut violation = None;
-    if inspected.unresolved > 0 {
-        drop(handle);
-        violation = Some(describe_violation(conn).await?);
-        handle = conn.lock_handle().await?;
-    }
-    // The mode a test left is read before it is set back: an exclusive lock is held until the
-    // transaction ends.
-    let mut sql = format!(
-        "ROLLBACK TO SAVEPOINT {TEST_SAVEPOINT}; PRAGMA locking_mode; {}",
-        baseline.settings
-    );
-    for schema in &inspected.attached {
-        sql.push_str(&format!(" DETACH DATABASE {};", ident(schema)));
-    }
-    let mode = match exec(handle.as_raw_handle().as_ptr(), &sql) {
-        Ok(mode) => mode,
-        Err(message) if is_escape_message(&message) => return Ok(Rewind::Escaped(message)),
-        Err(message) => return Err(sqlx::Error::Protocol(message)),
-    };
-    if mode.is_some_and(|mode| mode.eq_ignore_ascii_case("exclusive")) {
-        return Ok(Rewind::Escaped(
-            "the test set PRAGMA locking_mode = EXCLUSIVE, which keeps every other connection \
-             out until the transaction it ran in ends"
-                .into(),
-        ));
-    }
-    Ok(violation.map_or(Rewind::Clean, Rewind::Violated))
 }
 
 /// Runs `sql` (several statements) on `db` with `sqlite3_exec`; returns the first column of the
@@ -147,32 +79,6 @@ fn exec(db: *mut libsqlite3_sys::sqlite3, sql: &str) -> Result<Option<String>, S
         }
     };
     Err(text)
-}
-
-/// Committed isolation's session, out of any transaction: the settings, no databases attached,
-/// and no temporary tables, views or triggers.
-pub(crate) async fn reset_session(
-    conn: &mut SqliteConnection,
-    baseline: &Baseline,
-) -> sqlx::Result<()> {
-    let temporary: Vec<(String, String)> = sqlx::query_as(
-        "SELECT type, name FROM temp.sqlite_master WHERE type IN ('table', 'view', 'trigger') \
-         UNION ALL SELECT 'database', name FROM pragma_database_list \
-         WHERE name NOT IN ('main', 'temp')",
-    )
-    .fetch_all(&mut *conn)
-    .await?;
-    let mut script = baseline.settings.clone();
-    for (kind, name) in &temporary {
-        let statement = match kind.as_str() {
-            "database" => format!(" DETACH DATABASE {};", ident(name)),
-            "view" => format!(" DROP VIEW IF EXISTS temp.{};", ident(name)),
-            "trigger" => format!(" DROP TRIGGER IF EXISTS temp.{};", ident(name)),
-            _ => format!(" DROP TABLE IF EXISTS temp.{};", ident(name)),
-        };
-        script.push_str(&statement);
-    }
-    conn.execute(AssertSqlSafe(script)).await.map(drop)
 }
 
 /// The first row that breaks a foreign key, as a commit would report it: a scan of every table
@@ -266,73 +172,100 @@ fn is_escape_message(message: &str) -> bool {
     message.contains("no such savepoint") || message.contains("no transaction is active")
 }
 
-/// How many virtual-machine instructions SQLite runs between two looks at a test's fence: a
-/// statement of a test that ended stops within microseconds, and the look costs nothing
-/// measurable.
-const FENCE_CHECK_OPS: i32 = 1_000;
+impl IsolationHooks for Sqlite {
+    type Baseline = Baseline;
 
-/// The fence of the test running on a connection that testdb keeps for its tests; its progress
-/// handler interrupts whatever runs there once that fence is closed.
-#[derive(Debug, Default)]
-pub struct Slot(Mutex<Option<Arc<Fence>>>);
-
-impl Slot {
-    fn open(&self) -> bool {
-        self.0
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .as_ref()
-            .is_none_or(|fence| !fence.is_closed())
+    async fn baseline(conn: &mut SqliteConnection) -> sqlx::Result<Baseline> {
+        let (foreign_keys, busy_timeout, cache_size, temp_store): (bool, i64, i64, i64) =
+            sqlx::query_as(
+                "SELECT (SELECT foreign_keys FROM pragma_foreign_keys), \
+                        (SELECT timeout FROM pragma_busy_timeout), \
+                        (SELECT cache_size FROM pragma_cache_size), \
+                        (SELECT temp_store FROM pragma_temp_store)",
+            )
+            .fetch_one(&mut *conn)
+            .await?;
+        Ok(Baseline {
+            settings: format!(
+                "{SETTINGS}PRAGMA foreign_keys = {}; PRAGMA busy_timeout = {busy_timeout}; \
+                 PRAGMA cache_size = {cache_size}; PRAGMA temp_store = {temp_store};",
+                if foreign_keys { "ON" } else { "OFF" }
+            ),
+        })
     }
 
-    pub(crate) fn set(&self, fence: Option<Arc<Fence>>) {
-        *self
-            .0
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = fence;
-    }
-}
-
-pub(crate) async fn watch(conn: &mut SqliteConnection) -> sqlx::Result<Arc<Slot>> {
-    let slot = Arc::new(Slot::default());
-    let watched = slot.clone();
-    conn.lock_handle()
-        .await?
-        .set_progress_handler(FENCE_CHECK_OPS, move || watched.open());
-    Ok(slot)
-}
-
-/// A connection the pool hands out joins its test's fence: once that is closed, its commits turn
-/// into rollbacks and its statements are interrupted.
-pub(crate) async fn join(
-    conn: &mut SqliteConnection,
-    attribution: &Attribution,
-) -> sqlx::Result<bool> {
-    let mut handle = conn.lock_handle().await?;
-    let Some(fence) = attribution.fence().cloned() else {
-        handle.remove_commit_hook();
-        handle.remove_progress_handler();
-        return Ok(true);
-    };
-    let open = move || !fence.is_closed();
-    handle.set_commit_hook(open.clone());
-    handle.set_progress_handler(FENCE_CHECK_OPS, open);
-    Ok(true)
-}
-
-/// Waits until the worker is done with the statement a closed fence interrupted, then takes the
-/// fence off the connection.
-pub(crate) async fn settle(
-    conn: &mut SqliteConnection,
-    slot: Option<&Arc<Slot>>,
-) -> sqlx::Result<()> {
-    let mut handle = conn.lock_handle().await?;
-    match slot {
-        Some(slot) => slot.set(None),
-        None => {
-            handle.remove_commit_hook();
-            handle.remove_progress_handler();
+    async fn checkpoint(conn: &mut SqliteConnection) -> sqlx::Result<Result<(), String>> {
+        conn.execute(AssertSqlSafe(format!("SAVEPOINT {TEST_SAVEPOINT}")))
+            .await?;
+        let inspected = inspect(conn, true).await?;
+        if inspected.unresolved == 0 {
+            return Ok(Ok(()));
         }
+        Ok(Err(describe_violation(conn).await?))
     }
-    Ok(())
+
+    async fn rewind(
+        conn: &mut SqliteConnection,
+        check: bool,
+        baseline: &Baseline,
+        // SQLite's AUTOINCREMENT counters are rows of a table: rolled back with the test.
+        _sequences: bool,
+    ) -> sqlx::Result<Rewind> {
+        // One visit to the connection's handle in the common case: SQLite's own count of unresolved
+        // violations and the attached databases are read, and the statements below run, by SQLite
+        // itself, without a trip through the driver's worker for each.
+        let mut handle = conn.lock_handle().await?;
+        let inspected = inspect_on(handle.as_raw_handle().as_ptr(), check)?;
+        let mut violation = None;
+        if inspected.unresolved > 0 {
+            drop(handle);
+            violation = Some(describe_violation(conn).await?);
+            handle = conn.lock_handle().await?;
+        }
+        // The mode a test left is read before it is set back: an exclusive lock is held until the
+        // transaction ends.
+        let mut sql = format!(
+            "ROLLBACK TO SAVEPOINT {TEST_SAVEPOINT}; PRAGMA locking_mode; {}",
+            baseline.settings
+        );
+        for schema in &inspected.attached {
+            sql.push_str(&format!(" DETACH DATABASE {};", ident(schema)));
+        }
+        let mode = match exec(handle.as_raw_handle().as_ptr(), &sql) {
+            Ok(mode) => mode,
+            Err(message) if is_escape_message(&message) => return Ok(Rewind::Escaped(message)),
+            Err(message) => return Err(sqlx::Error::Protocol(message)),
+        };
+        if mode.is_some_and(|mode| mode.eq_ignore_ascii_case("exclusive")) {
+            return Ok(Rewind::Escaped(
+                "the test set PRAGMA locking_mode = EXCLUSIVE, which keeps every other connection \
+                 out until the transaction it ran in ends"
+                    .into(),
+            ));
+        }
+        Ok(violation.map_or(Rewind::Clean, Rewind::Violated))
+    }
+
+    /// Committed isolation's session, out of any transaction: the settings, no databases attached,
+    /// and no temporary tables, views or triggers.
+    async fn reset_session(conn: &mut SqliteConnection, baseline: &Baseline) -> sqlx::Result<()> {
+        let temporary: Vec<(String, String)> = sqlx::query_as(
+            "SELECT type, name FROM temp.sqlite_master WHERE type IN ('table', 'view', 'trigger') \
+             UNION ALL SELECT 'database', name FROM pragma_database_list \
+             WHERE name NOT IN ('main', 'temp')",
+        )
+        .fetch_all(&mut *conn)
+        .await?;
+        let mut script = baseline.settings.clone();
+        for (kind, name) in &temporary {
+            let statement = match kind.as_str() {
+                "database" => format!(" DETACH DATABASE {};", ident(name)),
+                "view" => format!(" DROP VIEW IF EXISTS temp.{};", ident(name)),
+                "trigger" => format!(" DROP TRIGGER IF EXISTS temp.{};", ident(name)),
+                _ => format!(" DROP TABLE IF EXISTS temp.{};", ident(name)),
+            };
+            script.push_str(&statement);
+        }
+        conn.execute(AssertSqlSafe(script)).await.map(drop)
+    }
 }

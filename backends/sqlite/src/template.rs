@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime};
 
 use sqlx::{ConnectOptions, Connection};
 use testdb::Result;
-use testdb::backend::OwnedDatabase;
+use testdb::backend::{OwnedDatabase, Templates};
 
 use crate::Sqlite;
 use crate::database::SqliteDatabase;
@@ -39,21 +39,6 @@ fn path(server: &Sqlite, name: &str, extension: &str) -> PathBuf {
 
 pub(crate) fn database_file(server: &Sqlite, name: &str) -> PathBuf {
     path(server, name, "sqlite3")
-}
-
-pub(crate) async fn lock(server: &Sqlite, name: &str, shared: bool) -> Result<TemplateLock> {
-    let dir = directory(server);
-    std::fs::create_dir_all(&dir).map_err(|source| io("create directory", &dir, source))?;
-    let lock = path(server, name, "lock");
-    loop {
-        let file = lock_file(&lock, shared).await?;
-        match is_at(&file, &lock) {
-            Ok(true) => return Ok(TemplateLock { _file: file }),
-            // Unlinked by a remover while we waited: a lock on nothing. Lock the one there now.
-            Ok(false) => continue,
-            Err(source) => return Err(io("look at", &lock, source)),
-        }
-    }
 }
 
 /// Opens (creating it if need be) and locks the lock file at `path`.
@@ -103,22 +88,6 @@ fn is_at(_: &File, _: &Path) -> std::io::Result<bool> {
     Ok(true)
 }
 
-pub(crate) async fn find(server: &Sqlite, name: &str) -> Result<Option<String>> {
-    if !database_file(server, name).exists() {
-        return Ok(None);
-    }
-    let data = path(server, name, "json");
-    match std::fs::read_to_string(&data) {
-        Ok(text) => {
-            // Found for use: a sweep keeps it while it is used. Best effort.
-            stamp(server, name);
-            Ok(Some(text))
-        }
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(io("read", &data, source)),
-    }
-}
-
 /// Records that template `name` was used now, as its lock file's modification time.
 fn stamp(server: &Sqlite, name: &str) {
     if let Ok(file) = OpenOptions::new()
@@ -127,17 +96,6 @@ fn stamp(server: &Sqlite, name: &str) {
     {
         let _ = file.set_modified(SystemTime::now());
     }
-}
-
-pub(crate) async fn promote(
-    server: &Sqlite,
-    database: SqliteDatabase,
-    name: &str,
-    data: &str,
-) -> Result<()> {
-    let result = promote_file(server, &database, name, data).await;
-    let removed = database.destroy().await;
-    result.and(removed)
 }
 
 async fn promote_file(
@@ -169,28 +127,6 @@ async fn promote_file(
     std::fs::rename(&staged, &target).map_err(|source| io("rename", &staged, source))?;
     stamp(server, name);
     Ok(())
-}
-
-pub(crate) async fn clone(server: &Sqlite, name: &str) -> Result<SqliteDatabase> {
-    server
-        .create_database(Some(&database_file(server, name)))
-        .await
-}
-
-pub(crate) async fn remove(server: &Sqlite, prefix: &str, keep: &str) -> Result<usize> {
-    let dir = directory(server);
-    let entries = match std::fs::read_dir(&dir) {
-        Ok(entries) => entries,
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(0),
-        Err(source) => return Err(io("read directory", &dir, source)),
-    };
-    let mut removed = 0;
-    for (name, _) in templates(entries) {
-        if name.starts_with(prefix) && name != keep && remove_one(server, &name) {
-            removed += 1;
-        }
-    }
-    Ok(removed)
 }
 
 /// The templates in a listing of the templates' directory, with their last use.
@@ -229,32 +165,6 @@ fn remove_one(server: &Sqlite, name: &str) -> bool {
     true
 }
 
-pub(crate) async fn remove_unused(
-    server: &Sqlite,
-    unused_for: Duration,
-    keep_at_most: usize,
-) -> Result<usize> {
-    let dir = directory(server);
-    let entries = match std::fs::read_dir(&dir) {
-        Ok(entries) => entries,
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(0),
-        Err(source) => return Err(io("read directory", &dir, source)),
-    };
-    let mut templates = templates(entries);
-    // The most recently used first.
-    templates.sort_by_key(|template| std::cmp::Reverse(template.1));
-    let now = SystemTime::now();
-    let mut removed = 0;
-    for (rank, (name, used)) in templates.iter().enumerate() {
-        let idle = used.and_then(|used| now.duration_since(used).ok());
-        let expired = idle.is_some_and(|idle| idle >= unused_for) || rank >= keep_at_most;
-        if expired && remove_one(server, name) {
-            removed += 1;
-        }
-    }
-    Ok(removed)
-}
-
 fn ignore_missing(err: std::io::Error) -> std::io::Result<()> {
     if err.kind() == std::io::ErrorKind::NotFound {
         Ok(())
@@ -269,5 +179,100 @@ fn failed(database: &SqliteDatabase, step: &str, source: sqlx::Error) -> testdb:
         database: database.name().to_owned(),
         step: step.into(),
         source,
+    }
+}
+
+async fn lock(server: &Sqlite, name: &str, shared: bool) -> Result<TemplateLock> {
+    let dir = directory(server);
+    std::fs::create_dir_all(&dir).map_err(|source| io("create directory", &dir, source))?;
+    let lock = path(server, name, "lock");
+    loop {
+        let file = lock_file(&lock, shared).await?;
+        match is_at(&file, &lock) {
+            Ok(true) => return Ok(TemplateLock { _file: file }),
+            // Unlinked by a remover while we waited: a lock on nothing. Lock the one there now.
+            Ok(false) => continue,
+            Err(source) => return Err(io("look at", &lock, source)),
+        }
+    }
+}
+
+impl Templates for Sqlite {
+    type TemplateLock = TemplateLock;
+
+    async fn lock_template(&self, name: &str) -> Result<TemplateLock> {
+        lock(self, name, false).await
+    }
+
+    async fn share_template(&self, name: &str) -> Result<TemplateLock> {
+        lock(self, name, true).await
+    }
+
+    async fn find_template(&self, name: &str) -> Result<Option<String>> {
+        if !database_file(self, name).exists() {
+            return Ok(None);
+        }
+        let data = path(self, name, "json");
+        match std::fs::read_to_string(&data) {
+            Ok(text) => {
+                // Found for use: a sweep keeps it while it is used. Best effort.
+                stamp(self, name);
+                Ok(Some(text))
+            }
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(io("read", &data, source)),
+        }
+    }
+
+    async fn promote(&self, database: SqliteDatabase, name: &str, data: &str) -> Result<()> {
+        let result = promote_file(self, &database, name, data).await;
+        let removed = database.destroy().await;
+        result.and(removed)
+    }
+
+    async fn clone_template(&self, name: &str) -> Result<SqliteDatabase> {
+        self.create_database(Some(&database_file(self, name))).await
+    }
+
+    async fn remove_templates(&self, prefix: &str, keep: &str) -> Result<usize> {
+        let dir = directory(self);
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(source) => return Err(io("read directory", &dir, source)),
+        };
+        let mut removed = 0;
+        for (name, _) in templates(entries) {
+            if name.starts_with(prefix) && name != keep && remove_one(self, &name) {
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
+    async fn remove_unused_templates(
+        &self,
+        unused_for: Duration,
+        keep_at_most: usize,
+    ) -> Result<usize> {
+        let dir = directory(self);
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(source) => return Err(io("read directory", &dir, source)),
+        };
+        let mut templates = templates(entries);
+        // The most recently used first.
+        templates.sort_by_key(|template| std::cmp::Reverse(template.1));
+        let now = SystemTime::now();
+        let mut removed = 0;
+        for (rank, (name, used)) in templates.iter().enumerate() {
+            let idle = used.and_then(|used| now.duration_since(used).ok());
+            let expired = idle.is_some_and(|idle| idle >= unused_for) || rank >= keep_at_most;
+            if expired && remove_one(self, name) {
+                removed += 1;
+            }
+        }
+        Ok(removed)
     }
 }

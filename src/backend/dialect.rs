@@ -1,7 +1,7 @@
 //! How a backend's SQL is written: every statement the core sends goes through its dialect, so a
 //! new engine changes the words, not the core.
 
-use crate::backend::TEST_SAVEPOINT;
+use super::TEST_SAVEPOINT;
 
 /// The SQL the core needs, as an engine writes it. The defaults are standard SQL, as SQLite and
 /// PostgreSQL write it; an engine overrides what it writes otherwise (MySQL's backticks, say).
