@@ -12,8 +12,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard, Once};
 use std::time::Duration;
 
+use crate::Result;
+use crate::backend::Templates;
 use crate::runtime;
-use crate::{Backend, Result};
 
 type Removal = Pin<Box<dyn Future<Output = ()> + Send>>;
 type Remover = Box<dyn FnOnce() -> Removal + Send>;
@@ -132,7 +133,7 @@ fn swept() -> MutexGuard<'static, Option<HashSet<(TypeId, String)>>> {
 }
 
 /// Sweeps a backend's scope the first time this process uses it.
-pub(crate) async fn sweep_once<B: Backend>(backend: &B) -> Result<()> {
+pub(crate) async fn sweep_once<B: Templates>(backend: &B) -> Result<()> {
     let scope = (TypeId::of::<B>(), backend.sweep_scope());
     if !swept()
         .get_or_insert_with(HashSet::new)
@@ -210,4 +211,145 @@ fn setting(variable: &str) -> Option<String> {
     std::env::var(variable)
         .ok()
         .filter(|value| !value.trim().is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    //! Sweeping on a fake server: once per scope, again after a failure, and templates removed
+    //! only after a sweep that worked.
+
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use sqlx::sqlite::SqliteConnectOptions;
+
+    use super::sweep_once;
+    use crate::backend::{Driver, OwnedDatabase, Server, Templates};
+    use crate::{Error, Result};
+
+    /// A server whose sweeps count themselves, and fail while `failing` says so.
+    #[derive(Debug, Clone, Default)]
+    struct Fake {
+        scope: &'static str,
+        failing: Arc<AtomicBool>,
+        sweeps: Arc<AtomicUsize>,
+        template_removals: Arc<AtomicUsize>,
+    }
+
+    #[derive(Debug)]
+    struct Nothing;
+
+    impl OwnedDatabase for Nothing {
+        type Database = sqlx::Sqlite;
+
+        fn name(&self) -> &str {
+            "nothing"
+        }
+
+        fn url(&self) -> &str {
+            "sqlite::memory:"
+        }
+
+        fn connect_options(&self) -> SqliteConnectOptions {
+            SqliteConnectOptions::new()
+        }
+
+        async fn destroy(self) -> Result<()> {
+            Ok(())
+        }
+    }
+
+    fn unsupported() -> Error {
+        Error::NotConfigured {
+            backend: "fake",
+            hint: "the fake server keeps no databases".into(),
+        }
+    }
+
+    impl Driver for Fake {
+        type Database = sqlx::Sqlite;
+        type Connection = sqlx::SqliteConnection;
+        const NAME: &'static str = "fake";
+    }
+
+    impl Server for Fake {
+        type Owned = Nothing;
+
+        async fn create(&self) -> Result<Nothing> {
+            Err(unsupported())
+        }
+
+        fn sweep_scope(&self) -> String {
+            self.scope.into()
+        }
+
+        async fn sweep(&self) -> Result<usize> {
+            self.sweeps.fetch_add(1, Ordering::SeqCst);
+            if self.failing.load(Ordering::SeqCst) {
+                return Err(unsupported());
+            }
+            Ok(0)
+        }
+    }
+
+    impl Templates for Fake {
+        type TemplateLock = ();
+
+        async fn lock_template(&self, _: &str) -> Result<()> {
+            Ok(())
+        }
+
+        async fn share_template(&self, _: &str) -> Result<()> {
+            Ok(())
+        }
+
+        async fn find_template(&self, _: &str) -> Result<Option<String>> {
+            Ok(None)
+        }
+
+        async fn promote(&self, _: Nothing, _: &str, _: &str) -> Result<()> {
+            Err(unsupported())
+        }
+
+        async fn clone_template(&self, _: &str) -> Result<Nothing> {
+            Err(unsupported())
+        }
+
+        async fn remove_templates(&self, _: &str, _: &str) -> Result<usize> {
+            Ok(0)
+        }
+
+        async fn remove_unused_templates(&self, _: Duration, _: usize) -> Result<usize> {
+            self.template_removals.fetch_add(1, Ordering::SeqCst);
+            Ok(0)
+        }
+    }
+
+    #[test]
+    fn each_scope_is_swept_once_and_again_after_a_failure() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap_or_else(|err| unreachable!("a runtime: {err}"));
+        let fake = Fake {
+            scope: "fake://sweeps",
+            ..Fake::default()
+        };
+        fake.failing.store(true, Ordering::SeqCst);
+        runtime.block_on(async {
+            assert!(sweep_once(&fake).await.is_err());
+            // Failed: its templates are left alone, and the next use tries again.
+            assert_eq!(fake.template_removals.load(Ordering::SeqCst), 0);
+            fake.failing.store(false, Ordering::SeqCst);
+            assert!(sweep_once(&fake).await.is_ok());
+            assert!(sweep_once(&fake).await.is_ok());
+            let other = Fake {
+                scope: "fake://elsewhere",
+                ..fake.clone()
+            };
+            assert!(sweep_once(&other).await.is_ok());
+        });
+        assert_eq!(fake.sweeps.load(Ordering::SeqCst), 3);
+        assert_eq!(fake.template_removals.load(Ordering::SeqCst), 2);
+    }
 }

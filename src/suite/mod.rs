@@ -10,6 +10,8 @@ mod restore;
 mod savepoint;
 mod target;
 mod template;
+#[cfg(test)]
+mod tests;
 mod transaction;
 
 use std::any::Any;
