@@ -385,6 +385,19 @@ fn link_backend(krate: &[&str], inputs: &[Type]) -> TokenStream {
             };
         ));
     }
+    if named(&[
+        "MySqlPool",
+        "MySqlConnection",
+        "MySqlPoolOptions",
+        "MySqlConnectOptions",
+        "MySql",
+    ]) {
+        link.extend(quote!(
+            const _: () = {
+                extern crate testdb_mysql as _;
+            };
+        ));
+    }
     link
 }
 

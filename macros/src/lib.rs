@@ -23,6 +23,13 @@ pub fn postgres_test(args: TokenStream, item: TokenStream) -> TokenStream {
     expand::test(args, item, &["testdb_postgres", "__testdb"])
 }
 
+/// `test`, through `testdb_mysql`.
+#[doc(hidden)]
+#[proc_macro_attribute]
+pub fn mysql_test(args: TokenStream, item: TokenStream) -> TokenStream {
+    expand::test(args, item, &["testdb_mysql", "__testdb"])
+}
+
 /// `test`, through `testdb_sqlite`.
 #[doc(hidden)]
 #[proc_macro_attribute]

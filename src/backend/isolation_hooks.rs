@@ -3,6 +3,7 @@
 use std::future::Future;
 
 use super::{Driver, Rewind};
+use crate::Isolation;
 
 /// A test's boundaries: the savepoint every test starts from, and putting the session back after
 /// it (savepoint and transaction isolation; committed isolation's session reset).
@@ -12,9 +13,12 @@ pub trait IsolationHooks: Driver {
     /// template otherwise): the sequences' values, the connection's settings.
     type Baseline: Send + Sync + 'static;
 
-    /// Reads the [`Baseline`](IsolationHooks::Baseline) from `conn`.
+    /// Reads the [`Baseline`](IsolationHooks::Baseline) from `conn`, for tests isolated by
+    /// `isolation`; fails if the database cannot isolate them so (MySQL's tables without
+    /// transactions, under an isolation that rolls tests back).
     fn baseline(
         conn: &mut Self::Connection,
+        isolation: Isolation,
     ) -> impl Future<Output = sqlx::Result<Self::Baseline>> + Send;
 
     /// On a connection inside the suite transaction, once the suite's setup is done: checks the

@@ -161,7 +161,7 @@ impl<B: Backend> Copy<B> {
         let watch = B::watch(&mut connection)
             .await
             .map_err(|source| database.error("watch the suite's connection", source))?;
-        let baseline = B::baseline(&mut connection)
+        let baseline = B::baseline(&mut connection, crate::Isolation::Committed)
             .await
             .map_err(|source| database.error("read the session's baseline", source))?;
         Ok(Copy {

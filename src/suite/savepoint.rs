@@ -62,7 +62,7 @@ impl<B: Backend> Savepoint<B> {
             }
             Err(source) => return Err(database.error("establish the test savepoint", source)),
         }
-        let baseline = B::baseline(&mut connection)
+        let baseline = B::baseline(&mut connection, crate::Isolation::Savepoint)
             .await
             .map_err(|source| database.error("read the session's baseline", source))?;
         let watch = B::watch(&mut connection)

@@ -56,7 +56,7 @@ pub(crate) struct Test<B: Backend> {
 impl<B: Backend> Transactions<B> {
     pub(crate) async fn new(database: TestDatabase<B>, sequences: bool) -> Result<Self> {
         let mut connection = database.acquire_for(None).await?;
-        let baseline = B::baseline(&mut connection)
+        let baseline = B::baseline(&mut connection, crate::Isolation::Transaction)
             .await
             .map_err(|source| database.error("read the session's baseline", source))?;
         // Back in the pool at once, for the first test to take rather than open another.

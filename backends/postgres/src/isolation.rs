@@ -3,6 +3,7 @@
 
 use sqlx::Row;
 use sqlx::postgres::{PgConnection, PgDatabaseError, PgRow};
+use testdb::Isolation;
 use testdb::backend::{IsolationHooks, Rewind, TEST_SAVEPOINT};
 
 use crate::Postgres;
@@ -124,7 +125,7 @@ fn describe(err: &sqlx::Error) -> String {
 impl IsolationHooks for Postgres {
     type Baseline = Baseline;
 
-    async fn baseline(conn: &mut PgConnection) -> sqlx::Result<Baseline> {
+    async fn baseline(conn: &mut PgConnection, _: Isolation) -> sqlx::Result<Baseline> {
         let sequences: Vec<(String, i64, bool)> = sqlx::query_as(
             "SELECT format('%I.%I', schemaname, sequencename), \
                     coalesce(last_value, start_value), last_value IS NOT NULL \

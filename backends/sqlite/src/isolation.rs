@@ -5,6 +5,7 @@ use std::ffi::{CStr, CString, c_char, c_int, c_void};
 
 use sqlx::sqlite::SqliteConnection;
 use sqlx::{AssertSqlSafe, Executor, Row};
+use testdb::Isolation;
 use testdb::backend::{IsolationHooks, Rewind, TEST_SAVEPOINT, quote_identifier as ident};
 
 use crate::Sqlite;
@@ -175,7 +176,7 @@ fn is_escape_message(message: &str) -> bool {
 impl IsolationHooks for Sqlite {
     type Baseline = Baseline;
 
-    async fn baseline(conn: &mut SqliteConnection) -> sqlx::Result<Baseline> {
+    async fn baseline(conn: &mut SqliteConnection, _: Isolation) -> sqlx::Result<Baseline> {
         let (foreign_keys, busy_timeout, cache_size, temp_store): (bool, i64, i64, i64) =
             sqlx::query_as(
                 "SELECT (SELECT foreign_keys FROM pragma_foreign_keys), \

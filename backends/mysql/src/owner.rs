@@ -1,0 +1,199 @@
+//! Proof of ownership, named locks, and the sweep of databases whose owner died.
+//!
+//! Every database testdb creates is named `testdb_…` and created with a comment naming its owner
+//! (`CREATE DATABASE … COMMENT`, one statement: no database is ever left unmarked): a random key
+//! whose named lock (`GET_LOCK`) the owning process holds for its whole life, on a session of
+//! its own. The server releases the lock when that session ends, however the process died. A
+//! sweep drops a database only if its name has the prefix, its comment is testdb's, its owner's
+//! lock is free, and no session is connected to it.
+//!
+//! Named locks belong to sessions, and a session dies with the runtime that opened it: every
+//! session that holds one runs on this crate's own runtime, for as long as its holder lives.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use sqlx::mysql::MySqlConnection;
+use sqlx::{ConnectOptions, Connection, Row};
+use testdb::{Error, Result};
+use tokio::sync::oneshot;
+
+use crate::MySql;
+use crate::backend::{self, NAME};
+use crate::dialect::ident;
+
+pub(crate) use testdb::backend::{DATABASE_PREFIX as PREFIX, TEMPLATE_PREFIX};
+
+/// The start of the comment of every database testdb owns; the owner's key follows.
+const MARKER: &str = "testdb v1 owner=";
+/// The start of the name of the lock an owner holds; its key follows.
+const OWNER_LOCK: &str = "testdb_owner_";
+
+/// The runtime the sessions that hold named locks run on.
+fn runtime() -> Result<&'static tokio::runtime::Runtime> {
+    static RUNTIME: OnceLock<std::result::Result<tokio::runtime::Runtime, String>> =
+        OnceLock::new();
+    RUNTIME
+        .get_or_init(|| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .thread_name("testdb-mysql-locks")
+                .enable_all()
+                .build()
+                .map_err(|err| err.to_string())
+        })
+        .as_ref()
+        .map_err(|reason| Error::Runtime {
+            reason: format!("cannot start a runtime for MySQL's lock sessions: {reason}"),
+        })
+}
+
+/// A session of its own holding named locks, until dropped.
+#[derive(Debug)]
+pub(crate) struct Held {
+    _release: oneshot::Sender<()>,
+}
+
+/// Opens a session on `server`'s runtime, runs `take` on it (which takes the locks, waiting as it
+/// must, and fails if it cannot), and keeps the session until the result is dropped.
+pub(crate) async fn hold(server: &MySql, take: String, what: &str) -> Result<Held> {
+    let (ready, taken) = oneshot::channel::<Result<()>>();
+    let (release, released) = oneshot::channel::<()>();
+    let options = server.maintenance_options();
+    let server = server.clone();
+    let what = what.to_owned();
+    runtime()?.spawn(async move {
+        let mut conn = match options.connect().await {
+            Ok(conn) => conn,
+            Err(source) => {
+                let _ = ready.send(Err(server.connect_error(source)));
+                return;
+            }
+        };
+        let locked: sqlx::Result<Vec<Option<i64>>> = sqlx::query_scalar(sqlx::AssertSqlSafe(take))
+            .fetch_all(&mut conn)
+            .await;
+        let answer = match locked {
+            Ok(results) if results.iter().all(|r| *r == Some(1)) => Ok(()),
+            Ok(_) => Err(Error::Runtime {
+                reason: format!("MySQL refused the lock on {what}"),
+            }),
+            Err(source) => Err(backend::failed(&what, "take a lock", source)),
+        };
+        let ok = answer.is_ok();
+        if ready.send(answer).is_err() || !ok {
+            let _ = conn.close().await;
+            return;
+        }
+        // Held until the holder is dropped; closing the session releases every lock it holds.
+        let _ = released.await;
+        let _ = conn.close().await;
+    });
+    match taken.await {
+        Ok(result) => result.map(|()| Held { _release: release }),
+        Err(_) => Err(Error::Runtime {
+            reason: "MySQL's lock session ended before it took its lock".into(),
+        }),
+    }
+}
+
+/// This process's ownership of the databases it creates on one server.
+#[derive(Debug)]
+pub(crate) struct Owner {
+    pub(crate) key: String,
+    _held: Held,
+}
+
+/// Where a server's owner is kept once taken.
+type OwnerCell = tokio::sync::OnceCell<Arc<Owner>>;
+
+/// The owner for `server`, taken the first time this process creates a database there.
+pub(crate) async fn owner(server: &MySql) -> Result<Arc<Owner>> {
+    static OWNERS: Mutex<Option<HashMap<String, Arc<OwnerCell>>>> = Mutex::new(None);
+    let cell = OWNERS
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .get_or_insert_with(HashMap::new)
+        .entry(server.redacted_url().to_owned())
+        .or_default()
+        .clone();
+    cell.get_or_try_init(|| async {
+        let key = format!(
+            "{:016x}",
+            RandomState::new().hash_one((std::process::id(), std::time::SystemTime::now()))
+        );
+        let take = format!(
+            "SELECT GET_LOCK({}, 0)",
+            crate::dialect::literal(&format!("{OWNER_LOCK}{key}"))
+        );
+        let held = hold(server, take, "the owner's key").await?;
+        Ok(Arc::new(Owner { key, _held: held }))
+    })
+    .await
+    .cloned()
+}
+
+/// The comment that marks a database as owned by `key`.
+pub(crate) fn marker(key: &str) -> String {
+    format!("{MARKER}{key}")
+}
+
+/// A new database name for `owner`: unique on the server while the owner lives.
+pub(crate) fn database_name(owner: &Owner) -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{PREFIX}{}_{n}", owner.key)
+}
+
+/// Drops database `name`, which testdb created.
+pub(crate) async fn drop_database(conn: &mut MySqlConnection, name: &str) -> sqlx::Result<()> {
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS {}",
+        ident(name)
+    )))
+    .execute(&mut *conn)
+    .await
+    .map(drop)
+}
+
+/// Drops the databases testdb created whose owner is gone and that no session uses; returns how
+/// many it dropped.
+pub(crate) async fn sweep(server: &MySql) -> Result<usize> {
+    let mut conn = server.connect_maintenance().await?;
+    let result = sweep_on(&mut conn).await;
+    backend::close(conn).await;
+    result.map_err(|source| Error::Database {
+        backend: NAME,
+        database: server.redacted_url().to_owned(),
+        step: "sweep databases left by dead processes".into(),
+        source,
+    })
+}
+
+async fn sweep_on(conn: &mut MySqlConnection) -> sqlx::Result<usize> {
+    let rows = sqlx::query(
+        "SELECT s.SCHEMA_NAME, s.SCHEMA_COMMENT FROM information_schema.SCHEMATA s \
+         WHERE s.SCHEMA_NAME LIKE 'testdb\\_%' AND s.SCHEMA_COMMENT LIKE 'testdb v1 owner=%' \
+           AND IS_FREE_LOCK(CONCAT('testdb_owner_', SUBSTRING(s.SCHEMA_COMMENT, 17))) = 1 \
+           AND NOT EXISTS (SELECT 1 FROM information_schema.PROCESSLIST p \
+                           WHERE p.DB = s.SCHEMA_NAME)",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut dropped = 0;
+    for row in rows {
+        let name: String = row.try_get(0)?;
+        let comment: String = row.try_get(1)?;
+        if !name.starts_with(PREFIX)
+            || name.starts_with(TEMPLATE_PREFIX)
+            || !comment.starts_with(MARKER)
+        {
+            continue;
+        }
+        if drop_database(conn, &name).await.is_ok() {
+            dropped += 1;
+        }
+    }
+    Ok(dropped)
+}

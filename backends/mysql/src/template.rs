@@ -1,0 +1,465 @@
+//! Templates: databases named `testdb_tpl_…`, commented `testdb template v1` once complete, that
+//! test databases are copied from table by table (MySQL has no `CREATE DATABASE … TEMPLATE`).
+//!
+//! A template keeps the suite's setup value, and when it was last used, in a table of its own,
+//! `testdb_setup`, which copies leave out. Builders and removers hold a named lock on the
+//! template's name; a process using a template holds, besides, a lock named after the template
+//! and its own session, taken while it holds the template's lock for a moment: a remover, holding
+//! the template's lock, sees every such session in the process list, and leaves the template.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use sqlx::Row;
+use sqlx::mysql::MySqlConnection;
+use testdb::backend::{OwnedDatabase, Templates};
+use testdb::{Error, Result};
+
+use crate::MySql;
+use crate::backend::{self, NAME};
+use crate::database::MySqlDatabase;
+use crate::dialect::{ident, literal};
+use crate::owner::{self, Held, TEMPLATE_PREFIX};
+
+/// The comment of a complete template.
+const COMPLETE: &str = "testdb template v1";
+/// The comment of a template being built (or whose build was cut short).
+const BUILDING: &str = "testdb template v1; building";
+/// The table that holds a template's setup value.
+pub(crate) const SETUP_TABLE: &str = "testdb_setup";
+/// How long a lock waits, in seconds: for ever, as far as a test run goes (MariaDB takes no
+/// negative timeout).
+const WAIT: u32 = 31_536_000;
+/// How stale a template's last use may get before a use records it again.
+const STAMP_EVERY: Duration = Duration::from_secs(3600);
+
+/// A lock on a template's name, held for this process on a session of its own; released when
+/// dropped, or when the process dies.
+#[derive(Debug)]
+pub struct TemplateLock {
+    _held: Held,
+}
+
+/// The named lock of template `name`, as SQL (names are at most 64 characters: hashed).
+fn lock_name(name: &str) -> String {
+    format!("CONCAT('testdb_lock_', MD5({}))", literal(name))
+}
+
+/// The named lock of a session using template `name`, as SQL.
+fn use_name(name: &str, session: &str) -> String {
+    format!(
+        "CONCAT('testdb_use_', MD5({}), '_', {session})",
+        literal(name)
+    )
+}
+
+async fn lock(server: &MySql, name: &str, shared: bool) -> Result<TemplateLock> {
+    let lock = lock_name(name);
+    let take = if shared {
+        // The template's lock for a moment (waiting for a builder or remover), and the session's
+        // own use of it for as long as it is held.
+        format!(
+            "SELECT GET_LOCK({lock}, {WAIT}) UNION ALL SELECT GET_LOCK({}, 0) \
+             UNION ALL SELECT RELEASE_LOCK({lock})",
+            use_name(name, "CONNECTION_ID()")
+        )
+    } else {
+        format!("SELECT GET_LOCK({lock}, {WAIT})")
+    };
+    let held = owner::hold(server, take, name).await?;
+    Ok(TemplateLock { _held: held })
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs())
+}
+
+async fn find_on(conn: &mut MySqlConnection, name: &str) -> sqlx::Result<Option<String>> {
+    let comment: Option<String> = sqlx::query_scalar(
+        "SELECT SCHEMA_COMMENT FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = ?",
+    )
+    .bind(name)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if comment.as_deref() != Some(COMPLETE) {
+        return Ok(None);
+    }
+    let table = format!("{}.{}", ident(name), ident(SETUP_TABLE));
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT value, used FROM {table}"
+    )))
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(row) = row else { return Ok(None) };
+    let (value, used): (String, u64) = (row.try_get(0)?, row.try_get(1)?);
+    if now().saturating_sub(used) >= STAMP_EVERY.as_secs() {
+        sqlx::query(sqlx::AssertSqlSafe(format!("UPDATE {table} SET used = ?")))
+            .bind(now())
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(Some(value))
+}
+
+/// Copies every table of `from` (but testdb's setup table) into the empty database `to`, with its
+/// rows, then its views and triggers, in as few round trips as it can: the tables' definitions
+/// and the rows of those that hold any go as one script, foreign keys unchecked.
+pub(crate) async fn copy(conn: &mut MySqlConnection, from: &str, to: &str) -> sqlx::Result<()> {
+    let objects = sqlx::query(
+        "SELECT TABLE_NAME, TABLE_TYPE FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? \
+         ORDER BY TABLE_NAME",
+    )
+    .bind(from)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut tables = Vec::new();
+    let mut views = Vec::new();
+    for row in objects {
+        let (name, kind): (String, String) = (row.try_get(0)?, row.try_get(1)?);
+        if name == SETUP_TABLE {
+            continue;
+        }
+        if kind == "VIEW" {
+            views.push(name);
+        } else {
+            tables.push(name);
+        }
+    }
+    let (src, dst) = (ident(from), ident(to));
+    let mut script = format!("SET FOREIGN_KEY_CHECKS = 0; USE {dst};");
+    for table in &tables {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SHOW CREATE TABLE {src}.{}",
+            ident(table)
+        )))
+        .fetch_one(&mut *conn)
+        .await?;
+        let create: String = row.try_get(1)?;
+        script.push_str(&create);
+        script.push(';');
+    }
+    if !tables.is_empty() {
+        // Which tables hold rows, exactly and in one query (the catalog's counts are estimates).
+        let probe = tables
+            .iter()
+            .map(|table| {
+                format!(
+                    "SELECT {} FROM DUAL WHERE EXISTS (SELECT 1 FROM {src}.{})",
+                    literal(table),
+                    ident(table)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(" UNION ALL ");
+        let filled: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(probe))
+            .fetch_all(&mut *conn)
+            .await?;
+        for table in &filled {
+            let columns = stored_columns(conn, from, table).await?;
+            script.push_str(&format!(
+                "INSERT INTO {dst}.{t} ({columns}) SELECT {columns} FROM {src}.{t};",
+                t = ident(table)
+            ));
+        }
+    }
+    script.push_str("SET FOREIGN_KEY_CHECKS = 1;");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(script))
+        .execute(&mut *conn)
+        .await?;
+    copy_views(conn, from, to, &views).await?;
+    copy_triggers(conn, from, to).await
+}
+
+/// The columns of `table` that hold what is stored (not generated ones), quoted, in order.
+pub(crate) async fn stored_columns(
+    conn: &mut MySqlConnection,
+    schema: &str,
+    table: &str,
+) -> sqlx::Result<String> {
+    let columns: Vec<String> = sqlx::query_scalar(
+        "SELECT COLUMN_NAME FROM information_schema.COLUMNS \
+         WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND EXTRA NOT LIKE '%GENERATED%' \
+           AND EXTRA NOT LIKE '%PERSISTENT%' AND EXTRA NOT LIKE '%VIRTUAL%' \
+         ORDER BY ORDINAL_POSITION",
+    )
+    .bind(schema)
+    .bind(table)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(columns
+        .iter()
+        .map(|column| ident(column))
+        .collect::<Vec<_>>()
+        .join(", "))
+}
+
+/// Views name their tables with the database's name: re-created with the copy's. A view on a
+/// view waits for it, so views are created until none is left, or none can be.
+async fn copy_views(
+    conn: &mut MySqlConnection,
+    from: &str,
+    to: &str,
+    views: &[String],
+) -> sqlx::Result<()> {
+    let mut pending = Vec::new();
+    for view in views {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SHOW CREATE VIEW {}.{}",
+            ident(from),
+            ident(view)
+        )))
+        .fetch_one(&mut *conn)
+        .await?;
+        let create: String = row.try_get(1)?;
+        pending.push(create.replace(&format!("{}.", ident(from)), &format!("{}.", ident(to))));
+    }
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("USE {}", ident(to))))
+        .execute(&mut *conn)
+        .await?;
+    while !pending.is_empty() {
+        let mut failed = Vec::new();
+        let mut last_error = None;
+        for create in pending.drain(..) {
+            if let Err(err) = sqlx::raw_sql(sqlx::AssertSqlSafe(create.clone()))
+                .execute(&mut *conn)
+                .await
+            {
+                failed.push(create);
+                last_error = Some(err);
+            }
+        }
+        if let Some(err) = last_error
+            && failed.len() == views.len()
+        {
+            return Err(err);
+        }
+        pending = failed;
+    }
+    Ok(())
+}
+
+/// Triggers, created once the rows are in (they would fire on the copy's own inserts).
+async fn copy_triggers(conn: &mut MySqlConnection, from: &str, to: &str) -> sqlx::Result<()> {
+    let triggers: Vec<String> = sqlx::query_scalar(
+        "SELECT TRIGGER_NAME FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = ? \
+         ORDER BY EVENT_OBJECT_TABLE, ACTION_ORDER",
+    )
+    .bind(from)
+    .fetch_all(&mut *conn)
+    .await?;
+    if triggers.is_empty() {
+        return Ok(());
+    }
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("USE {}", ident(to))))
+        .execute(&mut *conn)
+        .await?;
+    for trigger in triggers {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SHOW CREATE TRIGGER {}.{}",
+            ident(from),
+            ident(&trigger)
+        )))
+        .fetch_one(&mut *conn)
+        .await?;
+        let create: String = row.try_get(2)?;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(create))
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Removes template `name` (and marks nothing): the caller holds its lock.
+async fn drop_template(conn: &mut MySqlConnection, name: &str) -> sqlx::Result<bool> {
+    let in_use: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT COUNT(*) FROM information_schema.PROCESSLIST \
+         WHERE IS_USED_LOCK({}) IS NOT NULL",
+        use_name(name, "ID")
+    )))
+    .fetch_one(&mut *conn)
+    .await?;
+    if in_use > 0 {
+        return Ok(false);
+    }
+    owner::drop_database(conn, name).await?;
+    Ok(true)
+}
+
+/// Tries to take template `name`'s lock without waiting; whether it did.
+async fn try_lock(conn: &mut MySqlConnection, name: &str) -> sqlx::Result<bool> {
+    let taken: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT GET_LOCK({}, 0)",
+        lock_name(name)
+    )))
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(taken == Some(1))
+}
+
+async fn unlock(conn: &mut MySqlConnection, name: &str) -> sqlx::Result<()> {
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT RELEASE_LOCK({})",
+        lock_name(name)
+    )))
+    .execute(&mut *conn)
+    .await
+    .map(drop)
+}
+
+/// The templates on the server, with their last use (none while incomplete), the most recently
+/// used first.
+async fn templates(conn: &mut MySqlConnection) -> sqlx::Result<Vec<(String, Option<u64>)>> {
+    let names: Vec<(String, String)> = sqlx::query_as(
+        "SELECT SCHEMA_NAME, SCHEMA_COMMENT FROM information_schema.SCHEMATA \
+         WHERE SCHEMA_NAME LIKE 'testdb\\_tpl\\_%'",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut found = Vec::new();
+    for (name, comment) in names {
+        if !name.starts_with(TEMPLATE_PREFIX) {
+            continue;
+        }
+        let used = if comment == COMPLETE {
+            sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                "SELECT used FROM {}.{}",
+                ident(&name),
+                ident(SETUP_TABLE)
+            )))
+            .fetch_optional(&mut *conn)
+            .await
+            .ok()
+            .flatten()
+        } else {
+            None
+        };
+        found.push((name, used));
+    }
+    found.sort_by_key(|(_, used)| std::cmp::Reverse(*used));
+    Ok(found)
+}
+
+fn failed(name: &str, step: &str, source: sqlx::Error) -> Error {
+    Error::Database {
+        backend: NAME,
+        database: name.to_owned(),
+        step: step.to_owned(),
+        source,
+    }
+}
+
+impl Templates for MySql {
+    type TemplateLock = TemplateLock;
+
+    async fn lock_template(&self, name: &str) -> Result<TemplateLock> {
+        lock(self, name, false).await
+    }
+
+    async fn share_template(&self, name: &str) -> Result<TemplateLock> {
+        lock(self, name, true).await
+    }
+
+    async fn find_template(&self, name: &str) -> Result<Option<String>> {
+        let mut conn = self.connect_maintenance().await?;
+        let found = find_on(&mut conn, name).await;
+        backend::close(conn).await;
+        found.map_err(|source| failed(name, "look the template up", source))
+    }
+
+    async fn promote(&self, database: MySqlDatabase, name: &str, data: &str) -> Result<()> {
+        let mut conn = self.connect_maintenance().await?;
+        let promoted = async {
+            owner::drop_database(&mut conn, name).await?;
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "CREATE DATABASE {} COMMENT {}",
+                ident(name),
+                literal(BUILDING)
+            )))
+            .execute(&mut conn)
+            .await?;
+            copy(&mut conn, database.name(), name).await?;
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                "CREATE TABLE {t} (value LONGTEXT NOT NULL, used BIGINT UNSIGNED NOT NULL); \
+                 INSERT INTO {t} VALUES ({}, {}); ALTER DATABASE {} COMMENT {}",
+                literal(data),
+                now(),
+                ident(name),
+                literal(COMPLETE),
+                t = format!("{}.{}", ident(name), ident(SETUP_TABLE)),
+            )))
+            .execute(&mut conn)
+            .await
+            .map(drop)
+        }
+        .await;
+        backend::close(conn).await;
+        let removed = database.destroy().await;
+        promoted.map_err(|source| failed(name, "turn the database into a template", source))?;
+        removed
+    }
+
+    async fn clone_template(&self, name: &str) -> Result<MySqlDatabase> {
+        let database = self.create_database().await?;
+        let mut conn = self.connect_maintenance().await?;
+        let copied = copy(&mut conn, name, database.name()).await;
+        backend::close(conn).await;
+        if let Err(source) = copied {
+            let _ = database.destroy().await;
+            return Err(failed(name, "copy the template", source));
+        }
+        Ok(database)
+    }
+
+    async fn remove_templates(&self, prefix: &str, keep: &str) -> Result<usize> {
+        if !prefix.starts_with(TEMPLATE_PREFIX) {
+            return Ok(0);
+        }
+        let mut conn = self.connect_maintenance().await?;
+        let removed = async {
+            let mut removed = 0;
+            for (name, _) in templates(&mut conn).await? {
+                if !name.starts_with(prefix) || name == keep || !try_lock(&mut conn, &name).await? {
+                    continue;
+                }
+                let dropped = drop_template(&mut conn, &name).await;
+                unlock(&mut conn, &name).await?;
+                if dropped? {
+                    removed += 1;
+                }
+            }
+            Ok(removed)
+        }
+        .await;
+        backend::close(conn).await;
+        removed.map_err(|source| failed(prefix, "remove old templates", source))
+    }
+
+    async fn remove_unused_templates(
+        &self,
+        unused_for: Duration,
+        keep_at_most: usize,
+    ) -> Result<usize> {
+        let mut conn = self.connect_maintenance().await?;
+        let removed = async {
+            let now = now();
+            let mut removed = 0;
+            for (rank, (name, used)) in templates(&mut conn).await?.into_iter().enumerate() {
+                let idle = used.map(|used| Duration::from_secs(now.saturating_sub(used)));
+                let expired = idle.is_none_or(|idle| idle >= unused_for) || rank >= keep_at_most;
+                if !expired || !try_lock(&mut conn, &name).await? {
+                    continue;
+                }
+                let dropped = drop_template(&mut conn, &name).await;
+                unlock(&mut conn, &name).await?;
+                if dropped? {
+                    removed += 1;
+                }
+            }
+            Ok(removed)
+        }
+        .await;
+        backend::close(conn).await;
+        removed.map_err(|source| failed(self.redacted_url(), "remove unused templates", source))
+    }
+}

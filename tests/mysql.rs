@@ -1,0 +1,365 @@
+//! MySQL (MariaDB here) as users meet it: databases of testdb's own, migrations and fixtures, the
+//! four isolations, and what MySQL cannot do (DDL in a transaction, tables without transactions)
+//! reported rather than hidden. The server is `TESTDB_MYSQL_URL`'s; without it every test says
+//! that it was skipped, and under CI fails.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::print_stdout
+)]
+
+mod common;
+
+use std::path::PathBuf;
+
+use sqlx::{Connection, MySqlConnection};
+use testdb::{Error, Fixtures, Isolation, Setup, Suite, TestDatabase};
+use testdb_mysql::MySql;
+
+fn mysql() -> Option<MySql> {
+    match MySql::from_env() {
+        Ok(backend) => Some(backend),
+        Err(err @ Error::NotConfigured { .. }) => {
+            if std::env::var_os("CI").is_some() {
+                panic!("CI must run the MySQL tests: {err}");
+            }
+            common::say(&format!("SKIPPED: MySQL test not run: {err}"));
+            None
+        }
+        Err(err) => panic!("{err:?}"),
+    }
+}
+
+fn schema() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/mysql_schema")
+}
+
+fn fixtures(name: &str) -> Fixtures {
+    Fixtures::new()
+        .directories([PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/mysql_fixtures")])
+        .file(name)
+}
+
+/// A connection to the server itself, for looking at what testdb did.
+async fn admin() -> MySqlConnection {
+    let url = std::env::var("TESTDB_MYSQL_URL").unwrap();
+    MySqlConnection::connect(&url).await.unwrap()
+}
+
+async fn exists(name: &str) -> bool {
+    let found: Option<String> = sqlx::query_scalar(
+        "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = ?",
+    )
+    .bind(name)
+    .fetch_optional(&mut admin().await)
+    .await
+    .unwrap();
+    found.is_some()
+}
+
+#[tokio::test]
+async fn a_test_database_is_migrated_loaded_and_removed() {
+    let Some(backend) = mysql() else { return };
+    let db = TestDatabase::builder(backend)
+        .migrations(schema())
+        .fixtures(fixtures("shop"))
+        .create()
+        .await
+        .unwrap();
+    let name = db.name().to_owned();
+    assert!(name.starts_with("testdb_"), "{name}");
+    assert!(exists(&name).await);
+    let users: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users")
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(users, 2);
+    // Django's `Z` datetime is stored as UTC, and the order went in after its user.
+    let joined: String = sqlx::query_scalar("SELECT CAST(joined AS CHAR) FROM users WHERE id = 1")
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(joined, "2024-01-02 03:04:05");
+    let big: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM big_orders")
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(big, 1);
+    db.remove().await.unwrap();
+    assert!(!exists(&name).await);
+}
+
+#[tokio::test]
+async fn a_bad_fixture_row_is_located_and_loads_nothing() {
+    let Some(backend) = mysql() else { return };
+    let db = TestDatabase::builder(backend)
+        .migrations(schema())
+        .create()
+        .await
+        .unwrap();
+    let mut conn = db.pool().acquire().await.unwrap();
+    let err = testdb::load_fixtures::<MySql>(&mut conn, &fixtures("broken"))
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, Error::Fixture { .. }), "{err:?}");
+    assert!(
+        text.contains("broken.json") && text.contains("users"),
+        "{text}"
+    );
+    assert!(text.contains("name"), "names the column: {text}");
+    let users: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users")
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+    assert_eq!(users, 0, "a failed load loads nothing");
+}
+
+type Conn = MySqlConnection;
+
+fn shop(isolation: Isolation) -> testdb::Result<Setup<MySql, i64>> {
+    let backend = MySql::from_env()?;
+    Ok(Setup::new(
+        TestDatabase::builder(backend)
+            .migrations(schema())
+            .fixtures(fixtures("shop")),
+    )
+    .isolation(isolation)
+    .data(async |conn: &mut Conn| {
+        sqlx::query("INSERT INTO users (name) VALUES ('margaret')")
+            .execute(&mut *conn)
+            .await?;
+        let id: i64 = sqlx::query_scalar("SELECT id FROM users WHERE name = 'margaret'")
+            .fetch_one(&mut *conn)
+            .await?;
+        Ok::<_, sqlx::Error>(id)
+    }))
+}
+
+static SAVEPOINT: Suite<MySql, i64> = Suite::new("mysql_savepoint", || shop(Isolation::Savepoint));
+static TRANSACTION: Suite<MySql, i64> =
+    Suite::new("mysql_transaction", || shop(Isolation::Transaction));
+static COMMITTED: Suite<MySql, i64> = Suite::new("mysql_committed", || shop(Isolation::Committed));
+static FRESH: Suite<MySql, i64> = Suite::new("mysql_fresh", || shop(Isolation::FreshDatabase));
+
+/// A test that writes, then checks that it sees the baseline (three users) first.
+async fn writes(suite: &Suite<MySql, i64>) {
+    suite
+        .run(async |conn: &mut Conn, margaret: i64| {
+            let users: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users")
+                .fetch_one(&mut *conn)
+                .await?;
+            assert_eq!(users, 3, "every test starts from the setup");
+            assert_eq!(margaret, 3);
+            sqlx::query("INSERT INTO users (name) VALUES ('barbara')")
+                .execute(&mut *conn)
+                .await?;
+            sqlx::query("DELETE FROM orders")
+                .execute(&mut *conn)
+                .await?;
+            sqlx::query("UPDATE users SET name = 'ADA' WHERE id = 1")
+                .execute(&mut *conn)
+                .await?;
+            Ok::<_, sqlx::Error>(())
+        })
+        .await
+        .unwrap();
+}
+
+async fn sees_the_setup(suite: &Suite<MySql, i64>) {
+    suite
+        .run(async |conn: &mut Conn, _: i64| {
+            let (users, orders): (i64, i64) = sqlx::query_as(
+                "SELECT (SELECT COUNT(*) FROM users), (SELECT COUNT(*) FROM orders)",
+            )
+            .fetch_one(&mut *conn)
+            .await?;
+            assert_eq!((users, orders), (3, 1));
+            let ada: String = sqlx::query_scalar("SELECT name FROM users WHERE id = 1")
+                .fetch_one(&mut *conn)
+                .await?;
+            assert_eq!(ada, "ada");
+            Ok::<_, sqlx::Error>(())
+        })
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn every_isolation_undoes_what_a_test_wrote() {
+    if mysql().is_none() {
+        return;
+    }
+    for suite in [&SAVEPOINT, &TRANSACTION, &COMMITTED, &FRESH] {
+        writes(suite).await;
+        sees_the_setup(suite).await;
+        writes(suite).await;
+        sees_the_setup(suite).await;
+    }
+}
+
+#[tokio::test]
+async fn committed_isolation_puts_auto_increment_back() {
+    if mysql().is_none() {
+        return;
+    }
+    let next = async || {
+        COMMITTED
+            .run(async |conn: &mut Conn, _: i64| {
+                sqlx::query("INSERT INTO users (name) VALUES ('next')")
+                    .execute(&mut *conn)
+                    .await?;
+                let id: i64 = sqlx::query_scalar("SELECT id FROM users WHERE name = 'next'")
+                    .fetch_one(&mut *conn)
+                    .await?;
+                Ok::<_, sqlx::Error>(id)
+            })
+            .await
+            .unwrap()
+    };
+    let first = next().await;
+    assert_eq!(next().await, first, "the same id, as on a fresh database");
+}
+
+static DDL: Suite<MySql, i64> = Suite::new("mysql_ddl", || shop(Isolation::Savepoint));
+
+#[tokio::test]
+async fn ddl_in_a_savepoint_suite_is_an_escape_that_says_what_to_do() {
+    if mysql().is_none() {
+        return;
+    }
+    let err = DDL
+        .run(async |conn: &mut Conn, _: i64| {
+            sqlx::query("INSERT INTO users (name) VALUES ('leaked')")
+                .execute(&mut *conn)
+                .await?;
+            sqlx::query("CREATE TABLE notes (id INTEGER PRIMARY KEY)")
+                .execute(&mut *conn)
+                .await?;
+            Ok::<_, sqlx::Error>(())
+        })
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, Error::Escaped { .. }), "{err:?}");
+    assert!(text.contains("FreshDatabase"), "{text}");
+    // The suite is built again: the next test sees neither the row nor the table.
+    DDL.run(async |conn: &mut Conn, _: i64| {
+        let leaked: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE name = 'leaked'")
+            .fetch_one(&mut *conn)
+            .await?;
+        assert_eq!(leaked, 0);
+        let notes: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM information_schema.TABLES \
+             WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'notes'",
+        )
+        .fetch_one(&mut *conn)
+        .await?;
+        assert_eq!(notes, 0);
+        Ok::<_, sqlx::Error>(())
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn ddl_is_fine_in_a_fresh_database() {
+    if mysql().is_none() {
+        return;
+    }
+    for _ in 0..2 {
+        FRESH
+            .run(async |conn: &mut Conn, _: i64| {
+                sqlx::query("CREATE TABLE notes (id INTEGER PRIMARY KEY)")
+                    .execute(&mut *conn)
+                    .await?;
+                Ok::<_, sqlx::Error>(())
+            })
+            .await
+            .unwrap();
+    }
+}
+
+fn myisam(isolation: Isolation) -> testdb::Result<Setup<MySql, ()>> {
+    let backend = MySql::from_env()?;
+    Ok(Setup::new(TestDatabase::builder(backend))
+        .isolation(isolation)
+        .data(async |conn: &mut Conn| {
+            sqlx::query("CREATE TABLE counters (id INTEGER PRIMARY KEY) ENGINE = MyISAM")
+                .execute(&mut *conn)
+                .await?;
+            Ok::<_, sqlx::Error>(())
+        }))
+}
+
+static MYISAM_SAVEPOINT: Suite<MySql, ()> =
+    Suite::new("mysql_myisam_savepoint", || myisam(Isolation::Savepoint));
+static MYISAM_FRESH: Suite<MySql, ()> =
+    Suite::new("mysql_myisam_fresh", || myisam(Isolation::FreshDatabase));
+
+#[tokio::test]
+async fn tables_without_transactions_are_refused_where_tests_roll_back() {
+    if mysql().is_none() {
+        return;
+    }
+    let err = MYISAM_SAVEPOINT
+        .run(async |_: &mut Conn, ()| Ok::<_, sqlx::Error>(()))
+        .await
+        .unwrap_err();
+    let mut chain = err.to_string();
+    let mut source = std::error::Error::source(&err);
+    while let Some(cause) = source {
+        chain.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    assert!(
+        chain.contains("counters (MyISAM)") && chain.contains("FreshDatabase"),
+        "{chain}"
+    );
+    MYISAM_FRESH
+        .run(async |conn: &mut Conn, ()| {
+            sqlx::query("INSERT INTO counters VALUES (1)")
+                .execute(&mut *conn)
+                .await?;
+            Ok::<_, sqlx::Error>(())
+        })
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_sweep_removes_what_a_dead_process_left_and_nothing_else() {
+    let Some(backend) = mysql() else { return };
+    let mut admin = admin().await;
+    let dead = format!("testdb_{:016x}_0", std::process::id() as u64 * 7919);
+    let foreign = format!("testdb_not_ours_{}", std::process::id());
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "CREATE DATABASE `{dead}` COMMENT 'testdb v1 owner={:016x}'; CREATE DATABASE `{foreign}`",
+        std::process::id() as u64 * 7919
+    )))
+    .execute(&mut admin)
+    .await
+    .unwrap();
+    let live = TestDatabase::create(backend.clone()).await.unwrap();
+    testdb::sweep(&backend).await.unwrap();
+    assert!(!exists(&dead).await, "the dead process's database is gone");
+    assert!(
+        exists(&foreign).await,
+        "a database without testdb's mark stays"
+    );
+    assert!(exists(live.name()).await, "a live process's database stays");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP DATABASE `{foreign}`")))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+}
+
+#[test]
+fn a_password_in_the_url_is_never_shown() {
+    let backend = MySql::from_url("mysql://root:hunter2@127.0.0.1:3306/app").unwrap();
+    let shown = format!("{backend:?} {}", backend.redacted_url());
+    assert!(!shown.contains("hunter2"), "{shown}");
+    let err = MySql::from_url("mysql://root:hunter2@127.0.0.1:notaport").unwrap_err();
+    assert!(!format!("{err} {err:?}").contains("hunter2"), "{err:?}");
+}
