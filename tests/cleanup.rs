@@ -22,7 +22,7 @@ use testdb::{Isolation, Setup, Suite, TestDatabase};
 use testdb_postgres::Postgres;
 use testdb_sqlite::Sqlite;
 
-on_both!(
+on_every_engine!(
     a_killed_owners_database_is_swept,
     a_static_is_removed_at_exit
 );
@@ -84,6 +84,7 @@ async fn child_holds_a_database() {
     match common::child_backend().as_str() {
         "sqlite" => hold::<Sqlite>().await,
         "postgres" => hold::<Postgres>().await,
+        "mysql" => hold::<testdb_mysql::MySql>().await,
         other => panic!("unknown backend {other:?}"),
     }
 }
@@ -99,6 +100,7 @@ fn child_exits_with_a_static_database() {
     match common::child_backend().as_str() {
         "sqlite" => touch::<Sqlite>(),
         "postgres" => touch::<Postgres>(),
+        "mysql" => touch::<testdb_mysql::MySql>(),
         other => panic!("unknown backend {other:?}"),
     }
 }

@@ -15,7 +15,7 @@ use common::Harness;
 use sqlx::migrate::Migrator;
 use testdb::{Error, TestDatabase};
 
-on_both!(
+on_every_engine!(
     creates_migrates_and_removes,
     applies_a_migrator,
     failed_migration_leaves_nothing,
@@ -159,7 +159,7 @@ async fn databases_are_distinct<H: Harness>(backend: H) {
     );
 }
 
-on_both!(another_process_uses_the_url);
+on_every_engine!(another_process_uses_the_url);
 
 async fn another_process_uses_the_url<H: Harness>(backend: H) {
     let db = TestDatabase::builder(backend)
@@ -204,6 +204,7 @@ async fn child_counts_users_at_url() {
     let users = match common::child_backend().as_str() {
         "sqlite" => <testdb_sqlite::Sqlite as Harness>::scalar_at(&url, sql).await,
         "postgres" => <testdb_postgres::Postgres as Harness>::scalar_at(&url, sql).await,
+        "mysql" => <testdb_mysql::MySql as Harness>::scalar_at(&url, sql).await,
         other => panic!("unknown backend {other:?}"),
     };
     println!("USERS {users}");

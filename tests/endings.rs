@@ -1,6 +1,6 @@
 //! However a test ends — by its time limit, cancelled, panicking, or after ending its own
 //! transaction — nothing it started outlives it, and the next test of the suite starts at once on
-//! the baseline; on SQLite and PostgreSQL, in every isolation where it applies.
+//! the baseline; on SQLite, PostgreSQL and MySQL, in every isolation where it applies.
 
 // Tests, examples and benches may panic and print; the library may not (see Cargo.toml).
 #![allow(
@@ -99,6 +99,24 @@ impl Endings for Postgres {
     }
     async fn try_exec(pool: &Pool<sqlx::Postgres>, sql: &'static str) -> Result<(), sqlx::Error> {
         sqlx::query(sql).execute(pool).await.map(drop)
+    }
+}
+
+impl Endings for testdb_mysql::MySql {
+    const LONG_QUERY: &'static str = "SELECT SLEEP(6)";
+    fn backend_for_suites() -> Option<Self> {
+        common::mysql()
+    }
+    async fn lock_row(url: &str) -> sqlx::MySqlConnection {
+        let mut conn = sqlx::MySqlConnection::connect(url).await.unwrap();
+        sqlx::raw_sql("BEGIN; UPDATE items SET note = 'locker' WHERE id = 1000")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        conn
+    }
+    async fn try_exec(pool: &Pool<sqlx::MySql>, sql: &'static str) -> Result<(), sqlx::Error> {
+        sqlx::raw_sql(sql).execute(pool).await.map(drop)
     }
 }
 
@@ -206,7 +224,7 @@ async fn wait_for(
 
 // 1. A statement blocked by the test's own lock, through the pool, never commits after the test.
 
-on_both!(a_statement_blocked_by_the_test_never_commits_after_it);
+on_every_engine!(a_statement_blocked_by_the_test_never_commits_after_it);
 
 async fn a_statement_blocked_by_the_test_never_commits_after_it<H: Endings>(_: H) {
     let _turn = common::one_at_a_time().await;
@@ -246,7 +264,7 @@ async fn a_statement_blocked_by_the_test_never_commits_after_it<H: Endings>(_: H
 // 1b. The same statement, from a task the test spawned, which outlives the test's future: it is
 // the test's all the same (the only test running), and never commits after it.
 
-on_both!(a_spawned_task_s_blocked_statement_never_commits_after_its_test);
+on_every_engine!(a_spawned_task_s_blocked_statement_never_commits_after_its_test);
 
 async fn a_spawned_task_s_blocked_statement_never_commits_after_its_test<H: Endings>(_: H) {
     let _turn = common::one_at_a_time().await;
@@ -279,7 +297,7 @@ async fn a_spawned_task_s_blocked_statement_never_commits_after_its_test<H: Endi
 
 // 2. A long query on the test's own connection is stopped: the next test starts at once.
 
-on_both!(a_long_query_ends_with_its_test);
+on_every_engine!(a_long_query_ends_with_its_test);
 
 async fn a_long_query_ends_with_its_test<H: Endings>(_: H) {
     let _turn = common::one_at_a_time().await;
@@ -318,7 +336,7 @@ async fn a_long_query_ends_with_its_test<H: Endings>(_: H) {
 // test's future). Not on SQLite in transaction isolation, where the test's own transaction holds
 // the one write lock.
 
-on_both!(a_waiting_write_on_a_taken_connection_never_commits_after_its_test);
+on_every_engine!(a_waiting_write_on_a_taken_connection_never_commits_after_its_test);
 
 async fn a_waiting_write_on_a_taken_connection_never_commits_after_its_test<H: Endings>(_: H) {
     let _turn = common::one_at_a_time().await;
@@ -350,7 +368,7 @@ async fn a_waiting_write_on_a_taken_connection_never_commits_after_its_test<H: E
 // is replaced before the next test starts, and no later test gets a connection in a state testdb
 // cannot vouch for.
 
-on_both!(a_commit_is_caught_however_the_test_ends);
+on_every_engine!(a_commit_is_caught_however_the_test_ends);
 
 async fn a_commit_is_caught_however_the_test_ends<H: Endings>(_: H) {
     let _turn = common::one_at_a_time().await;
@@ -443,7 +461,10 @@ fn parallel_suite<H: Endings>() -> &'static Suite<H> {
 async fn a_parallel_test<H: Endings>(id: i64, pause: Duration) -> Result<(), BoxError> {
     parallel_suite::<H>()
         .run(async |conn: &mut Conn<H>, ()| {
-            H::try_exec_on(conn, "INSERT INTO items (id, note) VALUES (1, 'mine')").await?;
+            // A key of its own: InnoDB answers inserts of one key from many transactions with
+            // deadlocks, and a deadlock rolls back MySQL's whole transaction.
+            let insert = format!("INSERT INTO items (id, note) VALUES ({}, 'mine')", id + 1);
+            H::try_exec_on(conn, insert.leak()).await?;
             let db = testdb::current::<H>()?;
             assert_eq!(H::scalar(db.pool(), "SELECT count(*) FROM items").await, 1);
             let pool = db.pool().clone();
@@ -483,12 +504,12 @@ fn transaction_tests_at_once_keep_their_connections<H: Endings>() {
     }
 }
 
-on_both_sync!(transaction_tests_at_once_keep_their_connections);
+on_every_engine_sync!(transaction_tests_at_once_keep_their_connections);
 
 // 6. A test that forgets a transaction of its own inside testdb's (a leaked `begin()` guard)
 // still passes, and later tests get clean connections.
 
-on_both!(a_forgotten_transaction_guard_is_harmless);
+on_every_engine!(a_forgotten_transaction_guard_is_harmless);
 
 async fn a_forgotten_transaction_guard_is_harmless<H: Endings>(_: H) {
     let _turn = common::one_at_a_time().await;

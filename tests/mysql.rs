@@ -222,6 +222,53 @@ async fn committed_isolation_puts_auto_increment_back() {
     assert_eq!(next().await, first, "the same id, as on a fresh database");
 }
 
+/// A setup with a user whose id is 0, which MySQL stores only under `NO_AUTO_VALUE_ON_ZERO`.
+fn with_user_zero(isolation: Isolation) -> testdb::Result<Setup<MySql, i64>> {
+    Ok(shop(isolation)?
+        .version("user zero")
+        .data(async |conn: &mut Conn| {
+            sqlx::raw_sql(
+                "SET SESSION sql_mode = CONCAT(@@sql_mode, ',NO_AUTO_VALUE_ON_ZERO'); \
+             INSERT INTO users (id, name) VALUES (0, 'zero')",
+            )
+            .execute(&mut *conn)
+            .await?;
+            Ok::<_, sqlx::Error>(0)
+        }))
+}
+
+static ZERO_COMMITTED: Suite<MySql, i64> = Suite::new("mysql_zero_committed", || {
+    with_user_zero(Isolation::Committed)
+});
+static ZERO_FRESH: Suite<MySql, i64> = Suite::new("mysql_zero_fresh", || {
+    with_user_zero(Isolation::FreshDatabase)
+});
+
+#[tokio::test]
+async fn a_row_whose_auto_increment_id_is_0_is_copied_and_restored_as_0() {
+    if mysql().is_none() {
+        return;
+    }
+    for (suite, isolation) in [(&ZERO_COMMITTED, "committed"), (&ZERO_FRESH, "fresh")] {
+        for _ in 0..2 {
+            suite
+                .run(async |conn: &mut Conn, _: i64| {
+                    let zero: Option<String> =
+                        sqlx::query_scalar("SELECT name FROM users WHERE id = 0")
+                            .fetch_optional(&mut *conn)
+                            .await?;
+                    assert_eq!(zero.as_deref(), Some("zero"), "{isolation}");
+                    sqlx::query("UPDATE users SET name = 'changed' WHERE id = 0")
+                        .execute(&mut *conn)
+                        .await?;
+                    Ok::<_, sqlx::Error>(())
+                })
+                .await
+                .unwrap();
+        }
+    }
+}
+
 static DDL: Suite<MySql, i64> = Suite::new("mysql_ddl", || shop(Isolation::Savepoint));
 
 #[tokio::test]

@@ -15,8 +15,8 @@ mod common;
 
 use common::Shared;
 
-on_both!(tokio_test_first, tokio_test_second);
-on_both_sync!(plain_test, survives_the_runtime_that_first_used_it);
+on_every_engine!(tokio_test_first, tokio_test_second);
+on_every_engine_sync!(plain_test, survives_the_runtime_that_first_used_it);
 
 /// Each test writes its own row to the shared database and reads it back.
 async fn write_and_read<H: Shared>(id: i64) {

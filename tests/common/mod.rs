@@ -13,6 +13,7 @@ use std::sync::{Mutex, OnceLock};
 
 use sqlx::{Connection, Pool};
 use testdb::{Backend, TestDatabase};
+use testdb_mysql::MySql;
 use testdb_postgres::Postgres;
 use testdb_sqlite::Sqlite;
 
@@ -53,28 +54,38 @@ pub trait Harness: Backend + Sized {
     fn templates(text: &str) -> impl Future<Output = Vec<String>> + Send;
 }
 
+/// One test of `scenario` on `backend`, named `engine`; skipped (saying so) where the backend is
+/// not configured.
+macro_rules! engine_test {
+    ($scenario:ident, $engine:ident, $backend:ty) => {
+        #[tokio::test]
+        async fn $engine() {
+            if let Some(backend) = <$backend as $crate::common::Harness>::backend() {
+                super::$scenario(backend).await;
+            }
+        }
+    };
+}
+
 /// Generates the tests `<scenario>::sqlite` and `<scenario>::postgres` from each generic
-/// `async fn <scenario><H: Harness>(backend: H)`.
+/// `async fn <scenario><H: Harness>(backend: H)`: the scenarios that rely on SQL or behaviour only
+/// SQLite and PostgreSQL share.
 macro_rules! on_both {
     ($($scenario:ident),* $(,)?) => { $(
         mod $scenario {
-            #[tokio::test]
-            async fn sqlite() {
-                if let Some(backend) =
-                    <testdb_sqlite::Sqlite as $crate::common::Harness>::backend()
-                {
-                    super::$scenario(backend).await;
-                }
-            }
+            engine_test!($scenario, sqlite, testdb_sqlite::Sqlite);
+            engine_test!($scenario, postgres, testdb_postgres::Postgres);
+        }
+    )* };
+}
 
-            #[tokio::test]
-            async fn postgres() {
-                if let Some(backend) =
-                    <testdb_postgres::Postgres as $crate::common::Harness>::backend()
-                {
-                    super::$scenario(backend).await;
-                }
-            }
+/// Like `on_both!`, on every engine: `<scenario>::mysql` besides.
+macro_rules! on_every_engine {
+    ($($scenario:ident),* $(,)?) => { $(
+        mod $scenario {
+            engine_test!($scenario, sqlite, testdb_sqlite::Sqlite);
+            engine_test!($scenario, postgres, testdb_postgres::Postgres);
+            engine_test!($scenario, mysql, testdb_mysql::MySql);
         }
     )* };
 }
@@ -92,6 +103,28 @@ macro_rules! on_both_sync {
             #[test]
             fn postgres() {
                 super::$scenario::<testdb_postgres::Postgres>();
+            }
+        }
+    )* };
+}
+
+/// Like `on_both_sync!`, on every engine.
+macro_rules! on_every_engine_sync {
+    ($($scenario:ident),* $(,)?) => { $(
+        mod $scenario {
+            #[test]
+            fn sqlite() {
+                super::$scenario::<testdb_sqlite::Sqlite>();
+            }
+
+            #[test]
+            fn postgres() {
+                super::$scenario::<testdb_postgres::Postgres>();
+            }
+
+            #[test]
+            fn mysql() {
+                super::$scenario::<testdb_mysql::MySql>();
             }
         }
     )* };
@@ -283,6 +316,113 @@ impl Harness for Postgres {
     }
 }
 
+pub fn mysql() -> Option<MySql> {
+    match MySql::from_env() {
+        Ok(backend) => Some(backend),
+        Err(err @ testdb::Error::NotConfigured { .. }) => {
+            if std::env::var_os("CI").is_some() {
+                panic!("CI must run the MySQL tests: {err}");
+            }
+            say(&format!("SKIPPED: MySQL test not run: {err}"));
+            None
+        }
+        Err(err) => panic!("{err:?}"),
+    }
+}
+
+/// A connection to the MySQL server itself, for looking at what testdb did.
+pub async fn mysql_admin() -> sqlx::MySqlConnection {
+    let url = std::env::var("TESTDB_MYSQL_URL").expect("TESTDB_MYSQL_URL");
+    sqlx::MySqlConnection::connect(&url)
+        .await
+        .expect("connect to the MySQL server")
+}
+
+impl Harness for MySql {
+    const KEY: &'static str = "mysql";
+
+    fn backend() -> Option<Self> {
+        mysql()
+    }
+
+    async fn exists(name: &str) -> bool {
+        let found: Option<String> = sqlx::query_scalar(
+            "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = ?",
+        )
+        .bind(name)
+        .fetch_optional(&mut mysql_admin().await)
+        .await
+        .expect("query SCHEMATA");
+        found.is_some()
+    }
+
+    async fn exec(pool: &Pool<sqlx::MySql>, sql: &'static str) {
+        sqlx::raw_sql(sql).execute(pool).await.expect(sql);
+    }
+
+    async fn scalar(pool: &Pool<sqlx::MySql>, sql: &'static str) -> i64 {
+        sqlx::query_scalar::<_, i64>(sql)
+            .fetch_one(pool)
+            .await
+            .expect(sql)
+    }
+
+    async fn text(pool: &Pool<sqlx::MySql>, sql: &'static str) -> Option<String> {
+        sqlx::query_scalar(sql).fetch_one(pool).await.expect(sql)
+    }
+
+    async fn scalar_at(url: &str, sql: &'static str) -> i64 {
+        let mut conn = sqlx::MySqlConnection::connect(url)
+            .await
+            .expect("connect by url");
+        sqlx::query_scalar(sql)
+            .fetch_one(&mut conn)
+            .await
+            .expect(sql)
+    }
+
+    async fn try_exec_on(conn: &mut sqlx::MySqlConnection, sql: &'static str) -> sqlx::Result<()> {
+        sqlx::raw_sql(sql).execute(conn).await.map(drop)
+    }
+
+    async fn name_on(conn: &mut sqlx::MySqlConnection) -> String {
+        sqlx::query_scalar("SELECT DATABASE()")
+            .fetch_one(conn)
+            .await
+            .expect("current database")
+    }
+
+    async fn scalar_on(conn: &mut sqlx::MySqlConnection, sql: &'static str) -> i64 {
+        sqlx::query_scalar(sql).fetch_one(conn).await.expect(sql)
+    }
+
+    async fn templates(text: &str) -> Vec<String> {
+        let mut admin = mysql_admin().await;
+        let names: Vec<String> = sqlx::query_scalar(
+            "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA \
+             WHERE SCHEMA_NAME LIKE 'testdb\\_tpl\\_%' AND SCHEMA_COMMENT = 'testdb template v1' \
+             ORDER BY 1",
+        )
+        .fetch_all(&mut admin)
+        .await
+        .expect("list templates");
+        let mut found = Vec::new();
+        for name in names {
+            let value: Option<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                "SELECT value FROM `{name}`.testdb_setup"
+            )))
+            .fetch_optional(&mut admin)
+            .await
+            .ok()
+            .flatten();
+            if value.is_some_and(|value| value.contains(text)) {
+                found.push(name);
+            }
+        }
+        found
+    }
+}
+
 /// A database per backend shared by every test of a binary, as a `static` would be.
 pub trait Shared: Harness {
     fn shared() -> Option<&'static TestDatabase<Self>>;
@@ -309,6 +449,7 @@ macro_rules! shared {
 }
 shared!(Sqlite);
 shared!(Postgres);
+shared!(MySql);
 
 /// The variable that tells a child test process which backend to use.
 pub const CHILD_BACKEND: &str = "TESTDB_TEST_CHILD_BACKEND";

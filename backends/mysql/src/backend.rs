@@ -90,11 +90,26 @@ impl MySql {
     }
 
     /// A connection to no database in particular, for creating, dropping and copying databases.
+    /// A connection of testdb's own: its statements wait at most [`LOCK_WAIT`] for a metadata
+    /// lock (the server's default is a year), so that a session a test left holding one makes
+    /// testdb fail with the server's error instead of hanging.
     pub(crate) async fn connect_maintenance(&self) -> Result<MySqlConnection> {
-        self.options
+        let mut conn = self
+            .options
             .connect()
             .await
-            .map_err(|source| self.connect_error(source))
+            .map_err(|source| self.connect_error(source))?;
+        let set = format!("SET SESSION lock_wait_timeout = {}", LOCK_WAIT.as_secs());
+        match sqlx::raw_sql(sqlx::AssertSqlSafe(set))
+            .execute(&mut conn)
+            .await
+        {
+            Ok(_) => Ok(conn),
+            Err(source) => {
+                close(conn).await;
+                Err(self.connect_error(source))
+            }
+        }
     }
 
     pub(crate) fn connect_error(&self, source: sqlx::Error) -> Error {
@@ -170,6 +185,19 @@ pub(crate) async fn close(connection: MySqlConnection) {
 }
 
 /// The error of `step` on database `database`.
+/// The server's error number, when `err` is the server's error.
+pub(crate) fn error_number(err: &sqlx::Error) -> Option<u16> {
+    match err {
+        sqlx::Error::Database(err) => err
+            .try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
+            .map(sqlx::mysql::MySqlDatabaseError::number),
+        _ => None,
+    }
+}
+
+/// How long testdb's own statements wait for a metadata lock.
+pub(crate) const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
 pub(crate) fn failed(database: &str, step: &str, source: sqlx::Error) -> Error {
     Error::Database {
         backend: NAME,

@@ -14,7 +14,7 @@ use testdb::backend::WriteTracking;
 
 use crate::MySql;
 use crate::dialect::{ident, literal};
-use crate::template::stored_columns;
+use crate::template::{END_KEEP_ZEROS, KEEP_ZEROS, stored_columns};
 
 /// The table of the tracked tables: name, copy, counter.
 pub(crate) const TABLES: &str = "testdb_tables";
@@ -53,7 +53,7 @@ async fn tracked(conn: &mut MySqlConnection) -> sqlx::Result<Vec<(String, String
 impl WriteTracking for MySql {
     async fn track_writes(conn: &mut MySqlConnection, tables: &[String]) -> sqlx::Result<()> {
         let mut script = format!(
-            "CREATE TABLE {written} (name VARCHAR(64) NOT NULL PRIMARY KEY) ENGINE = InnoDB; \
+            "{KEEP_ZEROS} CREATE TABLE {written} (name VARCHAR(64) NOT NULL PRIMARY KEY) ENGINE = InnoDB; \
              CREATE TABLE {tables} (name VARCHAR(64) NOT NULL PRIMARY KEY, copy VARCHAR(64) NOT \
              NULL, counter BIGINT UNSIGNED NULL) ENGINE = InnoDB;",
             written = ident(WRITTEN),
@@ -93,6 +93,7 @@ impl WriteTracking for MySql {
                 ));
             }
         }
+        script.push_str(END_KEEP_ZEROS);
         run(conn, script).await
     }
 
@@ -120,9 +121,10 @@ impl WriteTracking for MySql {
         let database: String = sqlx::query_scalar("SELECT DATABASE()")
             .fetch_one(&mut *conn)
             .await?;
-        let mut script = "SET @testdb_restoring = 1, @testdb_checks = @@foreign_key_checks, \
-                          foreign_key_checks = 0;"
-            .to_owned();
+        let mut script = format!(
+            "SET @testdb_restoring = 1, @testdb_checks = @@foreign_key_checks, \
+             foreign_key_checks = 0; {KEEP_ZEROS}"
+        );
         for table in tables {
             script.push_str(&format!("DELETE FROM {};", ident(table)));
         }
@@ -136,7 +138,8 @@ impl WriteTracking for MySql {
             ));
         }
         script.push_str(&format!(
-            "DELETE FROM {}; SET @testdb_restoring = NULL, foreign_key_checks = @testdb_checks;",
+            "DELETE FROM {}; SET @testdb_restoring = NULL, foreign_key_checks = @testdb_checks; \
+             {END_KEEP_ZEROS}",
             ident(WRITTEN)
         ));
         run(conn, script).await?;

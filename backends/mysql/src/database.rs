@@ -47,12 +47,29 @@ impl OwnedDatabase for MySqlDatabase {
 
     async fn destroy(self) -> Result<()> {
         let mut conn = self.server.connect_maintenance().await?;
-        // Sessions still on it would keep their metadata locks: the drop would wait for them.
-        let _ = end_sessions_on(&mut conn, &self.name).await;
-        let dropped = owner::drop_database(&mut conn, &self.name).await;
+        let mut dropped = Ok(());
+        for _ in 0..DROP_ATTEMPTS {
+            // Sessions still on it would keep their metadata locks: the drop would wait for
+            // them. A pool may open new ones meanwhile, so they are ended before each attempt.
+            let _ = end_sessions_on(&mut conn, &self.name).await;
+            dropped = owner::drop_database(&mut conn, &self.name).await;
+            if !is_lock_wait_timeout(&dropped) {
+                break;
+            }
+        }
         backend::close(conn).await;
         dropped.map_err(|source| backend::failed(&self.name, "DROP DATABASE", source))
     }
+}
+
+/// How many times a drop that timed out waiting for a metadata lock is tried again.
+const DROP_ATTEMPTS: usize = 3;
+
+/// Whether `result` is the server's 1205, "Lock wait timeout exceeded".
+fn is_lock_wait_timeout(result: &sqlx::Result<()>) -> bool {
+    result
+        .as_ref()
+        .is_err_and(|err| backend::error_number(err) == Some(1205))
 }
 
 /// Ends every session, other than the caller's, whose current database is `name`.
@@ -60,7 +77,8 @@ pub(crate) async fn end_sessions_on(
     conn: &mut sqlx::mysql::MySqlConnection,
     name: &str,
 ) -> sqlx::Result<()> {
-    let ids: Vec<u64> = sqlx::query_scalar(
+    // PROCESSLIST.ID is a signed BIGINT (CONNECTION_ID() an unsigned one).
+    let ids: Vec<i64> = sqlx::query_scalar(
         "SELECT ID FROM information_schema.PROCESSLIST WHERE DB = ? AND ID <> CONNECTION_ID()",
     )
     .bind(name)

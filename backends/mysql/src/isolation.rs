@@ -106,12 +106,12 @@ impl IsolationHooks for MySql {
         .await;
         match rolled_back {
             Ok(_) => {}
-            Err(sqlx::Error::Database(err))
-                if err
-                    .try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
-                    .is_some_and(|err| err.number() == NO_SUCH_SAVEPOINT) =>
-            {
-                return Ok(escaped(err.message()));
+            Err(err) if crate::backend::error_number(&err) == Some(NO_SUCH_SAVEPOINT) => {
+                let message = err
+                    .as_database_error()
+                    .map(|err| err.message().to_owned())
+                    .unwrap_or_default();
+                return Ok(escaped(&message));
             }
             Err(err) => return Err(err),
         }

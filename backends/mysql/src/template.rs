@@ -102,6 +102,15 @@ async fn find_on(conn: &mut MySqlConnection, name: &str) -> sqlx::Result<Option<
     Ok(Some(value))
 }
 
+/// Before rows are copied: a 0 in an `AUTO_INCREMENT` column is stored as 0, as it was, not
+/// replaced by the next value (which MySQL does unless `NO_AUTO_VALUE_ON_ZERO` is set).
+pub(crate) const KEEP_ZEROS: &str = "SET @testdb_sql_mode = @@SESSION.sql_mode, \
+     SESSION sql_mode = CONCAT_WS(',', NULLIF(@@SESSION.sql_mode, ''), 'NO_AUTO_VALUE_ON_ZERO');";
+
+/// After rows are copied: the session's own `sql_mode` again.
+pub(crate) const END_KEEP_ZEROS: &str =
+    "SET SESSION sql_mode = @testdb_sql_mode, @testdb_sql_mode = NULL;";
+
 /// Copies every table of `from` (but testdb's setup table) into the empty database `to`, with its
 /// rows, then its views and triggers, in as few round trips as it can: the tables' definitions
 /// and the rows of those that hold any go as one script, foreign keys unchecked.
@@ -127,7 +136,7 @@ pub(crate) async fn copy(conn: &mut MySqlConnection, from: &str, to: &str) -> sq
         }
     }
     let (src, dst) = (ident(from), ident(to));
-    let mut script = format!("SET FOREIGN_KEY_CHECKS = 0; USE {dst};");
+    let mut script = format!("SET FOREIGN_KEY_CHECKS = 0; {KEEP_ZEROS} USE {dst};");
     for table in &tables {
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SHOW CREATE TABLE {src}.{}",
@@ -164,6 +173,7 @@ pub(crate) async fn copy(conn: &mut MySqlConnection, from: &str, to: &str) -> sq
         }
     }
     script.push_str("SET FOREIGN_KEY_CHECKS = 1;");
+    script.push_str(END_KEEP_ZEROS);
     sqlx::raw_sql(sqlx::AssertSqlSafe(script))
         .execute(&mut *conn)
         .await?;
@@ -242,7 +252,9 @@ async fn copy_views(
 /// Triggers, created once the rows are in (they would fire on the copy's own inserts).
 async fn copy_triggers(conn: &mut MySqlConnection, from: &str, to: &str) -> sqlx::Result<()> {
     let triggers: Vec<String> = sqlx::query_scalar(
-        "SELECT TRIGGER_NAME FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = ? \
+        // Filtered on EVENT_OBJECT_SCHEMA, which the server looks up directly: a filter on
+        // TRIGGER_SCHEMA opens every database's tables, and waits on their metadata locks.
+        "SELECT TRIGGER_NAME FROM information_schema.TRIGGERS WHERE EVENT_OBJECT_SCHEMA = ? \
          ORDER BY EVENT_OBJECT_TABLE, ACTION_ORDER",
     )
     .bind(from)
