@@ -4,7 +4,8 @@
 //! all. The in-process twin `run_concurrent` runs alongside for reference, and the release skew
 //! (first to last child released) is printed.
 //!
-//! PostgreSQL runs when `TESTDB_POSTGRES_URL` (or `DATABASE_URL`) is set.
+//! PostgreSQL runs when `TESTDB_POSTGRES_URL` (or `DATABASE_URL`) is set, MySQL when
+//! `TESTDB_MYSQL_URL` is.
 
 // Tests, examples and benches may panic and print; the library may not (see Cargo.toml).
 #![allow(
@@ -22,6 +23,7 @@ use sqlx::{Connection, Database};
 use testdb::{
     Backend, Caller, Calls, TestDatabase, run_concurrent, serve_callers, spawn_concurrent,
 };
+use testdb_mysql::MySql;
 use testdb_postgres::Postgres;
 use testdb_sqlite::Sqlite;
 
@@ -38,6 +40,12 @@ async fn ping_sqlite(conn: &mut sqlx::SqliteConnection, (): ()) -> Result<i64, s
 
 async fn ping_postgres(conn: &mut sqlx::PgConnection, (): ()) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar("SELECT 1::int8").fetch_one(conn).await
+}
+
+async fn ping_mysql(conn: &mut sqlx::MySqlConnection, (): ()) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT CAST(1 AS SIGNED)")
+        .fetch_one(conn)
+        .await
 }
 
 trait Pinged: Backend {
@@ -59,6 +67,13 @@ impl Pinged for Postgres {
     }
 }
 
+impl Pinged for MySql {
+    const KEY: &'static str = "mysql";
+    fn calls() -> Calls<Conn<Self>, i64> {
+        Calls::repeat(CALLERS, ping_mysql, ())
+    }
+}
+
 /// A child started by hand: connect, query, exit.
 fn hand_child(url: &str, backend: &str) {
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -69,6 +84,9 @@ fn hand_child(url: &str, backend: &str) {
         if backend == "sqlite" {
             let mut conn = sqlx::SqliteConnection::connect(url).await.unwrap();
             ping_sqlite(&mut conn, ()).await.unwrap();
+        } else if backend == "mysql" {
+            let mut conn = sqlx::MySqlConnection::connect(url).await.unwrap();
+            ping_mysql(&mut conn, ()).await.unwrap();
         } else {
             let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
             ping_postgres(&mut conn, ()).await.unwrap();
@@ -152,11 +170,22 @@ fn postgres(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, sqlite, postgres);
+fn mysql(c: &mut Criterion) {
+    match MySql::from_env() {
+        Ok(backend) => compare(c, backend),
+        Err(_) => eprintln!("concurrent/MySQL skipped: set TESTDB_MYSQL_URL to measure it"),
+    }
+}
+
+criterion_group!(benches, sqlite, postgres, mysql);
 
 fn main() {
     // The children of spawn_concurrent, and those started by hand, are runs of this binary.
-    serve_callers(&[Caller::of(ping_sqlite), Caller::of(ping_postgres)]);
+    serve_callers(&[
+        Caller::of(ping_sqlite),
+        Caller::of(ping_postgres),
+        Caller::of(ping_mysql),
+    ]);
     if let (Ok(url), Ok(backend)) = (std::env::var(HAND_URL), std::env::var(HAND_BACKEND)) {
         hand_child(&url, &backend);
     }

@@ -13,7 +13,8 @@
 //!   deferred, side by side with the same test on the same schema holding 77 rows: the deferred-key
 //!   check at the end of each test should cost what the test wrote, not what the database holds.
 //!
-//! PostgreSQL runs when `TESTDB_POSTGRES_URL` (or `DATABASE_URL`) is set.
+//! PostgreSQL runs when `TESTDB_POSTGRES_URL` (or `DATABASE_URL`) is set, MySQL when
+//! `TESTDB_MYSQL_URL` is.
 
 // Tests, examples and benches may panic and print; the library may not (see Cargo.toml).
 #![allow(
@@ -32,10 +33,12 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, criterion_group, criterion_main};
 use sqlx::{AssertSqlSafe, Connection, Database, Executor};
 use testdb::{Backend, Fixtures, Isolation, Setup, Suite, TestDatabase, load_fixtures};
+use testdb_mysql::MySql;
 use testdb_postgres::Postgres;
 use testdb_sqlite::Sqlite;
 
 const MIGRATIONS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/migrations");
+const MYSQL_MIGRATIONS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/mysql_migrations");
 const INSERT: &str = "INSERT INTO users (id, name) VALUES (1000, 'bench')";
 
 static SQLITE: Suite<Sqlite> = Suite::new("bench-sqlite", || {
@@ -47,6 +50,12 @@ static SQLITE: Suite<Sqlite> = Suite::new("bench-sqlite", || {
 static POSTGRES: Suite<Postgres> = Suite::new("bench-postgres", || {
     Ok(Setup::new(
         TestDatabase::builder(Postgres::from_env()?).migrations(MIGRATIONS),
+    ))
+});
+
+static MYSQL: Suite<MySql> = Suite::new("bench-mysql", || {
+    Ok(Setup::new(
+        TestDatabase::builder(MySql::from_env()?).migrations(MYSQL_MIGRATIONS),
     ))
 });
 
@@ -78,7 +87,7 @@ where
 }
 
 /// The raw cycle and a suite test, side by side, on `backend`.
-fn compare<B>(c: &mut Criterion, backend: B, suite: &'static Suite<B>)
+fn compare<B>(c: &mut Criterion, backend: B, migrations: &str, suite: &'static Suite<B>)
 where
     B: Backend,
     for<'c> &'c mut <B::Database as Database>::Connection: Executor<'c, Database = B::Database>,
@@ -87,7 +96,7 @@ where
     let db = rt
         .block_on(
             TestDatabase::builder(backend)
-                .migrations(MIGRATIONS)
+                .migrations(migrations)
                 .create(),
         )
         .expect("raw database");
@@ -131,13 +140,20 @@ where
 }
 
 fn sqlite(c: &mut Criterion) {
-    compare(c, Sqlite::new(), &SQLITE);
+    compare(c, Sqlite::new(), MIGRATIONS, &SQLITE);
 }
 
 fn postgres(c: &mut Criterion) {
     match Postgres::from_env() {
-        Ok(backend) => compare(c, backend, &POSTGRES),
+        Ok(backend) => compare(c, backend, MIGRATIONS, &POSTGRES),
         Err(_) => eprintln!("per-test/PostgreSQL skipped: set TESTDB_POSTGRES_URL to measure it"),
+    }
+}
+
+fn mysql(c: &mut Criterion) {
+    match MySql::from_env() {
+        Ok(backend) => compare(c, backend, MYSQL_MIGRATIONS, &MYSQL),
+        Err(_) => eprintln!("per-test/MySQL skipped: set TESTDB_MYSQL_URL to measure it"),
     }
 }
 
@@ -263,6 +279,48 @@ impl Baselines for Postgres {
             .await
             .unwrap();
     }
+}
+
+impl Baselines for MySql {
+    const EMPTY_ALL: &'static str = "SET FOREIGN_KEY_CHECKS = 0; TRUNCATE t9; TRUNCATE t8; \
+        TRUNCATE t7; TRUNCATE t6; TRUNCATE t5; TRUNCATE t4; TRUNCATE t3; TRUNCATE t2; \
+        TRUNCATE t1; TRUNCATE t0; SET FOREIGN_KEY_CHECKS = 1";
+
+    /// As by hand: `CREATE TABLE … LIKE` and `INSERT … SELECT` per table (which keeps neither
+    /// the foreign keys nor the `AUTO_INCREMENT` counters: faster than testdb's exact copy).
+    async fn copy(&self, source: &TestDatabase<Self>, index: usize) -> (Conn<Self>, String) {
+        let name = format!("testdb_bench_copy_{}_{index}", std::process::id());
+        let from = source.name();
+        let mut script = format!("CREATE DATABASE `{name}`;");
+        for t in 0..10 {
+            script.push_str(&format!(
+                "CREATE TABLE `{name}`.t{t} LIKE `{from}`.t{t}; \
+                 INSERT INTO `{name}`.t{t} SELECT * FROM `{from}`.t{t};"
+            ));
+        }
+        let mut admin = mysql_admin().await;
+        sqlx::raw_sql(AssertSqlSafe(script))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+        let options = source.connect_options().clone().database(&name);
+        let conn = sqlx::MySqlConnection::connect_with(&options).await.unwrap();
+        (conn, name)
+    }
+
+    async fn remove_copy(&self, name: String) {
+        let mut admin = mysql_admin().await;
+        admin
+            .execute(AssertSqlSafe(format!("DROP DATABASE IF EXISTS `{name}`")))
+            .await
+            .unwrap();
+    }
+}
+
+async fn mysql_admin() -> sqlx::MySqlConnection {
+    sqlx::MySqlConnection::connect(&std::env::var("TESTDB_MYSQL_URL").unwrap())
+        .await
+        .unwrap()
 }
 
 async fn admin() -> sqlx::PgConnection {
@@ -394,6 +452,13 @@ fn reference_postgres(c: &mut Criterion) {
             reference_suites!(Postgres, Postgres::from_env()),
         ),
         Err(_) => eprintln!("reference/PostgreSQL skipped: set TESTDB_POSTGRES_URL to measure it"),
+    }
+}
+
+fn reference_mysql(c: &mut Criterion) {
+    match MySql::from_env() {
+        Ok(backend) => reference(c, backend, reference_suites!(MySql, MySql::from_env())),
+        Err(_) => eprintln!("reference/MySQL skipped: set TESTDB_MYSQL_URL to measure it"),
     }
 }
 
@@ -539,8 +604,10 @@ criterion_group!(
     benches,
     sqlite,
     postgres,
+    mysql,
     reference_sqlite,
     reference_postgres,
+    reference_mysql,
     delete_or_truncate,
     deferred_sqlite,
     deferred_postgres

@@ -410,3 +410,59 @@ fn a_password_in_the_url_is_never_shown() {
     let err = MySql::from_url("mysql://root:hunter2@127.0.0.1:notaport").unwrap_err();
     assert!(!format!("{err} {err:?}").contains("hunter2"), "{err:?}");
 }
+
+// `#[testdb::test]` on MySQL: as `#[sqlx::test]` takes a `MySqlPool`, and a connection in a
+// savepoint. Without TESTDB_MYSQL_URL both say that they were skipped.
+
+#[testdb::test(
+    migrations = "tests/mysql_schema",
+    fixtures("mysql_fixtures/shop.json")
+)]
+async fn the_attribute_gives_a_pool_its_own_database(pool: sqlx::MySqlPool) -> sqlx::Result<()> {
+    let handle = testdb::current::<MySql>().unwrap();
+    assert_eq!(handle.isolation(), Isolation::FreshDatabase);
+    let users: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users")
+        .fetch_one(&pool)
+        .await?;
+    assert_eq!(users, 2, "the fixture's users");
+    Ok(())
+}
+
+/// Run by two tests: each finds the order that the other deleted.
+async fn deletes_the_order(conn: &mut MySqlConnection) -> sqlx::Result<()> {
+    assert_eq!(
+        testdb::current::<MySql>().unwrap().isolation(),
+        Isolation::Savepoint
+    );
+    let orders: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM orders")
+        .fetch_one(&mut *conn)
+        .await?;
+    assert_eq!(
+        orders, 1,
+        "every test sees the fixture, whatever the last one deleted"
+    );
+    sqlx::query("DELETE FROM orders")
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+#[testdb::test(
+    migrations = "tests/mysql_schema",
+    fixtures("mysql_fixtures/shop.json")
+)]
+async fn the_attribute_runs_a_connection_in_a_savepoint(
+    conn: &mut MySqlConnection,
+) -> sqlx::Result<()> {
+    deletes_the_order(conn).await
+}
+
+#[testdb::test(
+    migrations = "tests/mysql_schema",
+    fixtures("mysql_fixtures/shop.json")
+)]
+async fn another_attribute_test_in_the_same_savepoint_suite(
+    conn: &mut MySqlConnection,
+) -> sqlx::Result<()> {
+    deletes_the_order(conn).await
+}
