@@ -91,6 +91,37 @@ async fn a_test_database_is_migrated_loaded_and_removed() {
 }
 
 #[tokio::test]
+async fn a_dump_loads_back_to_the_same_rows() {
+    let Some(backend) = mysql() else { return };
+    let db = TestDatabase::builder(backend.clone())
+        .migrations(schema())
+        .fixtures(fixtures("shop"))
+        .create()
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("dump.json");
+    // `orders` has a generated column: left out of the dump, computed again on load.
+    assert_eq!(db.dump(&[], &file).await.unwrap(), 3);
+    let copy = TestDatabase::builder(backend)
+        .migrations(schema())
+        .fixtures(Fixtures::files([file]))
+        .create()
+        .await
+        .unwrap();
+    let rows = "SELECT CONCAT_WS('|', u.id, u.name, COALESCE(CAST(u.joined AS CHAR), '-'), \
+                COALESCE(o.label, '-'), COALESCE(o.total, '-')) \
+                FROM users u LEFT JOIN orders o ON o.user_id = u.id ORDER BY u.id";
+    let original: Vec<String> = sqlx::query_scalar(rows).fetch_all(db.pool()).await.unwrap();
+    let loaded: Vec<String> = sqlx::query_scalar(rows)
+        .fetch_all(copy.pool())
+        .await
+        .unwrap();
+    assert_eq!(original.len(), 2);
+    assert_eq!(loaded, original);
+}
+
+#[tokio::test]
 async fn a_bad_fixture_row_is_located_and_loads_nothing() {
     let Some(backend) = mysql() else { return };
     let db = TestDatabase::builder(backend)

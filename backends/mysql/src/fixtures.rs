@@ -91,9 +91,10 @@ impl FixtureLoading for MySql {
         let mut tables: BTreeMap<String, TableInfo> = BTreeMap::new();
         let columns = sqlx::query(
             "SELECT c.TABLE_NAME, c.COLUMN_NAME, c.COLUMN_TYPE FROM information_schema.COLUMNS c \
-             JOIN information_schema.TABLES t ON t.TABLE_SCHEMA = c.TABLE_SCHEMA \
+             JOIN information_schema.TABLES t ON t.TABLE_SCHEMA = DATABASE() \
                AND t.TABLE_NAME = c.TABLE_NAME AND t.TABLE_TYPE = 'BASE TABLE' \
-             WHERE c.TABLE_SCHEMA = DATABASE() ORDER BY c.TABLE_NAME, c.ORDINAL_POSITION",
+             WHERE c.TABLE_SCHEMA = DATABASE() AND c.IS_GENERATED = 'NEVER' \
+             ORDER BY c.TABLE_NAME, c.ORDINAL_POSITION",
         )
         .fetch_all(&mut *conn)
         .await?;
@@ -208,10 +209,13 @@ impl FixtureLoading for MySql {
         // cycle's keys by query.
         Self::execute_script(
             conn,
-            "SET @testdb_checks = @@foreign_key_checks, foreign_key_checks = 0",
+            // Saved once: deferring again (a failed load is located by loading again) must not
+            // save the 0 it set itself.
+            "SET @testdb_checks = COALESCE(@testdb_checks, @@foreign_key_checks), \
+             foreign_key_checks = 0",
         )
         .await?;
-        Ok("SET foreign_key_checks = @testdb_checks".into())
+        Ok("SET foreign_key_checks = COALESCE(@testdb_checks, 1), @testdb_checks = NULL".into())
     }
 
     async fn check_foreign_keys(

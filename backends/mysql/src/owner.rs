@@ -71,9 +71,19 @@ pub(crate) async fn hold(server: &MySql, take: String, what: &str) -> Result<Hel
                 return;
             }
         };
-        let locked: sqlx::Result<Vec<Option<i64>>> = sqlx::query_scalar(sqlx::AssertSqlSafe(take))
-            .fetch_all(&mut conn)
-            .await;
+        // The session sits idle while it holds its locks: the server's `wait_timeout` (8 hours
+        // by default, often minutes in CI) would end it, and free them, under a live process.
+        let locked = match sqlx::raw_sql("SET SESSION wait_timeout = 31536000")
+            .execute(&mut conn)
+            .await
+        {
+            Ok(_) => {
+                sqlx::query_scalar::<_, Option<i64>>(sqlx::AssertSqlSafe(take))
+                    .fetch_all(&mut conn)
+                    .await
+            }
+            Err(err) => Err(err),
+        };
         let answer = match locked {
             Ok(results) if results.iter().all(|r| *r == Some(1)) => Ok(()),
             Ok(_) => Err(Error::Runtime {
@@ -174,7 +184,7 @@ pub(crate) async fn sweep(server: &MySql) -> Result<usize> {
 async fn sweep_on(conn: &mut MySqlConnection) -> sqlx::Result<usize> {
     let rows = sqlx::query(
         "SELECT s.SCHEMA_NAME, s.SCHEMA_COMMENT FROM information_schema.SCHEMATA s \
-         WHERE s.SCHEMA_NAME LIKE 'testdb\\_%' AND s.SCHEMA_COMMENT LIKE 'testdb v1 owner=%' \
+         WHERE LEFT(s.SCHEMA_NAME, 7) = 'testdb_' AND s.SCHEMA_COMMENT LIKE 'testdb v1 owner=%' \
            AND IS_FREE_LOCK(CONCAT('testdb_owner_', SUBSTRING(s.SCHEMA_COMMENT, 17))) = 1 \
            AND NOT EXISTS (SELECT 1 FROM information_schema.PROCESSLIST p \
                            WHERE p.DB = s.SCHEMA_NAME)",

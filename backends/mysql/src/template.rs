@@ -189,8 +189,7 @@ pub(crate) async fn stored_columns(
 ) -> sqlx::Result<String> {
     let columns: Vec<String> = sqlx::query_scalar(
         "SELECT COLUMN_NAME FROM information_schema.COLUMNS \
-         WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND EXTRA NOT LIKE '%GENERATED%' \
-           AND EXTRA NOT LIKE '%PERSISTENT%' AND EXTRA NOT LIKE '%VIRTUAL%' \
+         WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND IS_GENERATED = 'NEVER' \
          ORDER BY ORDINAL_POSITION",
     )
     .bind(schema)
@@ -228,6 +227,7 @@ async fn copy_views(
         .execute(&mut *conn)
         .await?;
     while !pending.is_empty() {
+        let tried = pending.len();
         let mut failed = Vec::new();
         let mut last_error = None;
         for create in pending.drain(..) {
@@ -240,7 +240,7 @@ async fn copy_views(
             }
         }
         if let Some(err) = last_error
-            && failed.len() == views.len()
+            && failed.len() == tried
         {
             return Err(err);
         }
@@ -324,7 +324,7 @@ async fn unlock(conn: &mut MySqlConnection, name: &str) -> sqlx::Result<()> {
 async fn templates(conn: &mut MySqlConnection) -> sqlx::Result<Vec<(String, Option<u64>)>> {
     let names: Vec<(String, String)> = sqlx::query_as(
         "SELECT SCHEMA_NAME, SCHEMA_COMMENT FROM information_schema.SCHEMATA \
-         WHERE SCHEMA_NAME LIKE 'testdb\\_tpl\\_%'",
+         WHERE LEFT(SCHEMA_NAME, 11) = 'testdb_tpl_'",
     )
     .fetch_all(&mut *conn)
     .await?;
