@@ -99,8 +99,10 @@ impl IsolationHooks for MySql {
         baseline: &Baseline,
         _sequences: bool,
     ) -> sqlx::Result<Rewind> {
+        // One round trip: the settings go with the rollback, and are not reached if it fails.
         let rolled_back = sqlx::raw_sql(AssertSqlSafe(format!(
-            "ROLLBACK TO SAVEPOINT {TEST_SAVEPOINT}"
+            "ROLLBACK TO SAVEPOINT {TEST_SAVEPOINT}; {}",
+            baseline.settings
         )))
         .execute(&mut *conn)
         .await;
@@ -115,9 +117,6 @@ impl IsolationHooks for MySql {
             }
             Err(err) => return Err(err),
         }
-        sqlx::raw_sql(AssertSqlSafe(baseline.settings.clone()))
-            .execute(&mut *conn)
-            .await?;
         Ok(Rewind::Clean)
     }
 
