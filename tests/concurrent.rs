@@ -1,4 +1,4 @@
-//! `spawn_concurrent` and its in-process twin `run_concurrent`, on SQLite and PostgreSQL: outcomes,
+//! `spawn_concurrent` and its in-process twin `run_concurrent`, on every engine: outcomes,
 //! limits, the start barrier, refusals, and a real race.
 
 // Tests, examples and benches may panic and print; the library may not (see Cargo.toml).
@@ -21,6 +21,7 @@ use testdb::{
     Calls, Error, Handle, Isolation, Outcome, Outcomes, Setup, Suite, TestDatabase, run_concurrent,
     spawn_concurrent,
 };
+use testdb_mysql::MySql;
 use testdb_postgres::Postgres;
 use testdb_sqlite::Sqlite;
 
@@ -29,7 +30,9 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The callers, written once for each backend's connection type.
 macro_rules! callers_on {
-    ($module:ident, $conn:ty) => {
+    // `$increment` adds one to the gauge and returns it, or (where UPDATE cannot return rows)
+    // adds one, and `$read` returns it.
+    ($module:ident, $conn:ty, $increment:expr, $read:expr) => {
         mod $module {
             use std::time::Duration;
 
@@ -61,11 +64,14 @@ macro_rules! callers_on {
 
             /// How many callers run at once, as this one sees it.
             pub(crate) async fn gauge(conn: &mut $conn, (): ()) -> Result<i64, sqlx::Error> {
-                let running: i64 = sqlx::query_scalar(
-                    "UPDATE gauge SET running = running + 1 RETURNING CAST(running AS BIGINT)",
-                )
-                .fetch_one(&mut *conn)
-                .await?;
+                let read: Option<&'static str> = $read;
+                let running: i64 = match read {
+                    None => sqlx::query_scalar($increment).fetch_one(&mut *conn).await?,
+                    Some(read) => {
+                        sqlx::query($increment).execute(&mut *conn).await?;
+                        sqlx::query_scalar(read).fetch_one(&mut *conn).await?
+                    }
+                };
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 sqlx::query("UPDATE gauge SET running = running - 1")
                     .execute(&mut *conn)
@@ -152,8 +158,15 @@ macro_rules! callers_on {
     };
 }
 
-callers_on!(pg, sqlx::PgConnection);
-callers_on!(lite, sqlx::SqliteConnection);
+const INCREMENT: &str = "UPDATE gauge SET running = running + 1 RETURNING CAST(running AS BIGINT)";
+callers_on!(pg, sqlx::PgConnection, crate::INCREMENT, None);
+callers_on!(lite, sqlx::SqliteConnection, crate::INCREMENT, None);
+callers_on!(
+    my,
+    sqlx::MySqlConnection,
+    "UPDATE gauge SET running = LAST_INSERT_ID(running + 1)",
+    Some("SELECT CAST(LAST_INSERT_ID() AS SIGNED)")
+);
 
 testdb::callers!(
     pg::echo,
@@ -176,6 +189,16 @@ testdb::callers!(
     lite::book_in_transaction,
     lite::book_fixed,
     lite::write_later,
+    my::echo,
+    my::fails,
+    my::panics,
+    my::crashes,
+    my::sleeps,
+    my::gauge,
+    my::book_naive,
+    my::book_in_transaction,
+    my::book_fixed,
+    my::write_later,
 );
 
 /// Batches of calls, made of the backend's callers.
@@ -272,6 +295,7 @@ macro_rules! scenarios {
 
 scenarios!(Postgres, pg);
 scenarios!(Sqlite, lite);
+scenarios!(MySql, my);
 
 fn migrations() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/concurrent_migrations")
@@ -325,7 +349,7 @@ async fn in_committed_test<H: Scenarios, T>(scenario: impl AsyncFnOnce(Handle<H>
         .unwrap()
 }
 
-on_both!(values_come_back_in_order_whatever_the_callers_print);
+on_every_engine!(values_come_back_in_order_whatever_the_callers_print);
 
 async fn values_come_back_in_order_whatever_the_callers_print<H: Scenarios>(_: H) {
     for mode in MODES {
@@ -337,7 +361,7 @@ async fn values_come_back_in_order_whatever_the_callers_print<H: Scenarios>(_: H
     }
 }
 
-on_both!(errors_panics_and_timeouts_are_outcomes);
+on_every_engine!(errors_panics_and_timeouts_are_outcomes);
 
 async fn errors_panics_and_timeouts_are_outcomes<H: Scenarios>(_: H) {
     for mode in MODES {
@@ -359,7 +383,7 @@ async fn errors_panics_and_timeouts_are_outcomes<H: Scenarios>(_: H) {
     }
 }
 
-on_both!(a_crash_is_reported_with_its_status_and_stderr);
+on_every_engine!(a_crash_is_reported_with_its_status_and_stderr);
 
 async fn a_crash_is_reported_with_its_status_and_stderr<H: Scenarios>(_: H) {
     let outcomes =
@@ -376,7 +400,7 @@ async fn a_crash_is_reported_with_its_status_and_stderr<H: Scenarios>(_: H) {
     assert_eq!(outcomes[1], Outcome::Value(1), "the others are unaffected");
 }
 
-on_both!(an_unregistered_caller_crashes_and_says_why);
+on_every_engine!(an_unregistered_caller_crashes_and_says_why);
 
 async fn an_unregistered_caller_crashes_and_says_why<H: Scenarios>(_: H) {
     let outcomes = in_committed_test::<H, _>(async |db| {
@@ -392,7 +416,7 @@ async fn an_unregistered_caller_crashes_and_says_why<H: Scenarios>(_: H) {
     }
 }
 
-on_both!(the_batch_has_a_time_limit);
+on_every_engine!(the_batch_has_a_time_limit);
 
 async fn the_batch_has_a_time_limit<H: Scenarios>(_: H) {
     for mode in MODES {
@@ -409,7 +433,7 @@ async fn the_batch_has_a_time_limit<H: Scenarios>(_: H) {
     }
 }
 
-on_both!(a_cap_limits_how_many_run_at_once);
+on_every_engine!(a_cap_limits_how_many_run_at_once);
 
 async fn a_cap_limits_how_many_run_at_once<H: Scenarios>(_: H) {
     for mode in MODES {
@@ -429,7 +453,7 @@ async fn a_cap_limits_how_many_run_at_once<H: Scenarios>(_: H) {
     }
 }
 
-on_both!(data_other_connections_cannot_see_is_refused);
+on_every_engine!(data_other_connections_cannot_see_is_refused);
 
 async fn data_other_connections_cannot_see_is_refused<H: Scenarios>(_: H) {
     for isolation in [Isolation::Savepoint, Isolation::Transaction] {
@@ -450,7 +474,7 @@ async fn data_other_connections_cannot_see_is_refused<H: Scenarios>(_: H) {
     }
 }
 
-on_both!(the_naive_booking_oversells_and_the_fixed_one_never_does);
+on_every_engine!(the_naive_booking_oversells_and_the_fixed_one_never_does);
 
 async fn the_naive_booking_oversells_and_the_fixed_one_never_does<H: Scenarios>(_: H) {
     for mode in MODES {
@@ -580,7 +604,7 @@ const WRITE_DELAY: Duration = Duration::from_millis(2500);
 /// How soon after the kill every child must be gone.
 const DEATH_LIMIT: Duration = Duration::from_secs(2);
 
-on_both!(
+on_every_engine!(
     children_die_with_a_parent_killed_before_the_release,
     children_die_with_a_parent_killed_while_callers_run
 );
@@ -690,7 +714,7 @@ async fn killed_mid_batch<H: Scenarios>(backend: H, before_release: bool) {
     }
 }
 
-on_both!(a_child_tells_a_dead_parent_from_a_release);
+on_every_engine!(a_child_tells_a_dead_parent_from_a_release);
 
 /// How the test, playing a child's parent, leaves it.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -893,6 +917,7 @@ async fn child_runs_a_batch_until_killed() {
     match common::child_backend().as_str() {
         "sqlite" => run::<Sqlite>().await,
         "postgres" => run::<Postgres>().await,
+        "mysql" => run::<MySql>().await,
         other => panic!("unknown backend {other:?}"),
     }
 }
