@@ -336,6 +336,20 @@ impl FixtureLoading for MySql {
         {
             site.column = Some(column);
         }
+        // MariaDB's "Incorrect decimal value: 'x' for column `db`.`table`.`column` at row 1".
+        if let Some(rest) = message.split("for column `").nth(1) {
+            let path = rest.split(" at row").next().unwrap_or(rest);
+            let names: Vec<&str> = path
+                .split('`')
+                .filter(|name| !name.is_empty() && *name != ".")
+                .collect();
+            if let [.., table, column] = names.as_slice() {
+                site.table = Some((*table).to_owned());
+                site.column = Some((*column).to_owned());
+            } else if let [column] = names.as_slice() {
+                site.column = Some((*column).to_owned());
+            }
+        }
         // "… a foreign key constraint fails (`db`.`table`, CONSTRAINT `name` …".
         if let Some(rest) = message.split("constraint fails (").nth(1) {
             let names: Vec<&str> = rest.split('`').collect();
