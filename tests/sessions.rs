@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use common::Harness;
 use sqlx::Database;
 use testdb::{Error, Isolation, Setup, Suite, TestDatabase};
+use testdb_mysql::MySql;
 use testdb_postgres::Postgres;
 use testdb_sqlite::Sqlite;
 
@@ -92,6 +93,19 @@ impl Sessions for Postgres {
         + (SELECT count(*) = 0 FROM pg_class WHERE relname = 'scratch' AND relpersistence = 't')::int)::bigint";
 }
 
+impl Sessions for MySql {
+    // Temporary tables and user variables are not reset on MySQL (the README says so).
+    const LEAVE: &'static [&'static str] = &[
+        "DO GET_LOCK('testdb_test_leftover', 0)",
+        "SET time_zone = '+09:30'",
+        "SET SESSION foreign_key_checks = 0",
+        "SET SESSION sql_mode = 'ANSI_QUOTES'",
+    ];
+    const CLEAN: &'static str = "SELECT CAST((IS_USED_LOCK('testdb_test_leftover') IS NULL) \
+        + (@@time_zone <> '+09:30') + (@@foreign_key_checks = 1) \
+        + (@@sql_mode <> 'ANSI_QUOTES') AS SIGNED)";
+}
+
 fn schema<H: Harness>() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/sessions_schema")
@@ -134,7 +148,7 @@ async fn next_id<H: Sessions>(suite: &Suite<H>) -> i64 {
         .unwrap()
 }
 
-on_both!(each_test_starts_on_a_clean_session);
+on_every_engine!(each_test_starts_on_a_clean_session);
 
 async fn each_test_starts_on_a_clean_session<H: Sessions>(_: H) {
     let _turn = common::one_at_a_time().await;
@@ -161,7 +175,7 @@ async fn each_test_starts_on_a_clean_session<H: Sessions>(_: H) {
     }
 }
 
-on_both!(ids_are_the_same_in_every_test);
+on_every_engine!(ids_are_the_same_in_every_test);
 
 async fn ids_are_the_same_in_every_test<H: Sessions>(_: H) {
     let _turn = common::one_at_a_time().await;
@@ -172,6 +186,12 @@ async fn ids_are_the_same_in_every_test<H: Sessions>(_: H) {
             next_id(suite).await,
             next_id(suite).await,
         ];
+        if H::KEY == "mysql" && matches!(isolation, Isolation::Savepoint | Isolation::Transaction) {
+            // InnoDB's counters do not roll back, and setting one would commit (the README
+            // says so): the ids grow.
+            assert!(ids[0] < ids[1] && ids[1] < ids[2], "{isolation}: {ids:?}");
+            continue;
+        }
         assert_eq!(
             ids,
             [3, 3, 3],
@@ -180,7 +200,7 @@ async fn ids_are_the_same_in_every_test<H: Sessions>(_: H) {
     }
 }
 
-on_both!(ids_keep_growing_when_sequences_are_left_alone);
+on_every_engine!(ids_keep_growing_when_sequences_are_left_alone);
 
 async fn ids_keep_growing_when_sequences_are_left_alone<H: Sessions>(_: H) {
     let _turn = common::one_at_a_time().await;
