@@ -11,7 +11,8 @@
 //! `TESTDB_DJANGO_SNAPSHOT=<dir>` the group also leaves what one load stored there, for comparing
 //! with what `loaddata` stores.
 //!
-//! PostgreSQL runs when `TESTDB_POSTGRES_URL` (or `DATABASE_URL`) is set.
+//! PostgreSQL runs when `TESTDB_POSTGRES_URL` (or `DATABASE_URL`) is set, MySQL (whose hand-written
+//! path is SQLite's, 500-row `INSERT`s) when `TESTDB_MYSQL_URL` is.
 
 // Tests, examples and benches may panic and print; the library may not (see Cargo.toml).
 #![allow(
@@ -28,6 +29,7 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, SamplingMode, Throughput, criterion_group};
 use sqlx::{AssertSqlSafe, Connection, Database};
 use testdb::{Backend, Fixtures, TestDatabase, load_fixtures};
+use testdb_mysql::MySql;
 use testdb_postgres::Postgres;
 use testdb_sqlite::Sqlite;
 
@@ -103,31 +105,40 @@ async fn raw_copy(conn: &mut sqlx::PgConnection, rows: &[Reference]) {
     }
 }
 
-async fn raw_inserts(conn: &mut sqlx::SqliteConnection, rows: &[Reference]) {
-    for t in 0..TABLES {
-        let table: Vec<_> = rows.iter().filter(|row| row.0 == t).collect();
-        let width = if t == 0 { 5 } else { 6 };
-        let columns = ["id", "name", "amount", "created", "flag", "parent_id"][..width].join(", ");
-        let tuple = format!("({})", vec!["?"; width].join(", "));
-        for chunk in table.chunks(500) {
-            let tuples = vec![tuple.as_str(); chunk.len()].join(", ");
-            let sql = format!("INSERT INTO t{t} ({columns}) VALUES {tuples}");
-            let mut query = sqlx::query(AssertSqlSafe(sql));
-            for (_, id, parent, name, amount, created, flag) in chunk {
-                query = query
-                    .bind(*id)
-                    .bind(name.as_str())
-                    .bind(*amount)
-                    .bind(created.as_str())
-                    .bind(*flag);
-                if let Some(parent) = parent {
-                    query = query.bind(*parent);
+/// 500-row prepared `INSERT`s, table by table, on the connection type given.
+macro_rules! raw_inserts {
+    ($name:ident, $conn:ty) => {
+        async fn $name(conn: &mut $conn, rows: &[Reference]) {
+            for t in 0..TABLES {
+                let table: Vec<_> = rows.iter().filter(|row| row.0 == t).collect();
+                let width = if t == 0 { 5 } else { 6 };
+                let columns =
+                    ["id", "name", "amount", "created", "flag", "parent_id"][..width].join(", ");
+                let tuple = format!("({})", vec!["?"; width].join(", "));
+                for chunk in table.chunks(500) {
+                    let tuples = vec![tuple.as_str(); chunk.len()].join(", ");
+                    let sql = format!("INSERT INTO t{t} ({columns}) VALUES {tuples}");
+                    let mut query = sqlx::query(AssertSqlSafe(sql));
+                    for (_, id, parent, name, amount, created, flag) in chunk {
+                        query = query
+                            .bind(*id)
+                            .bind(name.as_str())
+                            .bind(*amount)
+                            .bind(created.as_str())
+                            .bind(*flag);
+                        if let Some(parent) = parent {
+                            query = query.bind(*parent);
+                        }
+                    }
+                    query.execute(&mut *conn).await.unwrap();
                 }
             }
-            query.execute(&mut *conn).await.unwrap();
         }
-    }
+    };
 }
+
+raw_inserts!(raw_inserts, sqlx::SqliteConnection);
+raw_inserts!(raw_inserts_mysql, sqlx::MySqlConnection);
 
 /// A backend's hand-written load, and how long to measure it.
 trait HandWritten: Backend {
@@ -153,6 +164,14 @@ impl HandWritten for Postgres {
     const SAMPLES: usize = 10;
     async fn raw(conn: &mut sqlx::PgConnection, rows: &[Reference]) {
         raw_copy(conn, rows).await;
+    }
+}
+
+impl HandWritten for MySql {
+    const RAW: &'static str = "raw multi-row INSERT";
+    const SAMPLES: usize = 10;
+    async fn raw(conn: &mut sqlx::MySqlConnection, rows: &[Reference]) {
+        raw_inserts_mysql(conn, rows).await;
     }
 }
 
@@ -230,6 +249,13 @@ fn postgres(c: &mut Criterion) {
     match Postgres::from_env() {
         Ok(backend) => compare(c, backend),
         Err(_) => eprintln!("fixtures/PostgreSQL skipped: set TESTDB_POSTGRES_URL to measure it"),
+    }
+}
+
+fn mysql(c: &mut Criterion) {
+    match MySql::from_env() {
+        Ok(backend) => compare(c, backend),
+        Err(_) => eprintln!("fixtures/MySQL skipped: set TESTDB_MYSQL_URL to measure it"),
     }
 }
 
@@ -419,7 +445,14 @@ fn django_postgres(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, sqlite, postgres, django_sqlite, django_postgres);
+criterion_group!(
+    benches,
+    sqlite,
+    postgres,
+    mysql,
+    django_sqlite,
+    django_postgres
+);
 
 fn main() {
     // For benches/django/run: the fixture Django's loaddata is timed on, and nothing else.
