@@ -1,4 +1,4 @@
-//! Savepoint suites on both backends: set up once, a savepoint around every test.
+//! Savepoint suites on every engine: set up once, a savepoint around every test.
 
 // Tests, examples and benches may panic and print; the library may not (see Cargo.toml).
 #![allow(
@@ -20,6 +20,7 @@ use std::time::Duration;
 use common::Harness;
 use sqlx::Connection;
 use testdb::{Error, Setup, Suite, TestDatabase};
+use testdb_mysql::MySql;
 use testdb_postgres::Postgres;
 use testdb_sqlite::Sqlite;
 
@@ -50,8 +51,13 @@ fn setups<H: Harness>(suite: usize) -> usize {
         .unwrap_or(0)
 }
 
-fn migrations() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/migrations_suite")
+fn migrations<H: Harness>() -> PathBuf {
+    let dir = if H::KEY == "mysql" {
+        "tests/migrations_suite_mysql"
+    } else {
+        "tests/migrations_suite"
+    };
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(dir)
 }
 
 fn builder<H: Harness>() -> testdb::Result<testdb::Builder<H>> {
@@ -59,7 +65,7 @@ fn builder<H: Harness>() -> testdb::Result<testdb::Builder<H>> {
         backend: H::NAME,
         hint: "set TESTDB_POSTGRES_URL".into(),
     })?;
-    Ok(TestDatabase::builder(backend).migrations(migrations()))
+    Ok(TestDatabase::builder(backend).migrations(migrations::<H>()))
 }
 
 /// The setup of every suite here: two users, counted.
@@ -150,6 +156,7 @@ macro_rules! suites {
 }
 suites!(Sqlite);
 suites!(Postgres);
+suites!(MySql);
 
 /// The body of every main-suite test: proves it runs alone on the suite's connection, sees
 /// exactly the setup's rows, and writes one of its own.
@@ -167,19 +174,20 @@ async fn exclusive<H: Suites>(conn: &mut Conn<H>) {
     H::busy().store(false, Ordering::SeqCst);
 }
 
-on_both!(
+on_every_engine!(
     setup_runs_once_and_each_test_gets_its_own_clone,
     tests_of_one_suite_take_turns,
     different_suites_do_not_wait_for_each_other,
     nested_transactions_behave_as_in_production,
-    deferred_constraints_are_checked_at_the_end_of_each_test,
     a_test_that_ends_the_suite_transaction_fails_and_the_baseline_is_rebuilt,
     a_failed_statement_is_rolled_back_cleanly,
     a_dropped_test_leaves_no_trace,
     a_slow_test_fails_with_its_time_limit,
     a_failed_setup_fails_every_test_and_commits_nothing,
 );
-on_both_sync!(
+// MySQL defers no foreign key.
+on_both!(deferred_constraints_are_checked_at_the_end_of_each_test);
+on_every_engine_sync!(
     a_plain_test_uses_the_suite,
     a_panicking_test_leaves_no_trace
 );
