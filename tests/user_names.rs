@@ -1,7 +1,8 @@
 //! A user's tables may have any name, those of testdb's own bookkeeping included (`testdb_audit`,
-//! `TestDB_Mixed`, and on SQLite the usual names of committed isolation's registry, copies and
-//! triggers; on PostgreSQL those of its tables in schema `testdb_baseline`): they are restored,
-//! loaded into and dumped like any other, and testdb's bookkeeping stays out of the catalog.
+//! `TestDB_Mixed`, and on SQLite and MySQL the usual names of committed isolation's registry,
+//! copies and triggers, and on MySQL of a template's setup table; on PostgreSQL those of its
+//! tables in schema `testdb_baseline`): they are restored, loaded into and dumped like any other,
+//! and testdb's bookkeeping stays out of the catalog.
 
 // Tests, examples and benches may panic and print; the library may not (see Cargo.toml).
 #![allow(
@@ -21,6 +22,7 @@ use common::Harness;
 use serde_json::Value as Json;
 use sqlx::Database;
 use testdb::{Error, Fixtures, Isolation, Setup, Suite, TestDatabase};
+use testdb_mysql::MySql;
 use testdb_postgres::Postgres;
 use testdb_sqlite::Sqlite;
 
@@ -36,6 +38,9 @@ trait Names: Harness {
     const STATE: &'static str;
     /// Inserts into TestDB_Mixed twice under a conflict clause of the user's own.
     const WRITE_WITH_CONFLICT_CLAUSE: [&'static str; 2];
+    /// Creates a table defined as testdb's registry, where testdb tells its tables apart by
+    /// their definition (not on PostgreSQL, where they have a schema of their own).
+    const OWN_REGISTRY: Option<&'static str>;
     fn schema() -> PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("tests/user_names_schema")
@@ -73,6 +78,11 @@ impl Names for Sqlite {
         "INSERT OR ABORT INTO \"TestDB_Mixed\" (id, note) VALUES (7, 'seven')",
         "INSERT OR ABORT INTO \"TestDB_Mixed\" (id, note) VALUES (8, 'eight')",
     ];
+    const OWN_REGISTRY: Option<&'static str> = Some(
+        "CREATE TABLE \"testdb_registry_2\" (/* testdb bookkeeping: registry */ \
+         kind TEXT NOT NULL, name TEXT NOT NULL, statement TEXT, PRIMARY KEY (kind, name)) \
+         WITHOUT ROWID",
+    );
     fn suite() -> &'static Suite<Self> {
         static SUITE: Suite<Sqlite> = Suite::new("user-names", committed::<Sqlite>);
         &SUITE
@@ -101,8 +111,43 @@ impl Names for Postgres {
         "INSERT INTO \"TestDB_Mixed\" (id, note) VALUES (7, 'seven') ON CONFLICT DO NOTHING",
         "INSERT INTO \"TestDB_Mixed\" (id, note) VALUES (8, 'eight') ON CONFLICT DO NOTHING",
     ];
+    const OWN_REGISTRY: Option<&'static str> = None;
     fn suite() -> &'static Suite<Self> {
         static SUITE: Suite<Postgres> = Suite::new("user-names", committed::<Postgres>);
+        &SUITE
+    }
+    async fn text_on(conn: &mut Conn<Self>, sql: &'static str) -> Option<String> {
+        sqlx::query_scalar(sql).fetch_one(conn).await.expect(sql)
+    }
+}
+
+impl Names for MySql {
+    const TABLES: &'static [&'static str] = &[
+        "TestDB_Mixed",
+        "testdb_audit",
+        "testdb_baseline_0",
+        "testdb_registry",
+        "testdb_setup",
+        "testdb_tables",
+        "testdb_written",
+    ];
+    const WRITE_LOG: &'static str = "INSERT INTO testdb_registry (name) VALUES ('x')";
+    const STATE: &'static str = "SELECT CONCAT_WS(' ', (SELECT count(*) FROM testdb_audit), \
+         (SELECT count(*) FROM `TestDB_Mixed`), (SELECT count(*) FROM testdb_registry), \
+         (SELECT group_concat(id, '=', event ORDER BY id SEPARATOR ',') FROM testdb_audit), \
+         (SELECT group_concat(id, '=', coalesce(note, '-') ORDER BY id SEPARATOR ',') \
+          FROM `TestDB_Mixed`))";
+    const WRITE_WITH_CONFLICT_CLAUSE: [&'static str; 2] = [
+        "INSERT IGNORE INTO `TestDB_Mixed` (id, note) VALUES (7, 'seven')",
+        "INSERT IGNORE INTO `TestDB_Mixed` (id, note) VALUES (8, 'eight')",
+    ];
+    const OWN_REGISTRY: Option<&'static str> = Some(
+        "CREATE TABLE testdb_registry_2 (kind VARCHAR(16) NOT NULL, name VARCHAR(64) NOT NULL, \
+         refill LONGTEXT, counter BIGINT UNSIGNED, PRIMARY KEY (kind, name)) \
+         COMMENT = 'testdb bookkeeping: registry'",
+    );
+    fn suite() -> &'static Suite<Self> {
+        static SUITE: Suite<MySql> = Suite::new("user-names", committed::<MySql>);
         &SUITE
     }
     async fn text_on(conn: &mut Conn<Self>, sql: &'static str) -> Option<String> {
@@ -152,7 +197,7 @@ const BASELINE: &str = "2 1 0 1=created,2=renamed 1=first";
 
 // Committed isolation: what a test writes to the user's `testdb_…` tables is gone for the next.
 
-on_both!(a_users_testdb_tables_are_restored);
+on_every_engine!(a_users_testdb_tables_are_restored);
 
 async fn a_users_testdb_tables_are_restored<H: Names>(_: H) {
     let mut databases = Vec::new();
@@ -207,7 +252,7 @@ async fn a_users_testdb_tables_are_restored<H: Names>(_: H) {
 
 // Fixtures load into the user's `testdb_…` tables, and dumps include them; not testdb's own.
 
-on_both!(a_users_testdb_tables_are_loaded_and_dumped);
+on_every_engine!(a_users_testdb_tables_are_loaded_and_dumped);
 
 async fn a_users_testdb_tables_are_loaded_and_dumped<H: Names>(backend: H) {
     let expected: Vec<String> = H::TABLES.iter().map(|t| t.to_string()).collect();
@@ -284,7 +329,7 @@ async fn a_users_testdb_tables_are_loaded_and_dumped<H: Names>(backend: H) {
 // A database whose bookkeeping testdb cannot find (built by an older testdb, or not for committed
 // isolation) is refused, never taken for one where nothing was written.
 
-on_both!(bookkeeping_that_is_not_testdbs_is_refused);
+on_every_engine!(bookkeeping_that_is_not_testdbs_is_refused);
 
 async fn bookkeeping_that_is_not_testdbs_is_refused<H: Names>(backend: H) {
     let db = TestDatabase::builder(backend)
@@ -294,17 +339,10 @@ async fn bookkeeping_that_is_not_testdbs_is_refused<H: Names>(backend: H) {
         .unwrap();
     let mut conn = db.connect().await.unwrap();
     let err = H::written_tables(&mut conn).await.unwrap_err();
-    if H::KEY == "sqlite" {
+    if let Some(own_registry) = H::OWN_REGISTRY {
         // The user's schema has a `testdb_registry` and a `testdb_written`: neither is testdb's.
         assert!(err.to_string().contains("no testdb registry"), "{err}");
-        H::try_exec_on(
-            &mut conn,
-            "CREATE TABLE \"testdb_registry_2\" (/* testdb bookkeeping: registry */ \
-             kind TEXT NOT NULL, name TEXT NOT NULL, statement TEXT, PRIMARY KEY (kind, name)) \
-             WITHOUT ROWID",
-        )
-        .await
-        .unwrap();
+        H::try_exec_on(&mut conn, own_registry).await.unwrap();
         assert_eq!(
             H::written_tables(&mut conn).await.unwrap(),
             Vec::<String>::new()

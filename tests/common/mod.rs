@@ -428,7 +428,7 @@ impl Harness for MySql {
         let mut admin = mysql_admin().await;
         let names: Vec<String> = sqlx::query_scalar(
             "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA \
-             WHERE SCHEMA_NAME LIKE 'testdb\\_tpl\\_%' AND SCHEMA_COMMENT = 'testdb template v1' \
+             WHERE SCHEMA_NAME LIKE 'testdb\\_tpl\\_%' AND SCHEMA_COMMENT = 'testdb template v2' \
              ORDER BY 1",
         )
         .fetch_all(&mut admin)
@@ -436,8 +436,18 @@ impl Harness for MySql {
         .expect("list templates");
         let mut found = Vec::new();
         for name in names {
+            // The setup table is told apart by its comment (a user's table may be named alike).
+            let setup: Option<String> = sqlx::query_scalar(
+                "SELECT TABLE_NAME FROM information_schema.TABLES \
+                 WHERE TABLE_SCHEMA = ? AND TABLE_COMMENT = 'testdb bookkeeping: setup'",
+            )
+            .bind(&name)
+            .fetch_optional(&mut admin)
+            .await
+            .expect("find the setup table");
+            let Some(setup) = setup else { continue };
             let value: Option<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-                "SELECT value FROM `{name}`.testdb_setup"
+                "SELECT value FROM `{name}`.`{setup}`"
             )))
             .fetch_optional(&mut admin)
             .await

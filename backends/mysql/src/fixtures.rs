@@ -8,7 +8,7 @@ use sqlx::{Arguments as _, AssertSqlSafe, Row};
 use testdb::backend::{Catalog, ErrorSite, FixtureLoading, ForeignKey, TableInfo, Value};
 
 use crate::MySql;
-use crate::committed::is_bookkeeping;
+use crate::bookkeeping::is_marked;
 use crate::dialect::ident;
 
 /// The most placeholders one statement may hold.
@@ -89,21 +89,20 @@ impl FixtureLoading for MySql {
 
     async fn catalog(conn: &mut MySqlConnection) -> sqlx::Result<Catalog> {
         let mut tables: BTreeMap<String, TableInfo> = BTreeMap::new();
-        let columns = sqlx::query(
+        // testdb's own tables are not the user's.
+        let columns = sqlx::query(AssertSqlSafe(format!(
             "SELECT c.TABLE_NAME, c.COLUMN_NAME, c.COLUMN_TYPE FROM information_schema.COLUMNS c \
              JOIN information_schema.TABLES t ON t.TABLE_SCHEMA = DATABASE() \
-               AND t.TABLE_NAME = c.TABLE_NAME AND t.TABLE_TYPE = 'BASE TABLE' \
+               AND t.TABLE_NAME = c.TABLE_NAME AND t.TABLE_TYPE = 'BASE TABLE' AND NOT {} \
              WHERE c.TABLE_SCHEMA = DATABASE() AND c.IS_GENERATED = 'NEVER' \
              ORDER BY c.TABLE_NAME, c.ORDINAL_POSITION",
-        )
+            is_marked("t")
+        )))
         .fetch_all(&mut *conn)
         .await?;
         for row in columns {
             let (table, column, kind): (String, String, String) =
                 (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
-            if is_bookkeeping(&table) {
-                continue;
-            }
             let info = tables.entry(table).or_default();
             info.columns.push(column);
             info.column_types.push(kind);

@@ -43,6 +43,7 @@
 
 mod attribute;
 mod backend;
+mod bookkeeping;
 mod committed;
 mod database;
 mod databases;

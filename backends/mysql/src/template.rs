@@ -1,8 +1,9 @@
-//! Templates: databases named `testdb_tpl_…`, commented `testdb template v1` once complete, that
+//! Templates: databases named `testdb_tpl_…`, commented `testdb template v2` once complete, that
 //! test databases are copied from table by table (MySQL has no `CREATE DATABASE … TEMPLATE`).
 //!
-//! A template keeps the suite's setup value, and when it was last used, in a table of its own,
-//! `testdb_setup`, which copies leave out. Builders and removers hold a named lock on the
+//! A template keeps the suite's setup value, and when it was last used, in a table of its own
+//! (`testdb_setup` unless a user's table has that name; see `bookkeeping`), which copies leave
+//! out. Builders and removers hold a named lock on the
 //! template's name; a process using a template holds, besides, a lock named after the template
 //! and its own session, taken while it holds the template's lock for a moment: a remover, holding
 //! the template's lock, sees every such session in the process list, and leaves the template.
@@ -16,16 +17,17 @@ use testdb::{Error, Result};
 
 use crate::MySql;
 use crate::backend::{self, NAME};
+use crate::bookkeeping::{self, Names, SETUP};
 use crate::database::MySqlDatabase;
 use crate::dialect::{ident, literal};
 use crate::owner::{self, Held, TEMPLATE_PREFIX};
 
-/// The comment of a complete template.
-const COMPLETE: &str = "testdb template v1";
+/// The comment of a complete template (v1 named its bookkeeping by fixed names).
+const COMPLETE: &str = "testdb template v2";
 /// The comment of a template being built (or whose build was cut short).
-const BUILDING: &str = "testdb template v1; building";
-/// The table that holds a template's setup value.
-pub(crate) const SETUP_TABLE: &str = "testdb_setup";
+const BUILDING: &str = "testdb template v2; building";
+/// The name of the table that holds a template's setup value, unless a user's table has it.
+const SETUP_TABLE: &str = "testdb_setup";
 /// How long a lock waits, in seconds: for ever, as far as a test run goes (MariaDB takes no
 /// negative timeout).
 const WAIT: u32 = 31_536_000;
@@ -85,7 +87,10 @@ async fn find_on(conn: &mut MySqlConnection, name: &str) -> sqlx::Result<Option<
     if comment.as_deref() != Some(COMPLETE) {
         return Ok(None);
     }
-    let table = format!("{}.{}", ident(name), ident(SETUP_TABLE));
+    let Some(setup) = bookkeeping::find(conn, Some(name), SETUP_TABLE, SETUP).await? else {
+        return Ok(None);
+    };
+    let table = format!("{}.{}", ident(name), ident(&setup));
     let row = sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT value, used FROM {table}"
     )))
@@ -116,17 +121,19 @@ pub(crate) const END_KEEP_ZEROS: &str =
 /// and the rows of those that hold any go as one script, foreign keys unchecked.
 pub(crate) async fn copy(conn: &mut MySqlConnection, from: &str, to: &str) -> sqlx::Result<()> {
     let objects = sqlx::query(
-        "SELECT TABLE_NAME, TABLE_TYPE FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? \
-         ORDER BY TABLE_NAME",
+        "SELECT TABLE_NAME, TABLE_TYPE, TABLE_COMMENT = ? FROM information_schema.TABLES \
+         WHERE TABLE_SCHEMA = ? ORDER BY TABLE_NAME",
     )
+    .bind(SETUP)
     .bind(from)
     .fetch_all(&mut *conn)
     .await?;
     let mut tables = Vec::new();
     let mut views = Vec::new();
     for row in objects {
-        let (name, kind): (String, String) = (row.try_get(0)?, row.try_get(1)?);
-        if name == SETUP_TABLE {
+        let (name, kind, setup): (String, String, i64) =
+            (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
+        if setup == 1 {
             continue;
         }
         if kind == "VIEW" {
@@ -334,15 +341,18 @@ async fn templates(conn: &mut MySqlConnection) -> sqlx::Result<Vec<(String, Opti
             continue;
         }
         let used = if comment == COMPLETE {
-            sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-                "SELECT used FROM {}.{}",
-                ident(&name),
-                ident(SETUP_TABLE)
-            )))
-            .fetch_optional(&mut *conn)
-            .await
-            .ok()
-            .flatten()
+            match bookkeeping::find(conn, Some(&name), SETUP_TABLE, SETUP).await {
+                Ok(Some(setup)) => sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                    "SELECT used FROM {}.{}",
+                    ident(&name),
+                    ident(&setup)
+                )))
+                .fetch_optional(&mut *conn)
+                .await
+                .ok()
+                .flatten(),
+                _ => None,
+            }
         } else {
             None
         };
@@ -391,14 +401,16 @@ impl Templates for MySql {
             .execute(&mut conn)
             .await?;
             copy(&mut conn, database.name(), name).await?;
+            let setup = Names::read(&mut conn, Some(name)).await?.table(SETUP_TABLE);
             sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-                "CREATE TABLE {t} (value LONGTEXT NOT NULL, used BIGINT UNSIGNED NOT NULL); \
-                 INSERT INTO {t} VALUES ({}, {}); ALTER DATABASE {} COMMENT {}",
+                "CREATE TABLE {t} (value LONGTEXT NOT NULL, used BIGINT UNSIGNED NOT NULL) \
+                 COMMENT = {}; INSERT INTO {t} VALUES ({}, {}); ALTER DATABASE {} COMMENT {}",
+                literal(SETUP),
                 literal(data),
                 now(),
                 ident(name),
                 literal(COMPLETE),
-                t = format!("{}.{}", ident(name), ident(SETUP_TABLE)),
+                t = format!("{}.{}", ident(name), ident(&setup)),
             )))
             .execute(&mut conn)
             .await
