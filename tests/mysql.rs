@@ -122,6 +122,53 @@ async fn a_dump_loads_back_to_the_same_rows() {
 }
 
 #[tokio::test]
+async fn binary_columns_are_dumped_as_hex_and_load_back_as_the_same_bytes() {
+    let Some(backend) = mysql() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let migrations = dir.path().join("migrations");
+    std::fs::create_dir(&migrations).unwrap();
+    std::fs::write(
+        migrations.join("0001_files.sql"),
+        "CREATE TABLE files (id INT PRIMARY KEY, digest BINARY(4) NULL, name VARBINARY(10) NULL, \
+         body BLOB NULL) ENGINE = InnoDB",
+    )
+    .unwrap();
+    let db = TestDatabase::builder(backend.clone())
+        .migrations(migrations.as_path())
+        .create()
+        .await
+        .unwrap();
+    // Bytes that are no UTF-8, a NUL, a backslash; and NULLs.
+    sqlx::query(
+        "INSERT INTO files VALUES (1, X'00FF5C80', X'C328', X'0001FEFF'), (2, NULL, NULL, NULL)",
+    )
+    .execute(db.pool())
+    .await
+    .unwrap();
+    let file = dir.path().join("dump.json");
+    assert_eq!(db.dump(&[], &file).await.unwrap(), 2);
+    let dumped: serde_json::Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    assert_eq!(
+        dumped["files"][0],
+        serde_json::json!({"id": "1", "digest": "\\x00ff5c80", "name": "\\xc328", "body": "\\x0001feff"}),
+        "{dumped}"
+    );
+    let copy = TestDatabase::builder(backend)
+        .migrations(migrations.as_path())
+        .fixtures(Fixtures::files([file]))
+        .create()
+        .await
+        .unwrap();
+    let rows = "SELECT CONCAT_WS('|', id, COALESCE(HEX(digest), '-'), COALESCE(HEX(name), '-'), \
+                COALESCE(HEX(body), '-')) FROM files ORDER BY id";
+    let loaded: Vec<String> = sqlx::query_scalar(rows)
+        .fetch_all(copy.pool())
+        .await
+        .unwrap();
+    assert_eq!(loaded, ["1|00FF5C80|C328|0001FEFF", "2|-|-|-"]);
+}
+
+#[tokio::test]
 async fn a_bad_fixture_row_is_located_and_loads_nothing() {
     let Some(backend) = mysql() else { return };
     let db = TestDatabase::builder(backend)
@@ -295,6 +342,133 @@ async fn what_a_users_trigger_writes_during_a_restore_is_restored_too() {
     // Restored in place: a failed restore would have replaced the database with a new copy.
     assert_eq!(databases[0], databases[1]);
     assert_eq!(databases[1], databases[2]);
+}
+
+// Transaction isolation tells a deadlock's victim, whose transaction InnoDB rolled back, from a
+// test that committed: only the latter is an escape.
+
+static DEADLOCKS: Suite<MySql, i64> =
+    Suite::new("mysql_deadlocks", || shop(Isolation::Transaction));
+
+/// Renames `first`, then, once the other test has renamed the other user, `second`.
+async fn rename_both(
+    barrier: &tokio::sync::Barrier,
+    first: i64,
+    second: i64,
+) -> Result<String, sqlx::Error> {
+    DEADLOCKS
+        .run(async |conn: &mut Conn, _: i64| {
+            sqlx::query("UPDATE users SET name = CONCAT(name, '!') WHERE id = ?")
+                .bind(first)
+                .execute(&mut *conn)
+                .await?;
+            barrier.wait().await;
+            sqlx::query("UPDATE users SET name = CONCAT(name, '?') WHERE id = ?")
+                .bind(second)
+                .execute(&mut *conn)
+                .await?;
+            sqlx::query_scalar::<_, String>("SELECT DATABASE()")
+                .fetch_one(&mut *conn)
+                .await
+        })
+        .await
+        .map_err(|err| match err {
+            Error::Test { source, .. } => *source.downcast::<sqlx::Error>().unwrap(),
+            other => panic!("not the test's own error: {other:?}"),
+        })
+}
+
+#[tokio::test]
+async fn a_deadlock_fails_its_victim_and_nothing_else() {
+    if mysql().is_none() {
+        return;
+    }
+    let names = async || {
+        DEADLOCKS
+            .run(async |conn: &mut Conn, _: i64| {
+                let names: String = sqlx::query_scalar(
+                    "SELECT group_concat(name ORDER BY id) FROM users WHERE id IN (1, 2)",
+                )
+                .fetch_one(&mut *conn)
+                .await?;
+                let database: String = sqlx::query_scalar("SELECT DATABASE()")
+                    .fetch_one(&mut *conn)
+                    .await?;
+                Ok::<_, sqlx::Error>((names, database))
+            })
+            .await
+            .unwrap()
+    };
+    let (before, database) = names().await;
+    let barrier = tokio::sync::Barrier::new(2);
+    let (a, b) = tokio::join!(rename_both(&barrier, 1, 2), rename_both(&barrier, 2, 1));
+    let (won, lost) = match (a, b) {
+        (Ok(won), Err(lost)) | (Err(lost), Ok(won)) => (won, lost),
+        other => panic!("one test must be the deadlock's victim: {other:?}"),
+    };
+    assert_eq!(won, database, "the winner ran in the suite's database");
+    assert_eq!(
+        lost.as_database_error()
+            .and_then(|err| err.code())
+            .as_deref(),
+        Some("40001"),
+        "the victim fails with the deadlock: {lost}"
+    );
+    assert_eq!(
+        names().await,
+        (before, database),
+        "both are rolled back, and the database is the same: no escape was seen"
+    );
+}
+
+static ROLLED_BACK: Suite<MySql, i64> =
+    Suite::new("mysql_rolled_back", || shop(Isolation::Transaction));
+
+#[tokio::test]
+async fn what_a_test_commits_after_a_rollback_is_an_escape_and_what_it_writes_is_undone() {
+    if mysql().is_none() {
+        return;
+    }
+    let users = async || {
+        ROLLED_BACK
+            .run(async |conn: &mut Conn, _: i64| {
+                sqlx::query_scalar::<_, String>(
+                    "SELECT CONCAT(COUNT(*), ' ', DATABASE()) FROM users",
+                )
+                .fetch_one(&mut *conn)
+                .await
+            })
+            .await
+            .unwrap()
+    };
+    let before = users().await;
+    // Rolled back, then written: the write is in a transaction testdb rolls back.
+    ROLLED_BACK
+        .run(async |conn: &mut Conn, _: i64| {
+            sqlx::raw_sql("ROLLBACK; INSERT INTO users (name) VALUES ('late')")
+                .execute(&mut *conn)
+                .await
+        })
+        .await
+        .unwrap();
+    assert_eq!(users().await, before, "undone, in the same database");
+    // Rolled back, then committed, explicitly or by DDL: escapes, and the suite is built again.
+    for commit in [
+        "ROLLBACK; BEGIN; INSERT INTO users (name) VALUES ('sneaky'); COMMIT",
+        "ROLLBACK; INSERT INTO users (name) VALUES ('sneaky'); CREATE TABLE sneaky (id INT)",
+    ] {
+        let err = ROLLED_BACK
+            .run(async |conn: &mut Conn, _: i64| sqlx::raw_sql(commit).execute(&mut *conn).await)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::Escaped { .. }), "{commit}: {err:?}");
+        let after = users().await;
+        assert!(
+            after.starts_with("3 "),
+            "{commit}: nothing committed is seen: {after}"
+        );
+        assert_ne!(after, before, "{commit}: a new copy");
+    }
 }
 
 /// A setup with a user whose id is 0, which MySQL stores only under `NO_AUTO_VALUE_ON_ZERO`.

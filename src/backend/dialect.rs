@@ -1,8 +1,6 @@
 //! How a backend's SQL is written: every statement the core sends goes through its dialect, so a
 //! new engine changes the words, not the core.
 
-use super::TEST_SAVEPOINT;
-
 /// The SQL the core needs, as an engine writes it. The defaults are standard SQL, as SQLite and
 /// PostgreSQL write it; an engine overrides what it writes otherwise (MySQL's backticks, say).
 pub trait Dialect {
@@ -14,12 +12,6 @@ pub trait Dialect {
     /// `text` as a quoted string literal: `'text'`, with embedded quotes doubled.
     fn quote_literal(text: &str) -> String {
         crate::quote::quote_literal(text)
-    }
-
-    /// The statements that begin a test's transaction in transaction isolation and establish the
-    /// test savepoint [`TEST_SAVEPOINT`] in it, in one round trip.
-    fn begin_test() -> String {
-        format!("BEGIN; SAVEPOINT {TEST_SAVEPOINT}")
     }
 
     /// Ends the open transaction, whatever the driver believes is open.

@@ -21,6 +21,14 @@ pub trait IsolationHooks: Driver {
         isolation: Isolation,
     ) -> impl Future<Output = sqlx::Result<Self::Baseline>> + Send;
 
+    /// The statements that begin a test's transaction in transaction isolation and establish the
+    /// test savepoint [`TEST_SAVEPOINT`](super::TEST_SAVEPOINT) in it, in one round trip, on a
+    /// session read into `baseline`.
+    fn begin_test(baseline: &Self::Baseline) -> String {
+        let _ = baseline;
+        format!("BEGIN; SAVEPOINT {}", super::TEST_SAVEPOINT)
+    }
+
     /// On a connection inside the suite transaction, once the suite's setup is done: checks the
     /// setup's deferred constraints as a commit would, and establishes the test savepoint
     /// [`TEST_SAVEPOINT`](super::TEST_SAVEPOINT) that every test will be rolled back to. Returns

@@ -19,7 +19,9 @@ mod write_tracking;
 
 pub use crate::attribute::Engine;
 pub use crate::fence::{Attribution, Fence, Fences};
-pub use crate::fixtures::{Catalog, ErrorSite, ForeignKey, LiftedKeys, TableInfo, Value};
+pub use crate::fixtures::{
+    Catalog, ErrorSite, ForeignKey, LiftedKeys, TableInfo, Value, hex_bytes, hex_text,
+};
 pub use crate::quote::{quote_identifier, quote_literal};
 pub use dialect::Dialect;
 pub use driver::Driver;

@@ -94,7 +94,7 @@ impl<B: Backend> Transactions<B> {
         let mut connection = database.acquire_for(Some(opened.fence().clone())).await?;
         Manager::<B>::begin(
             &mut connection,
-            Some(sqlx::AssertSqlSafe(B::begin_test()).into_sql_str()),
+            Some(sqlx::AssertSqlSafe(B::begin_test(&shared.baseline)).into_sql_str()),
         )
         .await
         .map_err(|source| database.error("begin the test's transaction", source))?;

@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 
 use sqlx::mysql::{MySqlArguments, MySqlConnection, MySqlDatabaseError};
 use sqlx::{Arguments as _, AssertSqlSafe, Row};
-use testdb::backend::{Catalog, ErrorSite, FixtureLoading, ForeignKey, TableInfo, Value};
+use testdb::backend::{
+    Catalog, ErrorSite, FixtureLoading, ForeignKey, TableInfo, Value, hex_bytes, hex_text,
+};
 
 use crate::MySql;
 use crate::bookkeeping::is_marked;
@@ -57,11 +59,21 @@ fn add(
                 && let Some(flag) = boolean_text(text)
             {
                 return args.add(flag);
+            } else if is_binary(&kind)
+                && let Some(bytes) = hex_bytes(text)
+            {
+                return args.add(bytes);
             }
             args.add(text.to_string())
         }
         other => Err(format!("a value testdb cannot bind: {other:?}").into()),
     }
+}
+
+/// Whether a column of type `kind` (lowercase) holds bytes, which fixtures spell `\x` and hex
+/// digits.
+fn is_binary(kind: &str) -> bool {
+    kind.starts_with("binary") || kind.starts_with("varbinary") || kind.ends_with("blob")
 }
 
 /// `err` of the statement whose first row is row `offset` + 1 of the batch, with the row MySQL
@@ -279,10 +291,25 @@ impl FixtureLoading for MySql {
         let Some(info) = catalog.tables.get(table) else {
             return Ok((Vec::new(), Vec::new()));
         };
+        // Bytes as they are; every other value as the server writes it as text.
+        let binary: Vec<bool> = (0..info.columns.len())
+            .map(|at| {
+                info.column_types
+                    .get(at)
+                    .is_some_and(|kind| is_binary(&kind.to_ascii_lowercase()))
+            })
+            .collect();
         let selected = info
             .columns
             .iter()
-            .map(|column| format!("CAST({} AS CHAR)", ident(column)))
+            .zip(&binary)
+            .map(|(column, binary)| {
+                if *binary {
+                    ident(column)
+                } else {
+                    format!("CAST({} AS CHAR)", ident(column))
+                }
+            })
             .collect::<Vec<_>>()
             .join(", ");
         let order = if info.primary_key.is_empty() {
@@ -306,9 +333,14 @@ impl FixtureLoading for MySql {
         let mut values = Vec::with_capacity(rows.len());
         for row in rows {
             let mut out = Vec::with_capacity(info.columns.len());
-            for index in 0..info.columns.len() {
-                let text: Option<String> = row.try_get(index)?;
-                out.push(text.map_or(Value::Null, |text| Value::Text(text.into())));
+            for (index, binary) in binary.iter().enumerate() {
+                let value = if *binary {
+                    let bytes: Option<Vec<u8>> = row.try_get(index)?;
+                    bytes.map(|bytes| hex_text(&bytes))
+                } else {
+                    row.try_get(index)?
+                };
+                out.push(value.map_or(Value::Null, |text| Value::Text(text.into())));
             }
             values.push(out);
         }

@@ -1,5 +1,13 @@
 //! MySQL's side of a test's boundaries: the test savepoint, the session put back after each test,
 //! and the tables a rollback cannot undo, refused up front.
+//!
+//! InnoDB rolls a whole transaction back when it picks it as a deadlock's victim, and the test
+//! savepoint goes with it, as it goes when a test commits: under transaction isolation, where
+//! tests run side by side and deadlocks happen, the two are told apart. Each test's transaction
+//! writes a row into a temporary table of the session's own (the marker), with `autocommit` off
+//! so that what the test runs after a rollback stays in a transaction that testdb rolls back. At
+//! the end, a lost savepoint with the marker gone is a rollback, which left nothing behind, unless
+//! the session ran a statement since that can commit (counted by the server's `Com_…` status).
 
 use sqlx::mysql::MySqlConnection;
 use sqlx::{AssertSqlSafe, Row};
@@ -7,7 +15,8 @@ use testdb::Isolation;
 use testdb::backend::{IsolationHooks, Rewind, TEST_SAVEPOINT};
 
 use crate::MySql;
-use crate::dialect::literal;
+use crate::bookkeeping::Names;
+use crate::dialect::{ident, literal};
 
 /// A test's session as testdb opened it.
 #[derive(Debug)]
@@ -15,10 +24,43 @@ pub struct Baseline {
     /// Puts back the session settings a test may change that no rollback undoes. `autocommit`
     /// is not among them: setting it back to 1 would commit the suite transaction.
     settings: String,
+    /// Under transaction isolation, the quoted name of the session's marker table: a name no
+    /// table of the database has (a temporary table hides a table of its name from the session).
+    marker: Option<String>,
 }
+
+/// The marker table's name unless a table of the database has it.
+const MARKER: &str = "testdb_open";
+
+/// SQL for the number of statements the session ran that can commit: those that begin or
+/// commit a transaction, and those that commit implicitly (DDL, `LOCK TABLES`, …).
+const COMMITTING: &str = "(SELECT SUM(VARIABLE_VALUE) FROM information_schema.SESSION_STATUS \
+     WHERE VARIABLE_NAME IN ('COM_BEGIN', 'COM_COMMIT', 'COM_XA_COMMIT', 'COM_LOCK_TABLES', \
+     'COM_CREATE_TABLE', 'COM_ALTER_TABLE', 'COM_DROP_TABLE', 'COM_RENAME_TABLE', 'COM_TRUNCATE', \
+     'COM_CREATE_INDEX', 'COM_DROP_INDEX', 'COM_CREATE_VIEW', 'COM_DROP_VIEW', \
+     'COM_CREATE_TRIGGER', 'COM_DROP_TRIGGER', 'COM_CREATE_DB', 'COM_ALTER_DB', 'COM_DROP_DB', \
+     'COM_CREATE_PROCEDURE', 'COM_ALTER_PROCEDURE', 'COM_DROP_PROCEDURE', 'COM_CREATE_FUNCTION', \
+     'COM_ALTER_FUNCTION', 'COM_DROP_FUNCTION', 'COM_CREATE_EVENT', 'COM_ALTER_EVENT', \
+     'COM_DROP_EVENT', 'COM_CREATE_SEQUENCE', 'COM_ALTER_SEQUENCE', 'COM_DROP_SEQUENCE', \
+     'COM_CREATE_USER', 'COM_DROP_USER', 'COM_RENAME_USER', 'COM_GRANT', 'COM_REVOKE', \
+     'COM_REVOKE_ALL', 'COM_FLUSH', 'COM_ANALYZE', 'COM_OPTIMIZE', 'COM_REPAIR', \
+     'COM_CHECK', 'COM_LOAD', 'COM_INSTALL_PLUGIN', 'COM_UNINSTALL_PLUGIN'))";
 
 /// What MySQL says when the test savepoint is gone: the transaction it was in ended.
 const NO_SUCH_SAVEPOINT: u16 = 1305;
+
+/// Whether the test's transaction, whose savepoint is gone, was rolled back (by the server, as a
+/// deadlock's victim, or by the test) with nothing committed since: its marker row is gone, and
+/// the session ran no statement that commits.
+async fn rolled_back_by_server(conn: &mut MySqlConnection, marker: &str) -> sqlx::Result<bool> {
+    let (marked, committing): (i64, i64) = sqlx::query_as(AssertSqlSafe(format!(
+        "SELECT (SELECT COUNT(*) FROM {marker}), \
+                CAST({COMMITTING} - @testdb_committing AS SIGNED)"
+    )))
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(marked == 0 && committing == 0)
+}
 
 fn escaped(message: &str) -> Rewind {
     Rewind::Escaped(format!(
@@ -71,7 +113,13 @@ impl IsolationHooks for MySql {
         let unique_checks: i64 = row.try_get(3)?;
         let isolation_level: String = row.try_get(4)?;
         let group_concat: u64 = row.try_get(5)?;
+        let marker = if isolation == Isolation::Transaction {
+            Some(ident(&Names::read(conn, None).await?.table(MARKER)))
+        } else {
+            None
+        };
         Ok(Baseline {
+            marker,
             settings: format!(
                 "SET SESSION sql_mode = {}, time_zone = {}, foreign_key_checks = {foreign_key_checks}, \
                  unique_checks = {unique_checks}, tx_isolation = {}, \
@@ -81,6 +129,19 @@ impl IsolationHooks for MySql {
                 literal(&isolation_level),
             ),
         })
+    }
+
+    fn begin_test(baseline: &Baseline) -> String {
+        let Some(marker) = &baseline.marker else {
+            return format!("BEGIN; SAVEPOINT {TEST_SAVEPOINT}");
+        };
+        // The count is read last: this script's own statements are not the test's.
+        format!(
+            "SET autocommit = 0; \
+             CREATE TEMPORARY TABLE IF NOT EXISTS {marker} (open INT NOT NULL) ENGINE = InnoDB; \
+             BEGIN; INSERT INTO {marker} VALUES (1); SAVEPOINT {TEST_SAVEPOINT}; \
+             SET @testdb_committing = {COMMITTING}"
+        )
     }
 
     async fn checkpoint(conn: &mut MySqlConnection) -> sqlx::Result<Result<(), String>> {
@@ -99,25 +160,39 @@ impl IsolationHooks for MySql {
         baseline: &Baseline,
         _sequences: bool,
     ) -> sqlx::Result<Rewind> {
+        // Under transaction isolation the test's transaction ends here, so that `autocommit`
+        // goes back on outside it (the driver's own ROLLBACK after this finds none open).
+        let end = if baseline.marker.is_some() {
+            "ROLLBACK; SET autocommit = 1;"
+        } else {
+            ""
+        };
         // One round trip: the settings go with the rollback, and are not reached if it fails.
         let rolled_back = sqlx::raw_sql(AssertSqlSafe(format!(
-            "ROLLBACK TO SAVEPOINT {TEST_SAVEPOINT}; {}",
+            "ROLLBACK TO SAVEPOINT {TEST_SAVEPOINT}; {end} {}",
             baseline.settings
         )))
         .execute(&mut *conn)
         .await;
         match rolled_back {
-            Ok(_) => {}
+            Ok(_) => Ok(Rewind::Clean),
             Err(err) if crate::backend::error_number(&err) == Some(NO_SUCH_SAVEPOINT) => {
                 let message = err
                     .as_database_error()
                     .map(|err| err.message().to_owned())
                     .unwrap_or_default();
-                return Ok(escaped(&message));
+                if let Some(marker) = &baseline.marker
+                    && rolled_back_by_server(conn, marker).await?
+                {
+                    sqlx::raw_sql(AssertSqlSafe(format!("{end} {}", baseline.settings)))
+                        .execute(&mut *conn)
+                        .await?;
+                    return Ok(Rewind::Clean);
+                }
+                Ok(escaped(&message))
             }
-            Err(err) => return Err(err),
+            Err(err) => Err(err),
         }
-        Ok(Rewind::Clean)
     }
 
     async fn reset_session(conn: &mut MySqlConnection, baseline: &Baseline) -> sqlx::Result<()> {

@@ -2,14 +2,14 @@
 //! keys, and AUTOINCREMENT counters.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::sync::Arc;
 
 use sqlx::Arguments as _;
 use sqlx::sqlite::{SqliteArguments, SqliteConnection};
 use sqlx::{AssertSqlSafe, Executor, Row};
 use testdb::backend::{
-    Catalog, ErrorSite, FixtureLoading, ForeignKey, TableInfo, Value, quote_identifier as ident,
+    Catalog, ErrorSite, FixtureLoading, ForeignKey, TableInfo, Value, hex_bytes, hex_text,
+    quote_identifier as ident,
 };
 
 use crate::{Sqlite, committed};
@@ -65,22 +65,6 @@ fn infinity(text: &str) -> Option<f64> {
         "-Infinity" => Some(f64::NEG_INFINITY),
         _ => None,
     }
-}
-
-/// The bytes of `\x0a1B…` (PostgreSQL's spelling of binary data, and a dump's).
-fn hex_bytes(text: &str) -> Option<Vec<u8>> {
-    let digits = text.strip_prefix("\\x")?.as_bytes();
-    if digits.len() % 2 != 0 {
-        return None;
-    }
-    digits
-        .chunks(2)
-        .map(|pair| {
-            let high = char::from(pair[0]).to_digit(16)?;
-            let low = char::from(pair[1]).to_digit(16)?;
-            u8::try_from(high * 16 + low).ok()
-        })
-        .collect()
 }
 
 /// The integer SQLite means by a boolean's text, if it is one.
@@ -379,12 +363,7 @@ impl FixtureLoading for Sqlite {
                     // As `\x` and hex digits, which a BLOB column reads back as these bytes.
                     _ => {
                         let bytes: Vec<u8> = row.try_get_unchecked(index)?;
-                        let mut text = String::with_capacity(2 + 2 * bytes.len());
-                        text.push_str("\\x");
-                        for byte in bytes {
-                            let _ = write!(text, "{byte:02x}");
-                        }
-                        Value::Text(text.into())
+                        Value::Text(hex_text(&bytes).into())
                     }
                 });
             }

@@ -176,6 +176,12 @@ fn is_escape_message(message: &str) -> bool {
 impl IsolationHooks for Sqlite {
     type Baseline = Baseline;
 
+    /// `BEGIN IMMEDIATE` takes the write lock at once, so that concurrent tests wait for each
+    /// other instead of deadlocking when both upgrade a read lock.
+    fn begin_test(_: &Baseline) -> String {
+        format!("BEGIN IMMEDIATE; SAVEPOINT {TEST_SAVEPOINT}")
+    }
+
     async fn baseline(conn: &mut SqliteConnection, _: Isolation) -> sqlx::Result<Baseline> {
         let (foreign_keys, busy_timeout, cache_size, temp_store): (bool, i64, i64, i64) =
             sqlx::query_as(
