@@ -366,6 +366,77 @@ impl Chinook for Postgres {
     }
 }
 
+impl Chinook for MySql {
+    const SCHEMA: &'static str = django::SCHEMA_MYSQL;
+    async fn empty(conn: &mut sqlx::MySqlConnection) {
+        // As Django's flush does on MySQL.
+        let mut sql = "SET FOREIGN_KEY_CHECKS = 0;".to_owned();
+        for (model, _) in django::MODELS {
+            let _ = write!(sql, "TRUNCATE {};", django::table(model));
+        }
+        sql.push_str("SET FOREIGN_KEY_CHECKS = 1;");
+        sqlx::raw_sql(AssertSqlSafe(sql))
+            .execute(conn)
+            .await
+            .unwrap();
+    }
+    async fn count(conn: &mut sqlx::MySqlConnection, table: &str) -> usize {
+        let sql = format!("SELECT count(*) FROM {table}");
+        let count: i64 = sqlx::query_scalar(AssertSqlSafe(sql))
+            .fetch_one(conn)
+            .await
+            .unwrap();
+        usize::try_from(count).unwrap()
+    }
+    /// Each table's rows, each value as `QUOTE()` writes it, by id, and each table's next
+    /// `AUTO_INCREMENT`: `testdb.mysql.txt`, in the form `benches/django/app/loadbench.py`
+    /// writes Django's.
+    async fn snapshot(conn: &mut sqlx::MySqlConnection, dir: &Path) {
+        let mut tables: Vec<String> = django::MODELS
+            .iter()
+            .map(|(model, _)| django::table(model))
+            .collect();
+        tables.sort();
+        let mut text = String::new();
+        for table in &tables {
+            let columns: Vec<String> = sqlx::query_scalar(
+                "SELECT COLUMN_NAME FROM information_schema.COLUMNS \
+                 WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION",
+            )
+            .bind(table)
+            .fetch_all(&mut *conn)
+            .await
+            .unwrap();
+            let values: Vec<String> = columns.iter().map(|c| format!("QUOTE(`{c}`)")).collect();
+            let sql = format!(
+                "SELECT CONCAT_WS(',', {}) FROM {table} ORDER BY id",
+                values.join(", ")
+            );
+            let rows: Vec<String> = sqlx::query_scalar(AssertSqlSafe(sql))
+                .fetch_all(&mut *conn)
+                .await
+                .unwrap();
+            let _ = writeln!(text, "# {table} {}", rows.len());
+            for row in rows {
+                let _ = writeln!(text, "{row}");
+            }
+        }
+        text.push_str("# sequences\n");
+        for table in &tables {
+            let next: u64 = sqlx::query_scalar(
+                "SELECT AUTO_INCREMENT FROM information_schema.TABLES \
+                 WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ?",
+            )
+            .bind(table)
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+            let _ = writeln!(text, "{table} {next}");
+        }
+        std::fs::write(dir.join("testdb.mysql.txt"), text).unwrap();
+    }
+}
+
 /// testdb's load of the Django fixture, committed, the tables emptied after each, untimed.
 fn django_load<B: Chinook>(c: &mut Criterion, backend: B)
 where
@@ -445,13 +516,21 @@ fn django_postgres(c: &mut Criterion) {
     }
 }
 
+fn django_mysql(c: &mut Criterion) {
+    match MySql::from_env() {
+        Ok(backend) => django_load(c, backend),
+        Err(_) => eprintln!("fixtures-django/MySQL skipped: set TESTDB_MYSQL_URL to measure it"),
+    }
+}
+
 criterion_group!(
     benches,
     sqlite,
     postgres,
     mysql,
     django_sqlite,
-    django_postgres
+    django_postgres,
+    django_mysql
 );
 
 fn main() {

@@ -38,6 +38,7 @@ pub const OBJECTS: usize = 15_607;
 /// `manage.py sqlmigrate chinook 0001` on each engine, without `BEGIN;`/`COMMIT;`.
 pub const SCHEMA_POSTGRES: &str = include_str!("schema.postgres.sql");
 pub const SCHEMA_SQLITE: &str = include_str!("schema.sqlite.sql");
+pub const SCHEMA_MYSQL: &str = include_str!("schema.mysql.sql");
 
 /// The table Django gives `model`.
 pub fn table(model: &str) -> String {

@@ -1,14 +1,19 @@
 """The Django side of benches/django/run.
 
     loadbench.py createdb URL NAME      drop and create database NAME on the server of URL
+                                        (postgres://… or mysql://…)
     loadbench.py dropdb URL NAME        drop it
     loadbench.py time FIXTURE ROUNDS    flush, then time loaddata (in-process), ROUNDS times;
                                         prints JSON {"times": [...], "median": s}; leaves the
                                         last load in place
     loadbench.py dump-postgres OUT      the configured PostgreSQL database's rows as text, in the
                                         form benches/fixtures.rs writes testdb's
+    loadbench.py dump-mysql OUT         the configured MySQL database's rows as text (each value
+                                        as QUOTE() writes it), and each table's AUTO_INCREMENT, in
+                                        the form benches/fixtures.rs writes testdb's
     loadbench.py dump-sqlite FILE OUT   a SQLite file's rows, each as Python's repr (its types)
     loadbench.py pgenv URL NAME         shell exports of the settings for database NAME on URL
+    loadbench.py myenv URL NAME         the same, for a MySQL server
     loadbench.py report WORK            the table of benches/django/run's results in WORK
 
 The database is the one bench/settings.py configures (DJANGO_BENCH_ENGINE and friends).
@@ -40,6 +45,23 @@ TABLES = sorted(
 
 
 def server(url, name, create):
+    if url.startswith("mysql:"):
+        import pymysql
+
+        parts = settings_of(url, 3306, "root")
+        conn = pymysql.connect(
+            host=parts["HOST"],
+            port=int(parts["PORT"]),
+            user=parts["USER"],
+            password=parts["PASSWORD"],
+            autocommit=True,
+        )
+        with conn.cursor() as cursor:
+            cursor.execute(f"DROP DATABASE IF EXISTS `{name}`")
+            if create:
+                cursor.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
+        conn.close()
+        return
     import psycopg
 
     with psycopg.connect(url, autocommit=True) as conn:
@@ -93,6 +115,35 @@ def dump_postgres(out):
         file.write("\n".join(lines) + "\n")
 
 
+def dump_mysql(out):
+    django_setup()
+    from django.db import connection
+
+    lines = []
+    with connection.cursor() as cursor:
+        for table in TABLES:
+            cursor.execute(
+                "SELECT COLUMN_NAME FROM information_schema.COLUMNS "
+                "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = %s ORDER BY ORDINAL_POSITION",
+                [table],
+            )
+            values = ", ".join(f"QUOTE(`{column}`)" for (column,) in cursor.fetchall())
+            cursor.execute(f"SELECT CONCAT_WS(',', {values}) FROM {table} ORDER BY id")
+            rows = cursor.fetchall()
+            lines.append(f"# {table} {len(rows)}")
+            lines.extend(row[0] for row in rows)
+        lines.append("# sequences")
+        for table in TABLES:
+            cursor.execute(
+                "SELECT AUTO_INCREMENT FROM information_schema.TABLES "
+                "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = %s",
+                [table],
+            )
+            lines.append(f"{table} {cursor.fetchone()[0]}")
+    with open(out, "w", encoding="utf-8") as file:
+        file.write("\n".join(lines) + "\n")
+
+
 def dump_sqlite(path, out):
     conn = sqlite3.connect(path)
     lines = []
@@ -109,20 +160,31 @@ def dump_sqlite(path, out):
         file.write("\n".join(lines) + "\n")
 
 
-def pgenv(url, name):
-    import shlex
+def settings_of(url, port, user):
     from urllib.parse import unquote, urlsplit
 
     parts = urlsplit(url)
-    settings = {
-        "DJANGO_BENCH_PG_HOST": parts.hostname or "127.0.0.1",
-        "DJANGO_BENCH_PG_PORT": str(parts.port or 5432),
-        "DJANGO_BENCH_PG_USER": unquote(parts.username or "postgres"),
-        "DJANGO_BENCH_PG_PASSWORD": unquote(parts.password or ""),
-        "DJANGO_BENCH_PG_NAME": name,
+    return {
+        "HOST": parts.hostname or "127.0.0.1",
+        "PORT": str(parts.port or port),
+        "USER": unquote(parts.username or user),
+        "PASSWORD": unquote(parts.password or ""),
     }
-    for key, value in settings.items():
-        print(f"export {key}={shlex.quote(value)}")
+
+
+def exports(prefix, settings, name):
+    import shlex
+
+    for key, value in {**settings, "NAME": name}.items():
+        print(f"export {prefix}{key}={shlex.quote(value)}")
+
+
+def pgenv(url, name):
+    exports("DJANGO_BENCH_PG_", settings_of(url, 5432, "postgres"), name)
+
+
+def myenv(url, name):
+    exports("DJANGO_BENCH_MY_", settings_of(url, 3306, "root"), name)
 
 
 def report(work):
@@ -147,8 +209,11 @@ def report(work):
         "debug/release",
     )
     rows = []
-    for engine, name in [("postgres", "PostgreSQL"), ("sqlite", "SQLite")]:
-        with open(os.path.join(work, f"django.{engine}.json")) as file:
+    for engine, name in [("postgres", "PostgreSQL"), ("mysql", "MySQL"), ("sqlite", "SQLite")]:
+        path = os.path.join(work, f"django.{engine}.json")
+        if not os.path.exists(path):
+            continue
+        with open(path) as file:
             django = json.load(file)["median"]
         debug, release = testdb("debug", name), testdb("release", name)
 
@@ -184,10 +249,14 @@ def main(args):
             time_loaddata(fixture, int(rounds))
         case ["dump-postgres", out]:
             dump_postgres(out)
+        case ["dump-mysql", out]:
+            dump_mysql(out)
         case ["dump-sqlite", path, out]:
             dump_sqlite(path, out)
         case ["pgenv", url, name]:
             pgenv(url, name)
+        case ["myenv", url, name]:
+            myenv(url, name)
         case ["report", work]:
             report(work)
         case _:
