@@ -651,6 +651,69 @@ async fn a_sweep_removes_what_a_dead_process_left_and_nothing_else() {
         .unwrap();
 }
 
+#[tokio::test]
+async fn an_owner_whose_sessions_are_killed_takes_its_lock_again_and_keeps_its_databases() {
+    let Some(backend) = mysql() else { return };
+    let db = TestDatabase::builder(backend.clone())
+        .migrations(schema())
+        .create()
+        .await
+        .unwrap();
+    let mut admin = admin().await;
+    let comment: String = sqlx::query_scalar(
+        "SELECT SCHEMA_COMMENT FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = ?",
+    )
+    .bind(db.name())
+    .fetch_one(&mut admin)
+    .await
+    .unwrap();
+    let lock = format!(
+        "testdb_owner_{}",
+        comment.strip_prefix("testdb v1 owner=").unwrap()
+    );
+    let holder = async |admin: &mut MySqlConnection| -> Option<i64> {
+        sqlx::query_scalar("SELECT IS_USED_LOCK(?)")
+            .bind(&lock)
+            .fetch_one(admin)
+            .await
+            .unwrap()
+    };
+    let first = holder(&mut admin).await.expect("the owner holds its lock");
+    // As a server that drops connections would: the lock's session, and every session on the
+    // database.
+    let mut victims: Vec<i64> = sqlx::query_scalar(
+        "SELECT ID FROM information_schema.PROCESSLIST WHERE DB = ? AND ID <> CONNECTION_ID()",
+    )
+    .bind(db.name())
+    .fetch_all(&mut admin)
+    .await
+    .unwrap();
+    victims.push(first);
+    for id in victims {
+        let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("KILL CONNECTION {id}")))
+            .execute(&mut admin)
+            .await;
+    }
+    let mut again = None;
+    for _ in 0..100 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        again = holder(&mut admin).await;
+        if again.is_some() {
+            break;
+        }
+    }
+    let again = again.expect("the lock is taken again within 10 s");
+    assert_ne!(again, first, "on a new session");
+    testdb::sweep(&backend).await.unwrap();
+    assert!(exists(db.name()).await, "another sweep leaves the database");
+    let users: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users")
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(users, 0, "and it is still usable");
+    db.remove().await.unwrap();
+}
+
 #[test]
 fn a_password_in_the_url_is_never_shown() {
     let backend = MySql::from_url("mysql://root:hunter2@127.0.0.1:3306/app").unwrap();

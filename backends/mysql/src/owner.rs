@@ -3,9 +3,12 @@
 //! Every database testdb creates is named `testdb_…` and created with a comment naming its owner
 //! (`CREATE DATABASE … COMMENT`, one statement: no database is ever left unmarked): a random key
 //! whose named lock (`GET_LOCK`) the owning process holds for its whole life, on a session of
-//! its own. The server releases the lock when that session ends, however the process died. A
-//! sweep drops a database only if its name has the prefix, its comment is testdb's, its owner's
-//! lock is free, and no session is connected to it.
+//! its own. The server releases the lock when that session ends, however the process died; when
+//! the session is lost while the process lives (a server restart, `KILL`, a proxy's idle timeout),
+//! the process notices within moments and takes the same lock again. A sweep drops a database
+//! only if its name has the prefix, its comment is testdb's, its owner's lock is free, and no
+//! session is connected to it, both still true a second later (longer than an owner takes to
+//! take its lock again).
 //!
 //! Named locks belong to sessions, and a session dies with the runtime that opened it: every
 //! session that holds one runs on this crate's own runtime, for as long as its holder lives.
@@ -13,8 +16,9 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
-use sqlx::mysql::MySqlConnection;
+use sqlx::mysql::{MySqlConnectOptions, MySqlConnection};
 use sqlx::{ConnectOptions, Connection, Row};
 use testdb::{Error, Result};
 use tokio::sync::oneshot;
@@ -49,56 +53,113 @@ fn runtime() -> Result<&'static tokio::runtime::Runtime> {
         })
 }
 
+/// How often a held session is checked (which also keeps a proxy from closing it as idle).
+const CHECK_EVERY: Duration = Duration::from_millis(500);
+/// How often the locks are tried again while they cannot be taken (e.g. the server is down).
+const RETRY_EVERY: Duration = Duration::from_millis(100);
+/// A check that takes longer than this means the session is gone (a silently dropped socket).
+const PING_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest one try at taking the locks again may take.
+const RELOCK_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// A session of its own holding named locks, until dropped.
 #[derive(Debug)]
 pub(crate) struct Held {
     _release: oneshot::Sender<()>,
 }
 
+/// A new session on which `take` has taken its locks.
+async fn lock_session(
+    server: &MySql,
+    options: &MySqlConnectOptions,
+    take: &str,
+    what: &str,
+) -> Result<MySqlConnection> {
+    let mut conn = options
+        .connect()
+        .await
+        .map_err(|source| server.connect_error(source))?;
+    // The session sits idle while it holds its locks: the server's `wait_timeout` (8 hours by
+    // default, often minutes in CI) would end it, and free them, under a live process.
+    let locked = match sqlx::raw_sql("SET SESSION wait_timeout = 31536000")
+        .execute(&mut conn)
+        .await
+    {
+        Ok(_) => {
+            sqlx::query_scalar::<_, Option<i64>>(sqlx::AssertSqlSafe(take.to_owned()))
+                .fetch_all(&mut conn)
+                .await
+        }
+        Err(err) => Err(err),
+    };
+    let refused = match locked {
+        Ok(results) if results.iter().all(|r| *r == Some(1)) => return Ok(conn),
+        Ok(_) => Error::Runtime {
+            reason: format!("MySQL refused the lock on {what}"),
+        },
+        Err(source) => backend::failed(what, "take a lock", source),
+    };
+    let _ = conn.close().await;
+    Err(refused)
+}
+
 /// Opens a session on `server`'s runtime, runs `take` on it (which takes the locks, waiting as it
-/// must, and fails if it cannot), and keeps the session until the result is dropped.
+/// must, and fails if it cannot), and keeps the session until the result is dropped. The session
+/// is checked every [`CHECK_EVERY`]; when it is lost while its holder lives (a server restart,
+/// `KILL`, a proxy's idle timeout), `take` runs again on a new one, so that the locks are this
+/// process's again within moments (a sweep of another process meanwhile still leaves every
+/// database a session of this process is connected to).
 pub(crate) async fn hold(server: &MySql, take: String, what: &str) -> Result<Held> {
     let (ready, taken) = oneshot::channel::<Result<()>>();
-    let (release, released) = oneshot::channel::<()>();
+    let (release, mut released) = oneshot::channel::<()>();
     let options = server.maintenance_options();
     let server = server.clone();
     let what = what.to_owned();
     runtime()?.spawn(async move {
-        let mut conn = match options.connect().await {
-            Ok(conn) => conn,
-            Err(source) => {
-                let _ = ready.send(Err(server.connect_error(source)));
+        let first = lock_session(&server, &options, &take, &what).await;
+        let mut session = match first {
+            Ok(conn) => Some(conn),
+            Err(err) => {
+                let _ = ready.send(Err(err));
                 return;
             }
         };
-        // The session sits idle while it holds its locks: the server's `wait_timeout` (8 hours
-        // by default, often minutes in CI) would end it, and free them, under a live process.
-        let locked = match sqlx::raw_sql("SET SESSION wait_timeout = 31536000")
-            .execute(&mut conn)
-            .await
-        {
-            Ok(_) => {
-                sqlx::query_scalar::<_, Option<i64>>(sqlx::AssertSqlSafe(take))
-                    .fetch_all(&mut conn)
-                    .await
+        if ready.send(Ok(())).is_err() {
+            // Nobody waits for these locks (the taker was cancelled): let them go.
+            if let Some(conn) = session {
+                let _ = conn.close().await;
             }
-            Err(err) => Err(err),
-        };
-        let answer = match locked {
-            Ok(results) if results.iter().all(|r| *r == Some(1)) => Ok(()),
-            Ok(_) => Err(Error::Runtime {
-                reason: format!("MySQL refused the lock on {what}"),
-            }),
-            Err(source) => Err(backend::failed(&what, "take a lock", source)),
-        };
-        let ok = answer.is_ok();
-        if ready.send(answer).is_err() || !ok {
-            let _ = conn.close().await;
             return;
         }
-        // Held until the holder is dropped; closing the session releases every lock it holds.
-        let _ = released.await;
-        let _ = conn.close().await;
+        loop {
+            let wait = if session.is_some() {
+                CHECK_EVERY
+            } else {
+                RETRY_EVERY
+            };
+            // Released when the holder is dropped.
+            if tokio::time::timeout(wait, &mut released).await.is_ok() {
+                break;
+            }
+            match session.as_mut() {
+                Some(conn) => {
+                    let ping = sqlx::raw_sql("DO 1").execute(&mut *conn);
+                    if !matches!(tokio::time::timeout(PING_TIMEOUT, ping).await, Ok(Ok(_))) {
+                        session = None;
+                    }
+                }
+                None => {
+                    let again = lock_session(&server, &options, &take, &what);
+                    if let Ok(Ok(conn)) = tokio::time::timeout(RELOCK_TIMEOUT, again).await {
+                        session = Some(conn);
+                    }
+                }
+            }
+        }
+        // Closing the session releases every lock it holds.
+        if let Some(conn) = session {
+            let _ = conn.close().await;
+        }
     });
     match taken.await {
         Ok(result) => result.map(|()| Held { _release: release }),
@@ -182,6 +243,24 @@ pub(crate) async fn sweep(server: &MySql) -> Result<usize> {
 }
 
 async fn sweep_on(conn: &mut MySqlConnection) -> sqlx::Result<usize> {
+    let first = orphans(conn).await?;
+    if first.is_empty() {
+        return Ok(0);
+    }
+    // A live owner whose session was just lost (a server restart, `KILL`, a dropped connection)
+    // takes its lock again within a check: what is still an orphan after two checks is one.
+    tokio::time::sleep(2 * CHECK_EVERY + RETRY_EVERY).await;
+    let mut dropped = 0;
+    for name in orphans(conn).await? {
+        if first.contains(&name) && drop_database(conn, &name).await.is_ok() {
+            dropped += 1;
+        }
+    }
+    Ok(dropped)
+}
+
+/// The databases testdb created whose owner's lock is free and that no session uses.
+async fn orphans(conn: &mut MySqlConnection) -> sqlx::Result<Vec<String>> {
     let rows = sqlx::query(
         "SELECT s.SCHEMA_NAME, s.SCHEMA_COMMENT FROM information_schema.SCHEMATA s \
          WHERE LEFT(s.SCHEMA_NAME, 7) = 'testdb_' AND s.SCHEMA_COMMENT LIKE 'testdb v1 owner=%' \
@@ -191,19 +270,16 @@ async fn sweep_on(conn: &mut MySqlConnection) -> sqlx::Result<usize> {
     )
     .fetch_all(&mut *conn)
     .await?;
-    let mut dropped = 0;
+    let mut names = Vec::new();
     for row in rows {
         let name: String = row.try_get(0)?;
         let comment: String = row.try_get(1)?;
-        if !name.starts_with(PREFIX)
-            || name.starts_with(TEMPLATE_PREFIX)
-            || !comment.starts_with(MARKER)
+        if name.starts_with(PREFIX)
+            && !name.starts_with(TEMPLATE_PREFIX)
+            && comment.starts_with(MARKER)
         {
-            continue;
-        }
-        if drop_database(conn, &name).await.is_ok() {
-            dropped += 1;
+            names.push(name);
         }
     }
-    Ok(dropped)
+    Ok(names)
 }
