@@ -121,17 +121,24 @@ pub(crate) fn prepare_dir(dir: &Path, user: Option<&User>) -> Result<()> {
                     None,
                 ));
             }
-            if !dir.join(LOCK_FILE).is_file() {
-                let empty = fs::read_dir(dir)
-                    .map_err(|err| refuse("cannot read it".into(), Some(err)))?
-                    .next()
-                    .is_none();
-                if !empty {
-                    return Err(refuse(
-                        format!("it is not testdb's (it holds no {LOCK_FILE}) and not empty"),
-                        None,
-                    ));
-                }
+            // One listing, not a look for the lock file and then another: a process starting at
+            // the same moment creates the lock file first, so what it has made is either not
+            // listed yet or listed with the lock file.
+            let mut empty = true;
+            let mut locked = false;
+            for entry in
+                fs::read_dir(dir).map_err(|err| refuse("cannot read it".into(), Some(err)))?
+            {
+                let entry = entry.map_err(|err| refuse("cannot read it".into(), Some(err)))?;
+                empty = false;
+                locked |= entry.file_name() == LOCK_FILE;
+            }
+            let ours = locked && dir.join(LOCK_FILE).is_file();
+            if !empty && !ours {
+                return Err(refuse(
+                    format!("it is not testdb's (it holds no {LOCK_FILE}) and not empty"),
+                    None,
+                ));
             }
             if meta.mode() & 0o777 != mode {
                 fs::set_permissions(dir, fs::Permissions::from_mode(mode))
