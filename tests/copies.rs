@@ -174,6 +174,14 @@ async fn state_of(admin: &mut sqlx::PgConnection, name: &str) -> Option<String> 
     .flatten()
 }
 
+/// The server's sessions but this one, by process id.
+async fn sessions(admin: &mut sqlx::PgConnection) -> Vec<i32> {
+    sqlx::query_scalar("SELECT pid FROM pg_stat_activity WHERE pid <> pg_backend_pid()")
+        .fetch_all(admin)
+        .await
+        .expect("list sessions")
+}
+
 /// The copies of the template `copy` is a copy of.
 async fn copies_beside(admin: &mut sqlx::PgConnection, copy: &str) -> Vec<String> {
     let template = copy.rsplit_once('_').map(|(template, _)| template).unwrap();
@@ -239,31 +247,38 @@ async fn a_copy_committed_to_by_a_killed_process_is_never_leased_again() {
     }
     let _turn = one_at_a_time().await;
     let mut admin = common::admin().await;
+    let before = sessions(&mut admin).await;
     let mut killed = child("child_runs_a_leased_test", "commit");
     let copy = said(&mut killed, "COPY");
     said(&mut killed, "COMMITTED");
+    let mut its: Vec<i32> = sessions(&mut admin).await;
+    its.retain(|pid| !before.contains(pid));
     killed.child.kill().expect("kill the child");
     let _ = killed.child.wait();
-    // Its commit is in the copy for good; the copy is still marked leased.
-    assert_eq!(
-        state_of(&mut admin, &copy).await.as_deref(),
-        Some("testdb copy v1; leased")
+    // The server ends a killed client's sessions a moment later, under load more than one: until
+    // then its lease is still held, and the next process rightly leaves the copy alone.
+    for _ in 0..100 {
+        let left = sessions(&mut admin).await;
+        if !its.iter().any(|pid| left.contains(pid)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Its commit is in the copy for good; the copy is still marked leased, unless a sweep of
+    // another process (this binary's other tests run beside this one) dropped it already.
+    let state = state_of(&mut admin, &copy).await;
+    assert!(
+        matches!(state.as_deref(), None | Some("testdb copy v1; leased")),
+        "{copy}: {state:?}"
     );
 
+    // The next process never leases it: it sees only the baseline's rows, in a copy of its own
+    // (which may reuse the dropped copy's name). What becomes of the name after that is up to the
+    // processes running beside this test, which share the template.
     let mut next = child("child_runs_a_leased_test", "plain");
-    let leased = said(&mut next, "COPY");
+    said(&mut next, "COPY");
     assert_eq!(said(&mut next, "ITEMS"), "2", "only the baseline's rows");
     finished(next);
-    let copies = copies_beside(&mut admin, &copy).await;
-    // The dirty copy was dropped by the next leaser (whose own copy may reuse its name).
-    if leased == copy {
-        assert_eq!(
-            state_of(&mut admin, &copy).await.as_deref(),
-            Some("testdb copy v1; clean")
-        );
-    } else {
-        assert!(!copies.contains(&copy), "{copy} was dropped: {copies:?}");
-    }
 }
 
 #[tokio::test]
