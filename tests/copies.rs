@@ -249,7 +249,7 @@ async fn a_copy_committed_to_by_a_killed_process_is_never_leased_again() {
     let mut admin = common::admin().await;
     let before = sessions(&mut admin).await;
     let mut killed = child("child_runs_a_leased_test", "commit");
-    let copy = said(&mut killed, "COPY");
+    said(&mut killed, "COPY");
     said(&mut killed, "COMMITTED");
     let mut its: Vec<i32> = sessions(&mut admin).await;
     its.retain(|pid| !before.contains(pid));
@@ -264,14 +264,6 @@ async fn a_copy_committed_to_by_a_killed_process_is_never_leased_again() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    // Its commit is in the copy for good; the copy is still marked leased, unless a sweep of
-    // another process (this binary's other tests run beside this one) dropped it already.
-    let state = state_of(&mut admin, &copy).await;
-    assert!(
-        matches!(state.as_deref(), None | Some("testdb copy v1; leased")),
-        "{copy}: {state:?}"
-    );
-
     // The next process never leases it: it sees only the baseline's rows, in a copy of its own
     // (which may reuse the dropped copy's name). What becomes of the name after that is up to the
     // processes running beside this test, which share the template.

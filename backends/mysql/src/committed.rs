@@ -77,7 +77,7 @@ impl WriteTracking for MySql {
         let mut script = format!(
             "{KEEP_ZEROS} CREATE TABLE {registry} (kind VARCHAR(16) NOT NULL, \
              name VARCHAR(64) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL, \
-             refill LONGTEXT NULL, counter BIGINT UNSIGNED NULL, PRIMARY KEY (kind, name)) \
+             refill LONGTEXT CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NULL, counter BIGINT UNSIGNED NULL, PRIMARY KEY (kind, name)) \
              ENGINE = InnoDB COMMENT = {};",
             literal(REGISTRY)
         );
