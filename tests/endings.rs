@@ -493,7 +493,7 @@ fn transaction_tests_at_once_keep_their_connections<H: Endings>() {
                         .build()
                         .unwrap()
                         .block_on(a_parallel_test::<H>(round * 100 + i, pause))
-                        .map_err(|err| err.to_string())
+                        .map_err(|err| format!("{err:?}"))
                 })
             })
             .collect();

@@ -456,6 +456,12 @@ async fn what_a_test_commits_after_a_rollback_is_an_escape_and_what_it_writes_is
     for commit in [
         "ROLLBACK; BEGIN; INSERT INTO users (name) VALUES ('sneaky'); COMMIT",
         "ROLLBACK; INSERT INTO users (name) VALUES ('sneaky'); CREATE TABLE sneaky (id INT)",
+        // Committed, and the test savepoint made again, as if nothing happened.
+        "INSERT INTO users (name) VALUES ('sneaky'); COMMIT; SAVEPOINT testdb_test",
+        "INSERT INTO users (name) VALUES ('sneaky'); CREATE TABLE sneakier (id INT); \
+         SAVEPOINT testdb_test",
+        "SET autocommit = 1; INSERT INTO users (name) VALUES ('sneaky'); SET autocommit = 0; \
+         SAVEPOINT testdb_test",
     ] {
         let err = ROLLED_BACK
             .run(async |conn: &mut Conn, _: i64| sqlx::raw_sql(commit).execute(&mut *conn).await)
@@ -468,6 +474,73 @@ async fn what_a_test_commits_after_a_rollback_is_an_escape_and_what_it_writes_is
             "{commit}: nothing committed is seen: {after}"
         );
         assert_ne!(after, before, "{commit}: a new copy");
+    }
+}
+
+static SABOTAGED: Suite<MySql, i64> =
+    Suite::new("mysql_sabotaged", || shop(Isolation::Transaction));
+
+#[tokio::test]
+async fn a_session_that_cannot_begin_a_test_is_closed_and_not_handed_out_again() {
+    if mysql().is_none() {
+        return;
+    }
+    // The test replaces the session's marker table (`testdb_open`, where no table of the
+    // database has that name) with one that refuses the row each test's transaction writes, in a
+    // way that rolls back cleanly: the next test on this session cannot begin.
+    SABOTAGED
+        .run(async |conn: &mut Conn, _: i64| {
+            sqlx::raw_sql(
+                "DROP TEMPORARY TABLE testdb_open; \
+                 CREATE TEMPORARY TABLE testdb_open (open INT NOT NULL CHECK (open <> 1)) \
+                 ENGINE = InnoDB; \
+                 INSERT INTO testdb_open VALUES (2); SAVEPOINT testdb_test",
+            )
+            .execute(&mut *conn)
+            .await
+        })
+        .await
+        .unwrap();
+    // Turns through every connection of the pool, twice: the sabotaged session fails one test's
+    // beginning and goes; left in the pool, it would fail each test it was handed to.
+    let mut failures = Vec::new();
+    for _ in 0..12 {
+        let run = SABOTAGED
+            .run(async |conn: &mut Conn, _: i64| {
+                sqlx::query_scalar::<_, i64>("SELECT @@autocommit")
+                    .fetch_one(&mut *conn)
+                    .await
+            })
+            .await;
+        match run {
+            Ok(autocommit) => assert_eq!(autocommit, 0, "the test runs in testdb's transaction"),
+            Err(err) => failures.push(err),
+        }
+    }
+    assert_eq!(
+        failures.len(),
+        1,
+        "exactly the test handed the sabotaged session: {failures:#?}"
+    );
+    for err in &failures {
+        assert!(
+            format!("{err}").contains("begin the test's transaction"),
+            "{err:?}"
+        );
+    }
+    // Connections of the pool taken outside any test are as the pool expects, too.
+    let pool = SABOTAGED
+        .run(async |_: &mut Conn, _: i64| {
+            Ok::<_, Error>(testdb::current::<MySql>()?.pool().clone())
+        })
+        .await
+        .unwrap();
+    for _ in 0..4 {
+        let autocommit: i64 = sqlx::query_scalar("SELECT @@autocommit")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(autocommit, 1);
     }
 }
 

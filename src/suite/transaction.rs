@@ -92,12 +92,17 @@ impl<B: Backend> Transactions<B> {
         let database = &shared.database;
         let opened = database.fences().open();
         let mut connection = database.acquire_for(Some(opened.fence().clone())).await?;
+        let beginning = Beginning {
+            connection: &mut connection,
+            begun: false,
+        };
         Manager::<B>::begin(
-            &mut connection,
+            &mut *beginning.connection,
             Some(sqlx::AssertSqlSafe(B::begin_test(&shared.baseline)).into_sql_str()),
         )
         .await
         .map_err(|source| database.error("begin the test's transaction", source))?;
+        beginning.begun();
         Ok(Some(Test {
             connection,
             shared: shared.clone(),
@@ -210,6 +215,28 @@ impl<B: Backend> Shared<B> {
             && self.running.load(Ordering::SeqCst) == 1
             && !self.broken.load(Ordering::Acquire);
         self.database.set_reusable(clean);
+    }
+}
+
+/// A connection whose test's transaction is being begun: if that fails or is cancelled part-way,
+/// the session is in no state the pool expects (MySQL's begin turns `autocommit` off first), so it
+/// is closed when dropped instead of handed out again.
+struct Beginning<'a, DB: Database> {
+    connection: &'a mut PoolConnection<DB>,
+    begun: bool,
+}
+
+impl<DB: Database> Beginning<'_, DB> {
+    fn begun(mut self) {
+        self.begun = true;
+    }
+}
+
+impl<DB: Database> Drop for Beginning<'_, DB> {
+    fn drop(&mut self) {
+        if !self.begun {
+            self.connection.close_on_drop();
+        }
     }
 }
 

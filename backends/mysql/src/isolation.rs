@@ -66,6 +66,18 @@ async fn rolled_back_by_server(conn: &mut MySqlConnection, marker: &str) -> sqlx
     Ok(marked == 0 && committing == 0)
 }
 
+/// The server's message if `err` says the test savepoint is gone (the transaction it was in
+/// ended); any other error as it is.
+fn lost_savepoint(err: sqlx::Error) -> sqlx::Result<String> {
+    if crate::backend::error_number(&err) != Some(NO_SUCH_SAVEPOINT) {
+        return Err(err);
+    }
+    Ok(err
+        .as_database_error()
+        .map(|err| err.message().to_owned())
+        .unwrap_or_default())
+}
+
 fn escaped(message: &str) -> Rewind {
     Rewind::Escaped(format!(
         "{message}: the test ended the suite transaction, with a COMMIT or ROLLBACK or a \
@@ -137,13 +149,13 @@ impl IsolationHooks for MySql {
 
     fn begin_test(baseline: &Baseline) -> String {
         let Some(marker) = &baseline.marker else {
-            return format!("BEGIN; SAVEPOINT {TEST_SAVEPOINT}");
+            return format!("START TRANSACTION; SAVEPOINT {TEST_SAVEPOINT}");
         };
         // The count is read last: this script's own statements are not the test's.
         format!(
             "SET autocommit = 0; \
              CREATE TEMPORARY TABLE IF NOT EXISTS {marker} (open INT NOT NULL) ENGINE = InnoDB; \
-             BEGIN; INSERT INTO {marker} VALUES (1); SAVEPOINT {TEST_SAVEPOINT}; \
+             START TRANSACTION; INSERT INTO {marker} VALUES (1); SAVEPOINT {TEST_SAVEPOINT}; \
              SET @testdb_committing = {COMMITTING}"
         )
     }
@@ -164,38 +176,60 @@ impl IsolationHooks for MySql {
         baseline: &Baseline,
         _sequences: bool,
     ) -> sqlx::Result<Rewind> {
-        // Under transaction isolation the test's transaction ends here, so that `autocommit`
-        // goes back on outside it (the driver's own ROLLBACK after this finds none open).
-        let end = if baseline.marker.is_some() {
-            "ROLLBACK; SET autocommit = 1;"
-        } else {
-            ""
+        let Some(marker) = &baseline.marker else {
+            // One round trip: the settings go with the rollback, and are not reached if it fails.
+            let rolled_back = sqlx::raw_sql(AssertSqlSafe(format!(
+                "ROLLBACK TO SAVEPOINT {TEST_SAVEPOINT}; {}",
+                baseline.settings
+            )))
+            .execute(&mut *conn)
+            .await;
+            return match rolled_back {
+                Ok(_) => Ok(Rewind::Clean),
+                Err(err) => lost_savepoint(err).map(|message| escaped(&message)),
+            };
         };
-        // One round trip: the settings go with the rollback, and are not reached if it fails.
+        // Under transaction isolation the test's transaction ends here, so that `autocommit`
+        // goes back on outside it (the driver's own ROLLBACK after this finds none open). The
+        // marker row, read before and after the rollback, says whether the transaction is the one
+        // testdb began: there and then gone. Still there, it was committed (by a COMMIT, BEGIN,
+        // DDL, `SET autocommit = 1`, …: the test savepoint made again since); gone before, the
+        // test rolled back testdb's transaction and made the savepoint again. Both fail closed,
+        // as escapes.
         let rolled_back = sqlx::raw_sql(AssertSqlSafe(format!(
-            "ROLLBACK TO SAVEPOINT {TEST_SAVEPOINT}; {end} {}",
+            "ROLLBACK TO SAVEPOINT {TEST_SAVEPOINT}; SELECT COUNT(*) FROM {marker}; ROLLBACK; \
+             SELECT COUNT(*) FROM {marker}; SET autocommit = 1; {}",
             baseline.settings
         )))
-        .execute(&mut *conn)
+        .fetch_all(&mut *conn)
         .await;
         match rolled_back {
-            Ok(_) => Ok(Rewind::Clean),
-            Err(err) if crate::backend::error_number(&err) == Some(NO_SUCH_SAVEPOINT) => {
-                let message = err
-                    .as_database_error()
-                    .map(|err| err.message().to_owned())
-                    .unwrap_or_default();
-                if let Some(marker) = &baseline.marker
-                    && rolled_back_by_server(conn, marker).await?
-                {
-                    sqlx::raw_sql(AssertSqlSafe(format!("{end} {}", baseline.settings)))
-                        .execute(&mut *conn)
-                        .await?;
+            Ok(rows) => {
+                let counts = rows
+                    .iter()
+                    .map(|row| row.try_get::<i64, _>(0))
+                    .collect::<sqlx::Result<Vec<_>>>()?;
+                Ok(match counts[..] {
+                    [1, 0] => Rewind::Clean,
+                    [_, after] if after > 0 => {
+                        escaped("the transaction testdb began for the test was committed")
+                    }
+                    _ => escaped("the transaction testdb began for the test was rolled back"),
+                })
+            }
+            Err(err) => {
+                let message = lost_savepoint(err)?;
+                if rolled_back_by_server(conn, marker).await? {
+                    sqlx::raw_sql(AssertSqlSafe(format!(
+                        "ROLLBACK; SET autocommit = 1; {}",
+                        baseline.settings
+                    )))
+                    .execute(&mut *conn)
+                    .await?;
                     return Ok(Rewind::Clean);
                 }
                 Ok(escaped(&message))
             }
-            Err(err) => Err(err),
         }
     }
 
