@@ -143,11 +143,11 @@ impl<B: Backend> Builder<B> {
         self.pool_options.clone()
     }
 
-    /// Feeds everything this builder puts into a database to `hasher`: the migrations' versions
-    /// and checksums, the fixture files' contents.
+    /// Feeds everything this builder puts into a database to `hasher`: the backend and its
+    /// template format, the migrations' versions and checksums, the fixture files' contents.
     pub(crate) async fn fingerprint(&self, hasher: &mut impl std::hash::Hasher) -> Result<()> {
         use std::hash::Hash;
-        B::NAME.hash(hasher);
+        (B::NAME, B::FORMAT).hash(hasher);
         match &self.migrations {
             Some(migrations) => migrations.fingerprint(hasher).await?,
             None => 0u8.hash(hasher),

@@ -851,3 +851,123 @@ async fn another_attribute_test_in_the_same_savepoint_suite(
 ) -> sqlx::Result<()> {
     deletes_the_order(conn).await
 }
+
+// Named locks belong to sessions: one lost while its process lives (a server restart, `KILL`) is
+// taken again on a new session, but another process may have held it in between.
+
+/// `name`'s template lock, as the backend names it, and the session holding it.
+async fn template_lock_holder(admin: &mut MySqlConnection, name: &str) -> Option<i64> {
+    sqlx::query_scalar("SELECT CAST(IS_USED_LOCK(CONCAT('testdb_lock_', MD5(?))) AS SIGNED)")
+        .bind(name)
+        .fetch_one(admin)
+        .await
+        .unwrap()
+}
+
+/// The sessions using template `name`.
+async fn template_users(admin: &mut MySqlConnection, name: &str) -> Vec<i64> {
+    sqlx::query_scalar(
+        "SELECT CAST(ID AS SIGNED) FROM information_schema.PROCESSLIST \
+         WHERE IS_USED_LOCK(CONCAT('testdb_use_', MD5(?), '_', ID)) IS NOT NULL",
+    )
+    .bind(name)
+    .fetch_all(admin)
+    .await
+    .unwrap()
+}
+
+async fn kill(admin: &mut MySqlConnection, id: i64) {
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("KILL CONNECTION {id}")))
+        .execute(admin)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_build_whose_template_lock_was_lost_meanwhile_is_not_used() {
+    use testdb::backend::{OwnedDatabase, Server, Templates};
+    let Some(backend) = mysql() else { return };
+    let name = format!("testdb_tpl_lost_lock_{}", std::process::id());
+    let mut admin = admin().await;
+    let lock = backend.lock_template(&name).await.unwrap();
+    let first = template_lock_holder(&mut admin, &name)
+        .await
+        .expect("the builder holds the lock");
+    kill(&mut admin, first).await;
+    let mut again = None;
+    for _ in 0..100 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        again = template_lock_holder(&mut admin, &name).await;
+        if again.is_some() {
+            break;
+        }
+    }
+    assert!(
+        again.is_some_and(|again| again != first),
+        "taken again on a new session: {again:?}"
+    );
+    let built = backend.create().await.unwrap();
+    let built_name = built.name().to_owned();
+    let err = backend.promote(built, &name, "1").await.unwrap_err();
+    assert!(
+        format!("{err}: {:?}", std::error::Error::source(&err)).contains("lost its lock"),
+        "{err:?}"
+    );
+    assert_eq!(backend.find_template(&name).await.unwrap(), None);
+    assert!(
+        !exists(&name).await,
+        "nothing of the build became a template"
+    );
+    assert!(!exists(&built_name).await, "the build is removed");
+    drop(lock);
+
+    // Under a lock that held, the same build is promoted.
+    let lock = backend.lock_template(&name).await.unwrap();
+    let built = backend.create().await.unwrap();
+    backend.promote(built, &name, "2").await.unwrap();
+    assert_eq!(
+        backend.find_template(&name).await.unwrap().as_deref(),
+        Some("2")
+    );
+    drop(lock);
+    assert_eq!(backend.remove_templates(&name, "").await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn a_template_whose_user_just_lost_its_session_is_not_removed() {
+    use testdb::backend::{Server, Templates};
+    let Some(backend) = mysql() else { return };
+    let name = format!("testdb_tpl_lost_use_{}", std::process::id());
+    let lock = backend.lock_template(&name).await.unwrap();
+    let built = backend.create().await.unwrap();
+    backend.promote(built, &name, "1").await.unwrap();
+    drop(lock);
+    let in_use = backend.share_template(&name).await.unwrap();
+    let mut admin = admin().await;
+    let users = template_users(&mut admin, &name).await;
+    assert_eq!(users.len(), 1, "the user's session holds its use");
+    kill(&mut admin, users[0]).await;
+    // Removed at the moment the use is gone, before the user takes it again.
+    let mut gone = false;
+    for _ in 0..1000 {
+        if template_users(&mut admin, &name).await.is_empty() {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert!(gone, "the killed session's use ended");
+    assert_eq!(
+        backend.remove_templates(&name, "").await.unwrap(),
+        0,
+        "the user took its use again before the remover believed it gone"
+    );
+    assert_eq!(
+        backend.find_template(&name).await.unwrap().as_deref(),
+        Some("1")
+    );
+    assert_eq!(template_users(&mut admin, &name).await.len(), 1);
+    drop(in_use);
+    assert_eq!(backend.remove_templates(&name, "").await.unwrap(), 1);
+    assert!(!exists(&name).await);
+}

@@ -11,6 +11,12 @@ pub trait Templates: Server {
     /// when dropped.
     type TemplateLock: Send + 'static;
 
+    /// The version of what this backend keeps in a template (its marks, its bookkeeping): part
+    /// of every template's name, so that a template an earlier version of the backend built is
+    /// never taken for one of this version's, even under a pinned
+    /// [`Setup::version`](crate::Setup::version). Bump it whenever that changes.
+    const FORMAT: u32 = 1;
+
     /// Waits for, then takes, the lock on template `name`: held while it is built or removed.
     fn lock_template(&self, name: &str) -> impl Future<Output = Result<Self::TemplateLock>> + Send;
 

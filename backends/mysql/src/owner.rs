@@ -62,9 +62,17 @@ const PING_TIMEOUT: Duration = Duration::from_secs(10);
 /// The longest one try at taking the locks again may take.
 const RELOCK_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long a sweep or a remover waits before it believes that a lock or session it saw free
+/// is: longer than a live holder whose session was just lost takes to take it again (two checks
+/// and a retry).
+pub(crate) const GRACE: Duration = CHECK_EVERY.saturating_mul(2).saturating_add(RETRY_EVERY);
+
 /// A session of its own holding named locks, until dropped.
 #[derive(Debug)]
 pub(crate) struct Held {
+    /// The server's id of the session that took the locks first: while it holds them, nobody
+    /// else can have held them since.
+    pub(crate) first_session: i64,
     _release: oneshot::Sender<()>,
 }
 
@@ -74,7 +82,7 @@ async fn lock_session(
     options: &MySqlConnectOptions,
     take: &str,
     what: &str,
-) -> Result<MySqlConnection> {
+) -> Result<(MySqlConnection, i64)> {
     let mut conn = options
         .connect()
         .await
@@ -93,7 +101,15 @@ async fn lock_session(
         Err(err) => Err(err),
     };
     let refused = match locked {
-        Ok(results) if results.iter().all(|r| *r == Some(1)) => return Ok(conn),
+        Ok(results) if results.iter().all(|r| *r == Some(1)) => {
+            match sqlx::query_scalar::<_, i64>("SELECT CAST(CONNECTION_ID() AS SIGNED)")
+                .fetch_one(&mut conn)
+                .await
+            {
+                Ok(id) => return Ok((conn, id)),
+                Err(source) => backend::failed(what, "take a lock", source),
+            }
+        }
         Ok(_) => Error::Runtime {
             reason: format!("MySQL refused the lock on {what}"),
         },
@@ -110,21 +126,21 @@ async fn lock_session(
 /// process's again within moments (a sweep of another process meanwhile still leaves every
 /// database a session of this process is connected to).
 pub(crate) async fn hold(server: &MySql, take: String, what: &str) -> Result<Held> {
-    let (ready, taken) = oneshot::channel::<Result<()>>();
+    let (ready, taken) = oneshot::channel::<Result<i64>>();
     let (release, mut released) = oneshot::channel::<()>();
     let options = server.maintenance_options();
     let server = server.clone();
     let what = what.to_owned();
     runtime()?.spawn(async move {
         let first = lock_session(&server, &options, &take, &what).await;
-        let mut session = match first {
-            Ok(conn) => Some(conn),
+        let (mut session, id) = match first {
+            Ok((conn, id)) => (Some(conn), id),
             Err(err) => {
                 let _ = ready.send(Err(err));
                 return;
             }
         };
-        if ready.send(Ok(())).is_err() {
+        if ready.send(Ok(id)).is_err() {
             // Nobody waits for these locks (the taker was cancelled): let them go.
             if let Some(conn) = session {
                 let _ = conn.close().await;
@@ -150,7 +166,7 @@ pub(crate) async fn hold(server: &MySql, take: String, what: &str) -> Result<Hel
                 }
                 None => {
                     let again = lock_session(&server, &options, &take, &what);
-                    if let Ok(Ok(conn)) = tokio::time::timeout(RELOCK_TIMEOUT, again).await {
+                    if let Ok(Ok((conn, _))) = tokio::time::timeout(RELOCK_TIMEOUT, again).await {
                         session = Some(conn);
                     }
                 }
@@ -162,7 +178,10 @@ pub(crate) async fn hold(server: &MySql, take: String, what: &str) -> Result<Hel
         }
     });
     match taken.await {
-        Ok(result) => result.map(|()| Held { _release: release }),
+        Ok(result) => result.map(|first_session| Held {
+            first_session,
+            _release: release,
+        }),
         Err(_) => Err(Error::Runtime {
             reason: "MySQL's lock session ended before it took its lock".into(),
         }),
@@ -249,7 +268,7 @@ async fn sweep_on(conn: &mut MySqlConnection) -> sqlx::Result<usize> {
     }
     // A live owner whose session was just lost (a server restart, `KILL`, a dropped connection)
     // takes its lock again within a check: what is still an orphan after two checks is one.
-    tokio::time::sleep(2 * CHECK_EVERY + RETRY_EVERY).await;
+    tokio::time::sleep(GRACE).await;
     let mut dropped = 0;
     for name in orphans(conn).await? {
         if first.contains(&name) && drop_database(conn, &name).await.is_ok() {

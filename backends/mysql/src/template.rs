@@ -8,6 +8,8 @@
 //! and its own session, taken while it holds the template's lock for a moment: a remover, holding
 //! the template's lock, sees every such session in the process list, and leaves the template.
 
+use std::collections::BTreeMap;
+use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sqlx::Row;
@@ -38,7 +40,28 @@ const STAMP_EVERY: Duration = Duration::from_secs(3600);
 /// dropped, or when the process dies.
 #[derive(Debug)]
 pub struct TemplateLock {
+    /// The template, if the lock is held to build or remove it.
+    exclusive: Option<String>,
     _held: Held,
+}
+
+impl Drop for TemplateLock {
+    fn drop(&mut self) {
+        if let Some(name) = self.exclusive.take() {
+            building().remove(&name);
+        }
+    }
+}
+
+/// The templates whose lock this process holds to build them, with the session that took each
+/// lock. A lock whose session is lost is taken again on a new one, but another process may have
+/// held it in between: a build checks, before its template replaces anything, that the session
+/// which took its lock still holds it.
+fn building() -> std::sync::MutexGuard<'static, BTreeMap<String, i64>> {
+    static BUILDING: Mutex<BTreeMap<String, i64>> = Mutex::new(BTreeMap::new());
+    BUILDING
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// The named lock of template `name`, as SQL (names are at most 64 characters: hashed).
@@ -68,7 +91,36 @@ async fn lock(server: &MySql, name: &str, shared: bool) -> Result<TemplateLock> 
         format!("SELECT GET_LOCK({lock}, {WAIT})")
     };
     let held = owner::hold(server, take, name).await?;
-    Ok(TemplateLock { _held: held })
+    let exclusive = (!shared).then(|| name.to_owned());
+    if let Some(name) = &exclusive {
+        building().insert(name.clone(), held.first_session);
+    }
+    Ok(TemplateLock {
+        exclusive,
+        _held: held,
+    })
+}
+
+/// Fails unless template `name`'s lock, if this process took it to build the template, is still
+/// held by the session that took it.
+async fn still_locked(conn: &mut MySqlConnection, name: &str) -> sqlx::Result<()> {
+    let Some(session) = building().get(name).copied() else {
+        return Ok(());
+    };
+    let holder: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT CAST(IS_USED_LOCK({}) AS SIGNED)",
+        lock_name(name)
+    )))
+    .fetch_one(&mut *conn)
+    .await?;
+    if holder == Some(session) {
+        return Ok(());
+    }
+    Err(sqlx::Error::Protocol(format!(
+        "this process lost its lock on template {name} while it built it (the server restarted, \
+         or ended the lock's session): another process may have built or removed the template \
+         since, so this build is not used; run the tests again"
+    )))
 }
 
 fn now() -> u64 {
@@ -289,20 +341,57 @@ async fn copy_triggers(conn: &mut MySqlConnection, from: &str, to: &str) -> sqlx
     Ok(())
 }
 
-/// Removes template `name` (and marks nothing): the caller holds its lock.
-async fn drop_template(conn: &mut MySqlConnection, name: &str) -> sqlx::Result<bool> {
-    let in_use: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+/// How many sessions use template `name` (each holds a lock named after it and itself).
+async fn users(conn: &mut MySqlConnection, name: &str) -> sqlx::Result<i64> {
+    sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
         "SELECT COUNT(*) FROM information_schema.PROCESSLIST \
          WHERE IS_USED_LOCK({}) IS NOT NULL",
         use_name(name, "ID")
     )))
     .fetch_one(&mut *conn)
-    .await?;
-    if in_use > 0 {
+    .await
+}
+
+/// Removes those of templates `names` that nobody builds, removes or uses; returns how many.
+/// Each is found unused twice, under its lock, [`owner::GRACE`] apart: a process whose session
+/// was just lost (a server restart, `KILL`) takes its use again meanwhile (which needs the lock
+/// for a moment, so it is not held in between).
+async fn remove_unused_of(conn: &mut MySqlConnection, names: Vec<String>) -> sqlx::Result<usize> {
+    let mut unused = Vec::new();
+    for name in names {
+        if unused_under_lock(conn, &name).await? {
+            unused.push(name);
+        }
+    }
+    if unused.is_empty() {
+        return Ok(0);
+    }
+    tokio::time::sleep(owner::GRACE).await;
+    let mut removed = 0;
+    for name in unused {
+        if !try_lock(conn, &name).await? {
+            continue;
+        }
+        let dropped = match users(conn, &name).await {
+            Ok(0) => owner::drop_database(conn, &name).await.map(|()| true),
+            other => other.map(|_| false),
+        };
+        unlock(conn, &name).await?;
+        if dropped? {
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
+/// Whether template `name` is free to take and unused, looked at under its lock.
+async fn unused_under_lock(conn: &mut MySqlConnection, name: &str) -> sqlx::Result<bool> {
+    if !try_lock(conn, name).await? {
         return Ok(false);
     }
-    owner::drop_database(conn, name).await?;
-    Ok(true)
+    let users = users(conn, name).await;
+    unlock(conn, name).await?;
+    Ok(users? == 0)
 }
 
 /// Tries to take template `name`'s lock without waiting; whether it did.
@@ -340,21 +429,23 @@ async fn templates(conn: &mut MySqlConnection) -> sqlx::Result<Vec<(String, Opti
         if !name.starts_with(TEMPLATE_PREFIX) {
             continue;
         }
-        let used = if comment == COMPLETE {
-            match bookkeeping::find(conn, Some(&name), SETUP_TABLE, SETUP).await {
-                Ok(Some(setup)) => sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-                    "SELECT used FROM {}.{}",
-                    ident(&name),
-                    ident(&setup)
-                )))
-                .fetch_optional(&mut *conn)
-                .await
-                .ok()
-                .flatten(),
-                _ => None,
-            }
+        // A complete template without its setup table is broken, and as good as unused; an
+        // error reading either is no evidence of that, and stops the removal.
+        let setup = if comment == COMPLETE {
+            bookkeeping::find(conn, Some(&name), SETUP_TABLE, SETUP).await?
         } else {
             None
+        };
+        let used = match setup {
+            Some(setup) => sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                "SELECT used FROM {}.{}",
+                ident(&name),
+                ident(&setup)
+            )))
+            .fetch_optional(&mut *conn)
+            .await?
+            .flatten(),
+            None => None,
         };
         found.push((name, used));
     }
@@ -374,6 +465,9 @@ fn failed(name: &str, step: &str, source: sqlx::Error) -> Error {
 impl Templates for MySql {
     type TemplateLock = TemplateLock;
 
+    // 2: templates marked by their bookkeeping tables' comments, with the names they claim.
+    const FORMAT: u32 = 2;
+
     async fn lock_template(&self, name: &str) -> Result<TemplateLock> {
         lock(self, name, false).await
     }
@@ -392,6 +486,7 @@ impl Templates for MySql {
     async fn promote(&self, database: MySqlDatabase, name: &str, data: &str) -> Result<()> {
         let mut conn = self.connect_maintenance().await?;
         let promoted = async {
+            still_locked(&mut conn, name).await?;
             owner::drop_database(&mut conn, name).await?;
             sqlx::query(sqlx::AssertSqlSafe(format!(
                 "CREATE DATABASE {} COMMENT {}",
@@ -402,6 +497,7 @@ impl Templates for MySql {
             .await?;
             copy(&mut conn, database.name(), name).await?;
             let setup = Names::read(&mut conn, Some(name)).await?.table(SETUP_TABLE);
+            still_locked(&mut conn, name).await?;
             sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
                 "CREATE TABLE {t} (value LONGTEXT NOT NULL, used BIGINT UNSIGNED NOT NULL) \
                  COMMENT = {}; INSERT INTO {t} VALUES ({}, {}); ALTER DATABASE {} COMMENT {}",
@@ -441,18 +537,13 @@ impl Templates for MySql {
         }
         let mut conn = self.connect_maintenance().await?;
         let removed = async {
-            let mut removed = 0;
-            for (name, _) in templates(&mut conn).await? {
-                if !name.starts_with(prefix) || name == keep || !try_lock(&mut conn, &name).await? {
-                    continue;
-                }
-                let dropped = drop_template(&mut conn, &name).await;
-                unlock(&mut conn, &name).await?;
-                if dropped? {
-                    removed += 1;
-                }
-            }
-            Ok(removed)
+            let old = templates(&mut conn)
+                .await?
+                .into_iter()
+                .map(|(name, _)| name)
+                .filter(|name| name.starts_with(prefix) && name != keep)
+                .collect();
+            remove_unused_of(&mut conn, old).await
         }
         .await;
         backend::close(conn).await;
@@ -467,20 +558,17 @@ impl Templates for MySql {
         let mut conn = self.connect_maintenance().await?;
         let removed = async {
             let now = now();
-            let mut removed = 0;
-            for (rank, (name, used)) in templates(&mut conn).await?.into_iter().enumerate() {
-                let idle = used.map(|used| Duration::from_secs(now.saturating_sub(used)));
-                let expired = idle.is_none_or(|idle| idle >= unused_for) || rank >= keep_at_most;
-                if !expired || !try_lock(&mut conn, &name).await? {
-                    continue;
-                }
-                let dropped = drop_template(&mut conn, &name).await;
-                unlock(&mut conn, &name).await?;
-                if dropped? {
-                    removed += 1;
-                }
-            }
-            Ok(removed)
+            let expired = templates(&mut conn)
+                .await?
+                .into_iter()
+                .enumerate()
+                .filter(|(rank, (_, used))| {
+                    let idle = used.map(|used| Duration::from_secs(now.saturating_sub(used)));
+                    idle.is_none_or(|idle| idle >= unused_for) || *rank >= keep_at_most
+                })
+                .map(|(_, (name, _))| name)
+                .collect();
+            remove_unused_of(&mut conn, expired).await
         }
         .await;
         backend::close(conn).await;
