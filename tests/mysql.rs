@@ -457,6 +457,7 @@ async fn what_a_test_commits_after_a_rollback_is_an_escape_and_what_it_writes_is
         "ROLLBACK; BEGIN; INSERT INTO users (name) VALUES ('sneaky'); COMMIT",
         "ROLLBACK; INSERT INTO users (name) VALUES ('sneaky'); CREATE TABLE sneaky (id INT)",
         // Committed, and the test savepoint made again, as if nothing happened.
+        "ROLLBACK; INSERT INTO users (name) VALUES ('sneaky'); COMMIT; SAVEPOINT testdb_test",
         "INSERT INTO users (name) VALUES ('sneaky'); COMMIT; SAVEPOINT testdb_test",
         "INSERT INTO users (name) VALUES ('sneaky'); CREATE TABLE sneakier (id INT); \
          SAVEPOINT testdb_test",
@@ -487,7 +488,8 @@ async fn a_session_that_cannot_begin_a_test_is_closed_and_not_handed_out_again()
     }
     // The test replaces the session's marker table (`testdb_open`, where no table of the
     // database has that name) with one that refuses the row each test's transaction writes, in a
-    // way that rolls back cleanly: the next test on this session cannot begin.
+    // way that rolls back cleanly (a marker row there, then gone: the rewind cannot tell it from
+    // testdb's own): the next test on this session cannot begin.
     SABOTAGED
         .run(async |conn: &mut Conn, _: i64| {
             sqlx::raw_sql(
@@ -876,6 +878,20 @@ async fn template_users(admin: &mut MySqlConnection, name: &str) -> Vec<i64> {
     .unwrap()
 }
 
+/// Waits until the sessions that held template `name`'s lock or its uses have let them go (a
+/// dropped lock's session is closed in the background).
+async fn released(admin: &mut MySqlConnection, name: &str) {
+    for _ in 0..500 {
+        if template_lock_holder(admin, name).await.is_none()
+            && template_users(admin, name).await.is_empty()
+        {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("template {name}'s locks were not released");
+}
+
 async fn kill(admin: &mut MySqlConnection, id: i64) {
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!("KILL CONNECTION {id}")))
         .execute(admin)
@@ -887,7 +903,7 @@ async fn kill(admin: &mut MySqlConnection, id: i64) {
 async fn a_build_whose_template_lock_was_lost_meanwhile_is_not_used() {
     use testdb::backend::{OwnedDatabase, Server, Templates};
     let Some(backend) = mysql() else { return };
-    let name = format!("testdb_tpl_lost_lock_{}", std::process::id());
+    let name = format!("testdb_tpl_lost_lock_{}_x", std::process::id());
     let mut admin = admin().await;
     let lock = backend.lock_template(&name).await.unwrap();
     let first = template_lock_holder(&mut admin, &name)
@@ -930,6 +946,7 @@ async fn a_build_whose_template_lock_was_lost_meanwhile_is_not_used() {
         Some("2")
     );
     drop(lock);
+    released(&mut admin, &name).await;
     assert_eq!(backend.remove_templates(&name, "").await.unwrap(), 1);
 }
 
@@ -937,13 +954,14 @@ async fn a_build_whose_template_lock_was_lost_meanwhile_is_not_used() {
 async fn a_template_whose_user_just_lost_its_session_is_not_removed() {
     use testdb::backend::{Server, Templates};
     let Some(backend) = mysql() else { return };
-    let name = format!("testdb_tpl_lost_use_{}", std::process::id());
+    let name = format!("testdb_tpl_lost_use_{}_x", std::process::id());
     let lock = backend.lock_template(&name).await.unwrap();
     let built = backend.create().await.unwrap();
     backend.promote(built, &name, "1").await.unwrap();
     drop(lock);
-    let in_use = backend.share_template(&name).await.unwrap();
     let mut admin = admin().await;
+    released(&mut admin, &name).await;
+    let in_use = backend.share_template(&name).await.unwrap();
     let users = template_users(&mut admin, &name).await;
     assert_eq!(users.len(), 1, "the user's session holds its use");
     kill(&mut admin, users[0]).await;
@@ -968,6 +986,7 @@ async fn a_template_whose_user_just_lost_its_session_is_not_removed() {
     );
     assert_eq!(template_users(&mut admin, &name).await.len(), 1);
     drop(in_use);
+    released(&mut admin, &name).await;
     assert_eq!(backend.remove_templates(&name, "").await.unwrap(), 1);
     assert!(!exists(&name).await);
 }

@@ -343,6 +343,7 @@ impl<D: Databases, T: Clone + Send + Serialize + DeserializeOwned + 'static> Sui
             }
             // Processes that need the same template wait here while one of them builds it.
             let building_lock = D::lock(&targets, &key, false).await?;
+            let mut built = false;
             if D::find(&targets, &key).await?.is_none()
                 && let Some((databases, data)) = build.take()
             {
@@ -357,9 +358,14 @@ impl<D: Databases, T: Clone + Send + Serialize + DeserializeOwned + 'static> Sui
                     template_error(format!("cannot store the setup value: {err}"))
                 })?;
                 D::into_templates(building, &targets, &key, &data, committed).await?;
-                D::remove_superseded(&targets, &key).await;
+                built = true;
             }
             drop(building_lock);
+            // Once the lock is free: processes waiting for the new template need not wait for
+            // the removal of the old ones too.
+            if built {
+                D::remove_superseded(&targets, &key).await;
+            }
         };
         let value = serde_json::from_str(&data)
             .map_err(|err| template_error(format!("cannot read the setup value: {err}")))?;

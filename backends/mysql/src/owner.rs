@@ -63,9 +63,9 @@ const PING_TIMEOUT: Duration = Duration::from_secs(10);
 const RELOCK_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How long a sweep or a remover waits before it believes that a lock or session it saw free
-/// is: longer than a live holder whose session was just lost takes to take it again (two checks
-/// and a retry).
-pub(crate) const GRACE: Duration = CHECK_EVERY.saturating_mul(2).saturating_add(RETRY_EVERY);
+/// is: longer than a live holder whose session was just lost takes to notice (a check), retry,
+/// and connect again on a busy machine.
+pub(crate) const GRACE: Duration = Duration::from_secs(3);
 
 /// A session of its own holding named locks, until dropped.
 #[derive(Debug)]

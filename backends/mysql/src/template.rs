@@ -47,18 +47,32 @@ pub struct TemplateLock {
 
 impl Drop for TemplateLock {
     fn drop(&mut self) {
-        if let Some(name) = self.exclusive.take() {
-            building().remove(&name);
+        let Some(name) = self.exclusive.take() else {
+            return;
+        };
+        let mut building = building();
+        if let Some(entry) = building.get_mut(&name) {
+            entry.holders = entry.holders.saturating_sub(1);
+            if entry.holders == 0 {
+                building.remove(&name);
+            }
         }
     }
+}
+
+/// This process's exclusive locks on a template: how many are held (more than one only once the
+/// first was lost), and the session that took them, if only one.
+struct Building {
+    holders: usize,
+    session: Option<i64>,
 }
 
 /// The templates whose lock this process holds to build them, with the session that took each
 /// lock. A lock whose session is lost is taken again on a new one, but another process may have
 /// held it in between: a build checks, before its template replaces anything, that the session
 /// which took its lock still holds it.
-fn building() -> std::sync::MutexGuard<'static, BTreeMap<String, i64>> {
-    static BUILDING: Mutex<BTreeMap<String, i64>> = Mutex::new(BTreeMap::new());
+fn building() -> std::sync::MutexGuard<'static, BTreeMap<String, Building>> {
+    static BUILDING: Mutex<BTreeMap<String, Building>> = Mutex::new(BTreeMap::new());
     BUILDING
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -93,7 +107,17 @@ async fn lock(server: &MySql, name: &str, shared: bool) -> Result<TemplateLock> 
     let held = owner::hold(server, take, name).await?;
     let exclusive = (!shared).then(|| name.to_owned());
     if let Some(name) = &exclusive {
-        building().insert(name.clone(), held.first_session);
+        let mut building = building();
+        let entry = building.entry(name.clone()).or_insert(Building {
+            holders: 0,
+            session: Some(held.first_session),
+        });
+        entry.holders += 1;
+        if entry.holders > 1 {
+            // Two holders at once: the lock of the first was lost. Which of them is asking
+            // cannot be told, so neither build is used.
+            entry.session = None;
+        }
     }
     Ok(TemplateLock {
         exclusive,
@@ -104,7 +128,7 @@ async fn lock(server: &MySql, name: &str, shared: bool) -> Result<TemplateLock> 
 /// Fails unless template `name`'s lock, if this process took it to build the template, is still
 /// held by the session that took it.
 async fn still_locked(conn: &mut MySqlConnection, name: &str) -> sqlx::Result<()> {
-    let Some(session) = building().get(name).copied() else {
+    let Some(entry) = building().get(name).map(|entry| entry.session) else {
         return Ok(());
     };
     let holder: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
@@ -113,7 +137,7 @@ async fn still_locked(conn: &mut MySqlConnection, name: &str) -> sqlx::Result<()
     )))
     .fetch_one(&mut *conn)
     .await?;
-    if holder == Some(session) {
+    if holder.is_some() && holder == entry {
         return Ok(());
     }
     Err(sqlx::Error::Protocol(format!(
@@ -352,15 +376,19 @@ async fn users(conn: &mut MySqlConnection, name: &str) -> sqlx::Result<i64> {
     .await
 }
 
-/// Removes those of templates `names` that nobody builds, removes or uses; returns how many.
-/// Each is found unused twice, under its lock, [`owner::GRACE`] apart: a process whose session
-/// was just lost (a server restart, `KILL`) takes its use again meanwhile (which needs the lock
-/// for a moment, so it is not held in between).
-async fn remove_unused_of(conn: &mut MySqlConnection, names: Vec<String>) -> sqlx::Result<usize> {
+/// Removes those of templates `found` (each with the state it was listed in) that nobody builds,
+/// removes or uses, and that are still as listed; returns how many. Each is found unused twice,
+/// under its lock, [`owner::GRACE`] apart: a process whose session was just lost (a server
+/// restart, `KILL`) takes its use again meanwhile (which needs the lock for a moment, so it is not
+/// held in between), and one rebuilt or used meanwhile is no longer as listed.
+async fn remove_unused_of(
+    conn: &mut MySqlConnection,
+    found: Vec<(String, State)>,
+) -> sqlx::Result<usize> {
     let mut unused = Vec::new();
-    for name in names {
-        if unused_under_lock(conn, &name).await? {
-            unused.push(name);
+    for (name, listed) in found {
+        if unused_as_listed(conn, &name, &listed, false).await? {
+            unused.push((name, listed));
         }
     }
     if unused.is_empty() {
@@ -368,30 +396,37 @@ async fn remove_unused_of(conn: &mut MySqlConnection, names: Vec<String>) -> sql
     }
     tokio::time::sleep(owner::GRACE).await;
     let mut removed = 0;
-    for name in unused {
-        if !try_lock(conn, &name).await? {
-            continue;
-        }
-        let dropped = match users(conn, &name).await {
-            Ok(0) => owner::drop_database(conn, &name).await.map(|()| true),
-            other => other.map(|_| false),
-        };
-        unlock(conn, &name).await?;
-        if dropped? {
+    for (name, listed) in unused {
+        if unused_as_listed(conn, &name, &listed, true).await? {
             removed += 1;
         }
     }
     Ok(removed)
 }
 
-/// Whether template `name` is free to take and unused, looked at under its lock.
-async fn unused_under_lock(conn: &mut MySqlConnection, name: &str) -> sqlx::Result<bool> {
+/// Whether template `name` is free to take, unused, and in the state it was listed in, looked at
+/// under its lock; dropped then if `drop`.
+async fn unused_as_listed(
+    conn: &mut MySqlConnection,
+    name: &str,
+    listed: &State,
+    drop: bool,
+) -> sqlx::Result<bool> {
     if !try_lock(conn, name).await? {
         return Ok(false);
     }
-    let users = users(conn, name).await;
+    let looked = async {
+        if users(conn, name).await? != 0 || state(conn, name).await?.as_ref() != Some(listed) {
+            return Ok(false);
+        }
+        if drop {
+            owner::drop_database(conn, name).await?;
+        }
+        Ok(true)
+    }
+    .await;
     unlock(conn, name).await?;
-    Ok(users? == 0)
+    looked
 }
 
 /// Tries to take template `name`'s lock without waiting; whether it did.
@@ -415,41 +450,71 @@ async fn unlock(conn: &mut MySqlConnection, name: &str) -> sqlx::Result<()> {
     .map(drop)
 }
 
-/// The templates on the server, with their last use (none while incomplete), the most recently
-/// used first.
-async fn templates(conn: &mut MySqlConnection) -> sqlx::Result<Vec<(String, Option<u64>)>> {
-    let names: Vec<(String, String)> = sqlx::query_as(
-        "SELECT SCHEMA_NAME, SCHEMA_COMMENT FROM information_schema.SCHEMATA \
+/// What a removal decides on: a template's comment, and its last use (none while incomplete, or
+/// when a complete template lacks its setup table: broken, and as good as unused).
+#[derive(Debug, PartialEq)]
+struct State {
+    comment: String,
+    used: Option<u64>,
+}
+
+/// Template `name`'s state; none once it is gone (another remover dropped it meanwhile). Any
+/// other error reading it is no evidence that it is unused, and stops the removal.
+async fn state(conn: &mut MySqlConnection, name: &str) -> sqlx::Result<Option<State>> {
+    let comment: Option<String> = sqlx::query_scalar(
+        "SELECT SCHEMA_COMMENT FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = ?",
+    )
+    .bind(name)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(comment) = comment else {
+        return Ok(None);
+    };
+    if comment != COMPLETE {
+        return Ok(Some(State {
+            comment,
+            used: None,
+        }));
+    }
+    let used = async {
+        let Some(setup) = bookkeeping::find(conn, Some(name), SETUP_TABLE, SETUP).await? else {
+            return Ok(None);
+        };
+        sqlx::query_scalar::<_, u64>(sqlx::AssertSqlSafe(format!(
+            "SELECT used FROM {}.{}",
+            ident(name),
+            ident(&setup)
+        )))
+        .fetch_optional(&mut *conn)
+        .await
+    }
+    .await;
+    match used {
+        Ok(used) => Ok(Some(State { comment, used })),
+        // Unknown database, unknown table: dropped while it was read.
+        Err(err) if matches!(backend::error_number(&err), Some(1049 | 1146)) => Ok(None),
+        Err(err) => Err(err),
+    }
+}
+
+/// The templates on the server, with their state, the most recently used first.
+async fn templates(conn: &mut MySqlConnection) -> sqlx::Result<Vec<(String, State)>> {
+    let names: Vec<String> = sqlx::query_scalar(
+        "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA \
          WHERE LEFT(SCHEMA_NAME, 11) = 'testdb_tpl_'",
     )
     .fetch_all(&mut *conn)
     .await?;
     let mut found = Vec::new();
-    for (name, comment) in names {
+    for name in names {
         if !name.starts_with(TEMPLATE_PREFIX) {
             continue;
         }
-        // A complete template without its setup table is broken, and as good as unused; an
-        // error reading either is no evidence of that, and stops the removal.
-        let setup = if comment == COMPLETE {
-            bookkeeping::find(conn, Some(&name), SETUP_TABLE, SETUP).await?
-        } else {
-            None
-        };
-        let used = match setup {
-            Some(setup) => sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-                "SELECT used FROM {}.{}",
-                ident(&name),
-                ident(&setup)
-            )))
-            .fetch_optional(&mut *conn)
-            .await?
-            .flatten(),
-            None => None,
-        };
-        found.push((name, used));
+        if let Some(state) = state(conn, &name).await? {
+            found.push((name, state));
+        }
     }
-    found.sort_by_key(|(_, used)| std::cmp::Reverse(*used));
+    found.sort_by_key(|(_, state)| std::cmp::Reverse(state.used));
     Ok(found)
 }
 
@@ -540,8 +605,7 @@ impl Templates for MySql {
             let old = templates(&mut conn)
                 .await?
                 .into_iter()
-                .map(|(name, _)| name)
-                .filter(|name| name.starts_with(prefix) && name != keep)
+                .filter(|(name, _)| name.starts_with(prefix) && name != keep)
                 .collect();
             remove_unused_of(&mut conn, old).await
         }
@@ -562,11 +626,13 @@ impl Templates for MySql {
                 .await?
                 .into_iter()
                 .enumerate()
-                .filter(|(rank, (_, used))| {
-                    let idle = used.map(|used| Duration::from_secs(now.saturating_sub(used)));
+                .filter(|(rank, (_, state))| {
+                    let idle = state
+                        .used
+                        .map(|used| Duration::from_secs(now.saturating_sub(used)));
                     idle.is_none_or(|idle| idle >= unused_for) || *rank >= keep_at_most
                 })
-                .map(|(_, (name, _))| name)
+                .map(|(_, found)| found)
                 .collect();
             remove_unused_of(&mut conn, expired).await
         }
