@@ -7,7 +7,7 @@
 //! the session is lost while the process lives (a server restart, `KILL`, a proxy's idle timeout),
 //! the process notices within moments and takes the same lock again. A sweep drops a database
 //! only if its name has the prefix, its comment is testdb's, its owner's lock is free, and no
-//! session is connected to it, both still true a second later (longer than an owner takes to
+//! session is connected to it, both still true [`GRACE`] later (longer than an owner takes to
 //! take its lock again).
 //!
 //! Named locks belong to sessions, and a session dies with the runtime that opened it: every
